@@ -1,0 +1,1 @@
+"""A LiveKit Agents voice worker that plays a scenario persona and delivers its transcript."""

@@ -1,0 +1,225 @@
+"""Settings from the environment and `.env`, validated once at boot.
+
+Rule: nothing reads `os.environ` after `load_settings()`; the validated `Settings` object is passed
+explicitly to the server, the plugins and the backend client. Secrets are `SecretStr` so a repr or a
+log line never shows them, and a validation failure is reported by variable name, never by value.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The commands that run a worker or a job and therefore need credentials.
+RUN_COMMANDS = frozenset({"dev", "start", "console", "connect"})
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+# How to fix each variable, shown next to its name when it is missing or invalid.
+HINTS: dict[str, str] = {
+    "LIVEKIT_URL": "the LiveKit server URL, e.g. wss://my-project.livekit.cloud",
+    "LIVEKIT_API_KEY": "an API key of the LiveKit project (Settings > Keys)",
+    "LIVEKIT_API_SECRET": "the API secret that belongs to LIVEKIT_API_KEY",
+    "OPENAI_API_KEY": "an OpenAI API key (sk-...)",
+    "OPENAI_BASE_URL": "an http(s) URL of an OpenAI-compatible API, or leave it unset",
+    "AGENT_NAME": "the agent name LiveKit dispatches by, e.g. roleplay-agent (required for start)",
+    "BACKEND_URL": "https://your-backend (plain http only for localhost); unset = embedded default",
+    "INTERNAL_SERVICE_KEY": "the backend's internal service key; set it with BACKEND_URL",
+    "PORT": "a TCP port number for the health server (1-65535)",
+    "DRAIN_TIMEOUT": "seconds a draining worker waits for live calls (>= MAX_CALL_SECONDS)",
+}
+
+_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def is_local_host(url: str) -> bool:
+    """True for URLs that point at this machine (the only place plain http is allowed)."""
+    host = urlsplit(url).hostname or ""
+    return host in _LOCAL_HOSTS or host.endswith(".localhost")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    # LiveKit
+    livekit_url: str = Field(min_length=1, alias="LIVEKIT_URL")
+    livekit_api_key: str = Field(min_length=1, alias="LIVEKIT_API_KEY")
+    livekit_api_secret: SecretStr = Field(alias="LIVEKIT_API_SECRET")
+    agent_name: str | None = Field(default=None, alias="AGENT_NAME", max_length=128)
+    livekit_recording: bool = Field(default=False, alias="LIVEKIT_RECORDING")
+    livekit_max_retry: int = Field(default=5, ge=0, le=100, alias="LIVEKIT_MAX_RETRY")
+
+    # OpenAI (or a compatible API)
+    openai_api_key: SecretStr = Field(alias="OPENAI_API_KEY")
+    openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
+    llm_model: str = Field(default="gpt-4.1-mini", min_length=1, alias="LLM_MODEL")
+    stt_model: str = Field(default="gpt-4o-mini-transcribe", min_length=1, alias="STT_MODEL")
+    tts_model: str = Field(default="gpt-4o-mini-tts", min_length=1, alias="TTS_MODEL")
+    tts_voice: str = Field(default="ash", min_length=1, alias="TTS_VOICE")
+    language: str = Field(default="en", min_length=2, max_length=16, alias="LANGUAGE")
+    llm_timeout: float = Field(default=8.0, gt=0, le=120, alias="LLM_TIMEOUT")
+    llm_max_retry: int = Field(default=1, ge=0, le=10, alias="LLM_MAX_RETRY")
+
+    # Backend (both or neither; neither = embedded local default)
+    backend_url: str | None = Field(default=None, alias="BACKEND_URL")
+    internal_service_key: SecretStr | None = Field(default=None, alias="INTERNAL_SERVICE_KEY")
+    backend_timeout: float = Field(default=5.0, gt=0, le=60, alias="BACKEND_TIMEOUT")
+
+    # Call limits and delivery
+    agent_data_dir: Path = Field(default=Path("data"), alias="AGENT_DATA_DIR")
+    max_call_seconds: int = Field(default=1800, ge=10, le=6 * 3600, alias="MAX_CALL_SECONDS")
+    no_show_seconds: int = Field(default=60, ge=1, le=3600, alias="NO_SHOW_SECONDS")
+    delivery_deadline: float = Field(default=30.0, ge=1, le=600, alias="DELIVERY_DEADLINE")
+    drain_timeout: int | None = Field(default=None, ge=0, alias="DRAIN_TIMEOUT")
+
+    # Worker capacity and process management
+    load_threshold: float = Field(default=0.7, gt=0, alias="LOAD_THRESHOLD")
+    num_idle_processes: int | None = Field(default=None, ge=0, le=64, alias="NUM_IDLE_PROCESSES")
+    job_memory_warn_mb: float = Field(default=1000, gt=0, alias="JOB_MEMORY_WARN_MB")
+    job_memory_limit_mb: float = Field(default=1500, ge=0, alias="JOB_MEMORY_LIMIT_MB")
+    initialize_process_timeout: float = Field(
+        default=10.0, gt=0, le=600, alias="INITIALIZE_PROCESS_TIMEOUT"
+    )
+    shutdown_process_timeout: float = Field(
+        default=10.0, ge=3, le=600, alias="SHUTDOWN_PROCESS_TIMEOUT"
+    )
+
+    # Operations
+    log_level: LogLevel = Field(default="INFO", alias="LOG_LEVEL")
+    port: int = Field(default=8081, ge=1, le=65535, alias="PORT")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("livekit_url")
+    @classmethod
+    def _check_livekit_url(cls, value: str) -> str:
+        if urlsplit(value).scheme not in {"ws", "wss", "http", "https"}:
+            raise ValueError("must start with wss://, ws://, https:// or http://")
+        return value
+
+    @field_validator("openai_base_url", "backend_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("internal_service_key", "agent_name", "drain_timeout", mode="before")
+    @classmethod
+    def _empty_optional_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("num_idle_processes", mode="before")
+    @classmethod
+    def _empty_count_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("openai_base_url")
+    @classmethod
+    def _check_openai_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in {"http", "https"}:
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("backend_url")
+    @classmethod
+    def _check_backend_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme == "https" and parts.hostname:
+            return value.rstrip("/")
+        if parts.scheme == "http" and is_local_host(value):
+            return value.rstrip("/")
+        raise ValueError("must be an https:// URL (plain http:// only for localhost)")
+
+    @model_validator(mode="after")
+    def _backend_pair(self) -> Settings:
+        if (self.backend_url is None) != (self.internal_service_key is None):
+            missing = "INTERNAL_SERVICE_KEY" if self.internal_service_key is None else "BACKEND_URL"
+            raise ValueError(
+                f"{missing}: BACKEND_URL and INTERNAL_SERVICE_KEY go together (set both or neither)"
+            )
+        if self.drain_timeout is not None and self.drain_timeout < self.max_call_seconds:
+            raise ValueError(
+                "DRAIN_TIMEOUT: must be at least MAX_CALL_SECONDS, or a draining worker cuts calls"
+            )
+        return self
+
+    # Derived values: one place for the timing rules the design states.
+    @property
+    def effective_drain_timeout(self) -> int:
+        return self.drain_timeout if self.drain_timeout is not None else self.max_call_seconds + 60
+
+    @property
+    def session_end_timeout(self) -> float:
+        return self.delivery_deadline + 10
+
+    @property
+    def backstop_timeout(self) -> float:
+        """The shutdown-callback backstop's budget: the parent kills the process after
+        shutdown_process_timeout, so leave it 2 s to spare."""
+        return self.shutdown_process_timeout - 2
+
+    @property
+    def has_backend(self) -> bool:
+        return self.backend_url is not None
+
+    @property
+    def agent_name_or_default(self) -> str:
+        return self.agent_name or "roleplay-agent-dev"
+
+
+class StartSettings(Settings):
+    """`start` takes production calls: it must dispatch by an explicit agent name."""
+
+    agent_name: str = Field(min_length=1, max_length=128, alias="AGENT_NAME")
+
+
+class SettingsError(Exception):
+    """Bad or missing configuration: `problems` maps each variable name to how to fix it."""
+
+    def __init__(self, problems: dict[str, str]) -> None:
+        self.problems = problems
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        lines = ["configuration error: the worker cannot start. Fix these environment variables"]
+        lines.append("(in the environment or in .env):")
+        for name, why in self.problems.items():
+            lines.append(f"  - {name}: {why}")
+        return "\n".join(lines)
+
+
+def _problems_from(error: ValidationError) -> dict[str, str]:
+    problems: dict[str, str] = {}
+    for item in error.errors(include_input=False, include_url=False):
+        loc = [str(part) for part in item["loc"]]
+        message = str(item["msg"]).removeprefix("Value error, ")
+        if loc:
+            name = loc[0]
+        elif ":" in message and message.split(":", 1)[0].isupper():
+            name, message = (part.strip() for part in message.split(":", 1))
+        else:
+            name = "settings"
+        if item["type"] == "missing":
+            message = "missing"
+        hint = HINTS.get(name)
+        problems[name] = f"{message} (set it to {hint})" if hint else message
+    return problems
+
+
+def load_settings(command: str | None = None, env_file: str | Path | None = ".env") -> Settings:
+    """Validate the environment once. Raises SettingsError naming every bad variable."""
+    model = StartSettings if command == "start" else Settings
+    try:
+        return model(_env_file=env_file)
+    except ValidationError as error:
+        raise SettingsError(_problems_from(error)) from None

@@ -1,0 +1,54 @@
+"""structlog feeding the stdlib handler that the LiveKit CLI installs.
+
+Rule: we add no handler of our own. The last processor is `render_to_log_kwargs`, so the event
+name becomes the log message and the fields travel as `extra` through the CLI's handler (JSON in
+`start`) and, in job processes, through the library's log queue to the parent, which stamps
+job_id, room, room_id and agent_name. Field values must be picklable and JSON-able; secrets and
+transcript text never go in at info level.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import structlog
+
+# The library logs each turn's text at DEBUG (lk.pii.text): keep it at INFO or above.
+LIBRARY_LOGGERS = ("livekit.agents", "livekit.plugins.openai", "livekit.plugins.silero")
+# Keys the parent process owns on job records (it overwrites them) or stdlib LogRecord owns.
+RESERVED_KEYS = frozenset(
+    {"job_id", "room", "room_id", "agent_name", "name", "msg", "args", "message", "levelname"}
+)
+
+
+def _guard_reserved(
+    _logger: object, _method: str, event_dict: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    # A reserved key in `extra` makes stdlib raise KeyError; keep the value under another name.
+    for key in RESERVED_KEYS.intersection(event_dict):
+        event_dict[f"field_{key}"] = event_dict.pop(key)
+    return event_dict
+
+
+def configure_logging(level: str) -> None:
+    """Idempotent; called from `__main__` and from prewarm (job processes skip `__main__`)."""
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.stdlib.filter_by_level,
+            _guard_reserved,
+            structlog.stdlib.render_to_log_kwargs,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    logging.getLogger("agent").setLevel(level)
+    library_level = max(logging.INFO, logging.getLevelName(level))
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(library_level)
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    logger: structlog.stdlib.BoundLogger = structlog.get_logger(name)
+    return logger

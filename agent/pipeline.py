@@ -1,0 +1,94 @@
+"""The voice pipeline: OpenAI STT/LLM/TTS and the prewarmed Silero VAD in an AgentSession.
+
+Rule: keys and base URLs are passed explicitly from Settings (the plugins would otherwise read
+the environment), and both the real worker and the tests build sessions through here so that
+what is tested is what runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from livekit.agents import AgentSession, APIConnectOptions, llm, stt, tts, vad
+from livekit.agents.voice.agent_session import SessionConnectOptions
+from livekit.plugins import openai
+
+from agent.config import Settings
+from agent.models import Scenario
+
+T = TypeVar("T")
+
+# The library's default (3 retries, 2 s apart, 5 s read timeout) means ~25 s of silence before
+# an LLM failure surfaces; a caller should hear the apology line well before that.
+SESSION_CLOSE_TRANSCRIPT_TIMEOUT = 5.0
+
+
+def _openai_kwargs(settings: Settings) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"api_key": settings.openai_api_key.get_secret_value()}
+    if settings.openai_base_url:
+        kwargs["base_url"] = settings.openai_base_url
+    return kwargs
+
+
+def build_stt(settings: Settings) -> stt.STT[Any]:
+    return openai.STT(
+        model=settings.stt_model, language=settings.language, **_openai_kwargs(settings)
+    )
+
+
+def build_llm(settings: Settings) -> llm.LLM[Any]:
+    return openai.LLM(model=settings.llm_model, **_openai_kwargs(settings))
+
+
+def build_tts(settings: Settings, scenario: Scenario | None = None) -> tts.TTS[Any]:
+    voice = (scenario.voice if scenario else None) or settings.tts_voice
+    # pcm: no decoder in the path, and the lowest time to first byte
+    return openai.TTS(
+        model=settings.tts_model, voice=voice, response_format="pcm", **_openai_kwargs(settings)
+    )
+
+
+def connect_options(settings: Settings) -> SessionConnectOptions:
+    return SessionConnectOptions(
+        llm_conn_options=APIConnectOptions(
+            max_retry=settings.llm_max_retry, retry_interval=0.5, timeout=settings.llm_timeout
+        ),
+    )
+
+
+def build_session(
+    settings: Settings,
+    vad_model: vad.VAD | None,
+    *,
+    scenario: Scenario | None = None,
+    userdata: T | None = None,
+    stt_model: stt.STT[Any] | None = None,
+    llm_model: llm.LLM[Any] | None = None,
+    tts_model: tts.TTS[Any] | None = None,
+) -> AgentSession[T]:
+    """The persona session. Providers may be injected (tests, benchmarks); by default they are
+    the OpenAI plugins configured from settings."""
+    kwargs: dict[str, Any] = {}
+    if userdata is not None:
+        kwargs["userdata"] = userdata
+    return AgentSession(
+        stt=stt_model or build_stt(settings),
+        llm=llm_model or build_llm(settings),
+        tts=tts_model or build_tts(settings, scenario),
+        vad=vad_model,
+        # VAD end of speech: the local end-of-turn model adds seconds on some speech and needs
+        # ~250 MB per process; the VAD keeps turn timing predictable.
+        turn_handling={"turn_detection": "vad" if vad_model is not None else None},
+        session_close_transcript_timeout=SESSION_CLOSE_TRANSCRIPT_TIMEOUT,
+        conn_options=connect_options(settings),
+        **kwargs,
+    )
+
+
+def build_apology_session(settings: Settings, vad_model: vad.VAD | None) -> AgentSession[None]:
+    """TTS only: the backend is down, so there is no scenario and nothing to think about."""
+    return AgentSession(
+        tts=build_tts(settings),
+        vad=vad_model,
+        turn_handling={"turn_detection": None, "interruption": {"enabled": False}},
+    )
