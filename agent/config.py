@@ -29,7 +29,7 @@ HINTS: dict[str, str] = {
     "AGENT_NAME": "the agent name LiveKit dispatches by, e.g. roleplay-agent (required for start)",
     "BACKEND_URL": "https://your-backend (plain http only for localhost); unset = embedded default",
     "INTERNAL_SERVICE_KEY": "the backend's internal service key; set it with BACKEND_URL",
-    "PORT": "a TCP port number for the health server (1-65535)",
+    "PORT": "a TCP port number for the health server (0-65535; 0 picks a free one)",
     "DRAIN_TIMEOUT": "seconds a draining worker waits for live calls (>= MAX_CALL_SECONDS)",
 }
 
@@ -92,7 +92,7 @@ class Settings(BaseSettings):
 
     # Operations
     log_level: LogLevel = Field(default="INFO", alias="LOG_LEVEL")
-    port: int = Field(default=8081, ge=1, le=65535, alias="PORT")
+    port: int = Field(default=8081, ge=0, le=65535, alias="PORT")
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -1,0 +1,136 @@
+"""Settings: every rule of the design's Configuration section."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.config import Settings, SettingsError, load_settings
+
+REQUIRED = {
+    "LIVEKIT_URL": "wss://example.livekit.cloud",
+    "LIVEKIT_API_KEY": "APIkey",
+    "LIVEKIT_API_SECRET": "very-secret-livekit-value",
+    "OPENAI_API_KEY": "sk-very-secret-openai-value",
+}
+ALL_VARS = [
+    *REQUIRED,
+    "AGENT_NAME",
+    "OPENAI_BASE_URL",
+    "BACKEND_URL",
+    "INTERNAL_SERVICE_KEY",
+    "DRAIN_TIMEOUT",
+    "MAX_CALL_SECONDS",
+    "PORT",
+    "LOG_LEVEL",
+    "NUM_IDLE_PROCESSES",
+    "LIVEKIT_RECORDING",
+]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ALL_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+
+
+def set_env(monkeypatch: pytest.MonkeyPatch, **values: str) -> None:
+    for name, value in {**REQUIRED, **values}.items():
+        monkeypatch.setenv(name, value)
+
+
+def test_defaults_follow_the_design(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_env(monkeypatch)
+    settings = load_settings("dev")
+    assert settings.port == 8081
+    assert settings.max_call_seconds == 1800
+    assert settings.no_show_seconds == 60
+    assert settings.delivery_deadline == 30
+    assert settings.effective_drain_timeout == 1800 + 60
+    assert settings.session_end_timeout == 40
+    assert settings.job_memory_limit_mb == 1500
+    assert settings.livekit_recording is False
+    assert settings.has_backend is False
+
+
+def test_missing_variables_are_all_named_in_one_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings("dev")
+    assert set(caught.value.problems) == set(REQUIRED)
+    assert "LIVEKIT_URL" in caught.value.render()
+
+
+def test_agent_name_is_required_for_start_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_env(monkeypatch)
+    assert load_settings("dev").agent_name is None
+    with pytest.raises(SettingsError) as caught:
+        load_settings("start")
+    assert list(caught.value.problems) == ["AGENT_NAME"]
+
+
+def test_backend_url_and_key_go_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_env(monkeypatch, BACKEND_URL="https://backend.example.com")
+    with pytest.raises(SettingsError) as caught:
+        load_settings("dev")
+    assert "INTERNAL_SERVICE_KEY" in caught.value.problems
+
+
+def test_backend_url_must_be_https_except_localhost(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_env(monkeypatch, BACKEND_URL="http://backend.example.com", INTERNAL_SERVICE_KEY="k" * 20)
+    with pytest.raises(SettingsError) as caught:
+        load_settings("dev")
+    assert "BACKEND_URL" in caught.value.problems
+    monkeypatch.setenv("BACKEND_URL", "http://127.0.0.1:3000/")
+    assert load_settings("dev").backend_url == "http://127.0.0.1:3000"
+
+
+def test_invalid_values_name_the_variable_without_its_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    set_env(monkeypatch, PORT="not-a-port", LIVEKIT_URL="ftp://very-secret-livekit-value")
+    with pytest.raises(SettingsError) as caught:
+        load_settings("dev")
+    rendered = caught.value.render()
+    assert {"PORT", "LIVEKIT_URL"} <= set(caught.value.problems)
+    assert "very-secret" not in rendered
+
+
+def test_secrets_never_appear_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_env(monkeypatch)
+    settings = load_settings("dev")
+    assert "very-secret" not in repr(settings)
+    assert "very-secret" not in str(settings.model_dump())
+
+
+def test_drain_timeout_shorter_than_a_call_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_env(monkeypatch, DRAIN_TIMEOUT="60", AGENT_NAME="agent")
+    with pytest.raises(SettingsError) as caught:
+        load_settings("start")
+    assert "DRAIN_TIMEOUT" in caught.value.problems
+
+
+def test_dotenv_file_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    lines = [f"{name}={value}" for name, value in REQUIRED.items()]
+    (tmp_path / ".env").write_text("\n".join([*lines, "PORT=9000"]) + "\n")
+    settings = load_settings("dev")
+    assert settings.port == 9000
+
+
+def test_empty_optional_values_count_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_env(monkeypatch, BACKEND_URL="", INTERNAL_SERVICE_KEY="", NUM_IDLE_PROCESSES="")
+    settings = load_settings("dev")
+    assert settings.backend_url is None and settings.num_idle_processes is None
+
+
+def test_log_level_is_case_insensitive(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_env(monkeypatch, LOG_LEVEL="debug")
+    assert load_settings("dev").log_level == "DEBUG"
+
+
+def test_settings_are_frozen(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_env(monkeypatch)
+    settings: Settings = load_settings("dev")
+    with pytest.raises(ValueError):
+        settings.port = 1  # type: ignore[misc]
