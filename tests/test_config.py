@@ -134,3 +134,22 @@ def test_settings_are_frozen(monkeypatch: pytest.MonkeyPatch) -> None:
     settings: Settings = load_settings("dev")
     with pytest.raises(ValueError):
         settings.port = 1  # type: ignore[misc]
+
+
+def test_readme_table_lists_exactly_the_settings() -> None:
+    import re
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", table, flags=re.MULTILINE))
+    aliases = {field.alias for field in Settings.model_fields.values()}
+    assert documented == aliases
+
+
+def test_env_example_names_only_real_settings() -> None:
+    import re
+
+    example = (Path(__file__).resolve().parent.parent / ".env.example").read_text()
+    named = set(re.findall(r"^#? ?([A-Z_]+)=", example, flags=re.MULTILINE))
+    aliases = {field.alias for field in Settings.model_fields.values()}
+    assert named <= aliases
