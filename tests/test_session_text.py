@@ -50,7 +50,7 @@ async def test_the_llm_gets_the_system_prompt_and_the_scenario() -> None:
     await session.start(PersonaAgent(scenario))
     try:
         await session.run(user_input="Hello")
-        first_item = fake.calls[0].items[0]
+        first_item = fake.calls[0].chat_ctx.items[0]
         assert isinstance(first_item, llm.ChatMessage)
         instructions = first_item.text_content or ""
         assert instructions.startswith(load_prompt("system"))
