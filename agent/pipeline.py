@@ -78,7 +78,11 @@ def build_session(
         vad=vad_model,
         # VAD end of speech: the local end-of-turn model adds seconds on some speech and needs
         # ~250 MB per process; the VAD keeps turn timing predictable.
-        turn_handling={"turn_detection": "vad" if vad_model is not None else None},
+        # adaptive interruption needs LiveKit Cloud inference; VAD interruption works anywhere
+        turn_handling={
+            "turn_detection": "vad" if vad_model is not None else None,
+            "interruption": {"mode": "vad"},
+        },
         session_close_transcript_timeout=SESSION_CLOSE_TRANSCRIPT_TIMEOUT,
         conn_options=connect_options(settings),
         **kwargs,

@@ -27,8 +27,12 @@ class PromptError(Exception):
     """A prompt or bundled scenario is missing or malformed."""
 
 
-@functools.cache
 def load_prompt(name: PromptName, prompts_dir: Path = PROMPTS_DIR) -> str:
+    return _load_prompt(name, prompts_dir)
+
+
+@functools.cache
+def _load_prompt(name: str, prompts_dir: Path) -> str:
     if name not in PROMPT_NAMES:
         raise PromptError(f"unknown prompt {name!r}; known prompts: {', '.join(PROMPT_NAMES)}")
     path = prompts_dir / f"{name}.md"
@@ -45,8 +49,14 @@ def scenario_ids(prompts_dir: Path = PROMPTS_DIR) -> list[str]:
     return sorted(path.stem for path in (prompts_dir / "scenarios").glob("*.md"))
 
 
-@functools.cache
 def load_scenario(scenario_id: str, prompts_dir: Path = PROMPTS_DIR) -> Scenario:
+    """A bundled scenario: `---` front matter (title, greeting?, voice?, language?), then the
+    persona prompt. Cached: the files are part of the image."""
+    return _load_scenario(scenario_id, prompts_dir)
+
+
+@functools.cache
+def _load_scenario(scenario_id: str, prompts_dir: Path) -> Scenario:
     """A bundled scenario: `---` front matter (title, greeting?, voice?, language?), then the
     persona prompt."""
     if not _SCENARIO_ID.match(scenario_id):

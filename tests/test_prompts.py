@@ -32,7 +32,7 @@ def test_the_default_scenario_is_bundled() -> None:
 
 
 def test_a_missing_prompt_file_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(PromptError, match="greeting.*missing"):
+    with pytest.raises(PromptError, match=r"greeting.*missing"):
         load_prompt("greeting", tmp_path)
 
 

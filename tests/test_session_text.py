@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from livekit.agents import AgentSession, llm
+from livekit.agents.voice.run_result import RunResult
 
 from agent.persona import PersonaAgent, greeting
 from agent.prompts import load_prompt, load_scenario
@@ -12,11 +13,12 @@ from tests.support.fakes import FakeLLM
 
 
 async def wait_for_messages(session: AgentSession[None], count: int) -> None:
-    async def poll() -> None:
+    added = asyncio.Event()
+    session.on("conversation_item_added", lambda _event: added.set())
+    async with asyncio.timeout(5):
         while len(session.history.messages()) < count:
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(poll(), 5)
+            await added.wait()
+            added.clear()
 
 
 async def test_the_persona_greets_first_then_answers_the_user() -> None:
@@ -28,7 +30,7 @@ async def test_the_persona_greets_first_then_answers_the_user() -> None:
     await session.start(PersonaAgent(scenario))
     try:
         await wait_for_messages(session, 1)
-        result = await session.run(user_input="Hi, I'm here to listen. What's going on?")
+        result: RunResult[None] = await session.run(user_input="Hi, I'm here to listen. What's going on?")
         result.expect.next_event().is_message(role="assistant")
         result.expect.no_more_events()
         roles_and_text = [(m.role, m.text_content) for m in session.history.messages()]
