@@ -1,0 +1,188 @@
+"""LocalBackend: the embedded default that runs without BACKEND_URL, on files under a temp dir."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.backend import (
+    BackendRejected,
+    BackendUnavailable,
+    LocalBackend,
+    transcript_idempotency_key,
+)
+from agent.models import SessionCreate, TranscriptPayload, Turn
+from agent.prompts import DEFAULT_SCENARIO_ID, load_scenario
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def body(user: str = "u1", scenario: str = "default") -> SessionCreate:
+    return SessionCreate(scenario_id=scenario, user_id=user, room_name="room")
+
+
+def transcript(turns: int, *, complete: bool = True, attempt: int = 1) -> TranscriptPayload:
+    return TranscriptPayload(
+        attempt_number=attempt,
+        complete=complete,
+        ended_reason="caller_left",
+        started_at=T0,
+        ended_at=T0,
+        turn_count=turns,
+        turns=[
+            Turn(seq=n, role="user", text=f"turn {n}", started_at=T0, ended_at=T0)
+            for n in range(1, turns + 1)
+        ],
+    )
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> LocalBackend:
+    return LocalBackend(tmp_path / "data")
+
+
+def written(local: LocalBackend) -> list[dict[str, Any]]:
+    return [
+        json.loads(path.read_text(encoding="utf-8"))
+        for path in sorted(local.transcripts_dir.iterdir())
+    ]
+
+
+async def test_scenario_comes_from_the_bundled_prompts(local: LocalBackend) -> None:
+    assert await local.get_scenario(DEFAULT_SCENARIO_ID) == load_scenario(DEFAULT_SCENARIO_ID)
+
+
+async def test_unknown_scenario_is_rejected_with_404(local: LocalBackend) -> None:
+    with pytest.raises(BackendRejected) as caught:
+        await local.get_scenario("no-such-scenario")
+    assert caught.value.status == 404 and "no-such-scenario" in caught.value.reason
+
+
+async def test_attempts_are_numbered_per_user_and_scenario(local: LocalBackend) -> None:
+    first = await local.create_session(body(), job_id="j1")
+    second = await local.create_session(body(), job_id="j2")
+    other_user = await local.create_session(body(user="u2"), job_id="j3")
+    other_scenario = await local.create_session(body(scenario="s2"), job_id="j4")
+    numbers = [s.attempt_number for s in (first, second, other_user, other_scenario)]
+    assert numbers == [1, 2, 1, 1]
+    assert first.id != second.id
+
+
+async def test_numbering_survives_a_restart(tmp_path: Path) -> None:
+    await LocalBackend(tmp_path).create_session(body(), job_id="j1")
+    again = await LocalBackend(tmp_path).create_session(body(), job_id="j2")
+    assert again.attempt_number == 2
+
+
+async def test_create_session_is_idempotent_by_job_id(local: LocalBackend) -> None:
+    first = await local.create_session(body(), job_id="j1")
+    assert await local.create_session(body(), job_id="j1") == first
+
+
+async def test_concurrent_creates_get_distinct_attempt_numbers(local: LocalBackend) -> None:
+    sessions = await asyncio.gather(
+        *(local.create_session(body(), job_id=f"j{n}") for n in range(8))
+    )
+    assert sorted(s.attempt_number for s in sessions) == list(range(1, 9))
+
+
+async def test_get_session_returns_a_session_it_created(local: LocalBackend) -> None:
+    created = await local.create_session(body(), job_id="j1")
+    assert await local.get_session(created.id) == created
+
+
+async def test_get_session_of_an_unknown_id_is_rejected_with_404(local: LocalBackend) -> None:
+    with pytest.raises(BackendRejected) as caught:
+        await local.get_session("local-unknown")
+    assert caught.value.status == 404
+
+
+async def test_transcript_is_written_as_json_named_by_session_and_key(
+    local: LocalBackend,
+) -> None:
+    session = await local.create_session(body(), job_id="j1")
+    receipt = await local.post_transcript(session.id, transcript(2), deadline=5)
+    assert (receipt.status, receipt.attempts) == ("delivered", 1)
+    key = transcript_idempotency_key(session.id, transcript(2))
+    (path,) = local.transcripts_dir.iterdir()
+    assert path.name == f"{session.id}.{key}.json"
+    document = json.loads(path.read_text(encoding="utf-8"))
+    assert document["sessionId"] == session.id and document["idempotencyKey"] == key
+    assert TranscriptPayload.model_validate(document["transcript"]) == transcript(2)
+
+
+async def test_no_temporary_file_is_left_behind(local: LocalBackend) -> None:
+    session = await local.create_session(body(), job_id="j1")
+    await local.post_transcript(session.id, transcript(1), deadline=5)
+    await local.post_transcript(session.id, transcript(2), deadline=5)
+    assert all(p.suffix == ".json" for p in local.transcripts_dir.iterdir())
+
+
+async def test_an_equal_transcript_is_already_delivered(local: LocalBackend) -> None:
+    session = await local.create_session(body(), job_id="j1")
+    await local.post_transcript(session.id, transcript(3), deadline=5)
+    receipt = await local.post_transcript(session.id, transcript(3), deadline=5)
+    assert receipt.status == "already_delivered"
+    assert len(written(local)) == 1
+
+
+async def test_a_longer_transcript_is_delivered_and_a_shorter_one_is_not(
+    local: LocalBackend,
+) -> None:
+    session = await local.create_session(body(), job_id="j1")
+    statuses = [
+        (await local.post_transcript(session.id, transcript(n, complete=False), deadline=5)).status
+        for n in (2, 4, 3)
+    ]
+    assert statuses == ["delivered", "delivered", "already_delivered"]
+
+
+async def test_complete_beats_a_longer_incomplete_transcript(local: LocalBackend) -> None:
+    session = await local.create_session(body(), job_id="j1")
+    await local.post_transcript(session.id, transcript(9, complete=False), deadline=5)
+    complete = await local.post_transcript(session.id, transcript(2), deadline=5)
+    later_incomplete = await local.post_transcript(
+        session.id, transcript(12, complete=False), deadline=5
+    )
+    assert (complete.status, later_incomplete.status) == ("delivered", "already_delivered")
+
+
+async def test_ranking_survives_a_restart(tmp_path: Path) -> None:
+    session = await LocalBackend(tmp_path).create_session(body(), job_id="j1")
+    await LocalBackend(tmp_path).post_transcript(session.id, transcript(3), deadline=5)
+    again = await LocalBackend(tmp_path).post_transcript(session.id, transcript(3), deadline=5)
+    assert again.status == "already_delivered"
+
+
+async def test_a_transcript_for_an_unknown_session_is_rejected_with_404(
+    local: LocalBackend,
+) -> None:
+    with pytest.raises(BackendRejected) as caught:
+        await local.post_transcript("local-unknown", transcript(1), deadline=5)
+    assert caught.value.status == 404
+
+
+async def test_a_transcript_with_the_wrong_attempt_is_rejected_with_422(
+    local: LocalBackend,
+) -> None:
+    session = await local.create_session(body(), job_id="j1")
+    with pytest.raises(BackendRejected) as caught:
+        await local.post_transcript(session.id, transcript(1, attempt=2), deadline=5)
+    assert caught.value.status == 422 and "attemptNumber" in caught.value.reason
+
+
+async def test_an_unwritable_data_dir_is_unavailable_not_a_crash(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(BackendUnavailable, match="local store failed"):
+        await LocalBackend(blocker / "data").create_session(body(), job_id="j1")
+
+
+async def test_aclose_is_harmless(local: LocalBackend) -> None:
+    await local.aclose()
+    assert await local.get_scenario(DEFAULT_SCENARIO_ID)
