@@ -12,9 +12,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_agent(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> (
-    subprocess.CompletedProcess[str]
-):
+def run_agent(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     base = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}
     return subprocess.run(
         [sys.executable, "-m", "agent", *args],
@@ -77,6 +77,4 @@ def test_schema_prints_one_document_with_named_definitions() -> None:
     result = run_agent("schema")
     assert result.returncode == 0
     document = json.loads(result.stdout)
-    assert {"JobMetadata", "TranscriptPayload", "TurnMessage", "Session"} <= set(
-        document["$defs"]
-    )
+    assert {"JobMetadata", "TranscriptPayload", "TurnMessage", "Session"} <= set(document["$defs"])

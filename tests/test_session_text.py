@@ -30,7 +30,9 @@ async def test_the_persona_greets_first_then_answers_the_user() -> None:
     await session.start(PersonaAgent(scenario))
     try:
         await wait_for_messages(session, 1)
-        result: RunResult[None] = await session.run(user_input="Hi, I'm here to listen. What's going on?")
+        result: RunResult[None] = await session.run(
+            user_input="Hi, I'm here to listen. What's going on?"
+        )
         result.expect.next_event().is_message(role="assistant")
         result.expect.no_more_events()
         roles_and_text = [(m.role, m.text_content) for m in session.history.messages()]
