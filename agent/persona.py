@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
-from livekit.agents import Agent
+from livekit.agents import Agent, AgentSession
 
 from agent.log import get_logger
 from agent.models import Scenario
@@ -30,10 +31,9 @@ def greeting(scenario: Scenario) -> str:
     return scenario.greeting or load_prompt("greeting")
 
 
-async def wait_until_listening(agent: Agent, timeout: float | None = None) -> bool:
+async def wait_until_listening(session: AgentSession[Any], timeout: float | None = None) -> bool:
     """True once the linked participant is there with audio published and subscribed; True at
     once without a room (text mode, tests); False when `timeout` passes first."""
-    session = agent.session
     try:
         room_io = session.room_io
     except RuntimeError:
@@ -53,7 +53,7 @@ class PersonaAgent(Agent):
         self._greeting = greeting(scenario)
 
     async def on_enter(self) -> None:
-        await wait_until_listening(self)
+        await wait_until_listening(self.session)
         self.session.say(self._greeting)
 
 
@@ -67,7 +67,7 @@ class ApologyAgent(Agent):
 
     async def on_enter(self) -> None:
         try:
-            if await wait_until_listening(self, APOLOGY_LINK_TIMEOUT):
+            if await wait_until_listening(self.session, APOLOGY_LINK_TIMEOUT):
                 handle = self.session.say(load_prompt("apology"), allow_interruptions=False)
                 try:
                     await asyncio.wait_for(handle.wait_for_playout(), APOLOGY_PLAYOUT_TIMEOUT)

@@ -8,70 +8,70 @@ time. The entrypoint reads as a table of contents; behaviour lives in the module
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
 
 from livekit.agents import AgentServer, AgentSession, JobContext, JobProcess, vad
+from livekit.agents.types import NOT_GIVEN, NotGivenOr
 from livekit.agents.voice import room_io
 from livekit.agents.voice.events import CloseEvent, ErrorEvent
 from livekit.agents.worker import ServerEnvOption
 from livekit.plugins import silero
-from pydantic import ValidationError
 
-from agent.call import CALL_KEY, Call
+from agent.backend import BackendError, make_backend
+from agent.call import (
+    CALL_KEY,
+    Call,
+    deliver_transcript,
+    end_after_no_show,
+    end_at_max_duration,
+    hang_up,
+)
 from agent.config import Settings, load_settings
+from agent.delivery import backstop, keep_lease, recover_pending
+from agent.journal import Journal
 from agent.log import configure_logging, get_logger
 from agent.models import JobMetadata
-from agent.persona import PersonaAgent
-from agent.pipeline import build_session
-from agent.prompts import DEFAULT_SCENARIO_ID, load_prompt, load_scenario
+from agent.persona import ApologyAgent, PersonaAgent
+from agent.pipeline import build_apology_session, build_session
+from agent.prompts import load_prompt
+from agent.startup import MetadataError, fetch_and_connect, parse_job_metadata
+from agent.transcript import (
+    TranscriptPublisher,
+    TurnRecorder,
+    register_end_call_rpc,
+    room_data_sink,
+)
 
 log = get_logger(__name__)
 
 PROCESS_KEY = "process"
 
+__all__ = ["MetadataError", "WorkerServer", "build_server", "parse_job_metadata"]
+
 
 @dataclass(frozen=True)
 class ProcessState:
-    """Per-process objects, made once by prewarm and shared by the job that process runs."""
+    """Per-process objects, made once by prewarm and used by the one job the process runs."""
 
     settings: Settings
     vad: vad.VAD
-
-
-class MetadataError(ValueError):
-    def __init__(self, fields: list[str]) -> None:
-        self.fields = fields
-        super().__init__(f"invalid job metadata: {', '.join(fields)}")
-
-
-def parse_job_metadata(raw: str, settings: Settings) -> JobMetadata:
-    """Only `ctx.job.metadata` is trusted (room metadata and attributes are client-writable).
-    Empty metadata is a local run (console, dev without a backend): the default scenario."""
-    if not raw.strip():
-        if settings.has_backend:
-            raise MetadataError(["(empty): scenarioId and userId are required"])
-        return JobMetadata(scenario_id=DEFAULT_SCENARIO_ID, user_id="local")
-    try:
-        data: Any = json.loads(raw)
-    except json.JSONDecodeError as error:
-        raise MetadataError([f"(not JSON: {error.msg} at position {error.pos})"]) from None
-    try:
-        return JobMetadata.model_validate(data)
-    except ValidationError as error:
-        fields = [
-            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in error.errors()
-        ]
-        raise MetadataError(fields) from None
+    journal: Journal
 
 
 class WorkerServer(AgentServer):
-    """AgentServer that remembers why `run` failed: the LiveKit CLI logs the failure and exits
-    0, so `__main__` reads `failure` to exit non-zero and let a supervisor restart us."""
+    """AgentServer that (a) remembers why `run` failed: the LiveKit CLI logs the failure and
+    exits 0, so `__main__` reads `failure` to exit non-zero; (b) delivers journaled transcripts
+    when the worker starts and once more after a drain, from the main process."""
 
     failure: BaseException | None = None
+    settings: Settings | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._recovery: set[asyncio.Task[Any]] = set()
+        self.on("worker_started", self._on_started)
 
     async def run(self, *, devmode: bool = False, unregistered: bool = False) -> None:
         try:
@@ -80,12 +80,51 @@ class WorkerServer(AgentServer):
             self.failure = error
             raise
 
+    def _on_started(self) -> None:
+        if self.settings is not None:
+            task = asyncio.create_task(recover_in_main(self.settings), name="recovery.startup")
+            self._recovery.add(task)
+            task.add_done_callback(self._recovery.discard)
+
+    async def drain(self, timeout: NotGivenOr[int | None] = NOT_GIVEN) -> None:
+        try:
+            await super().drain(timeout)
+        finally:
+            if self.settings is not None:
+                await recover_in_main(self.settings)
+
+    async def aclose(self) -> None:
+        for task in list(self._recovery):
+            task.cancel()
+        await asyncio.gather(*self._recovery, return_exceptions=True)
+        await super().aclose()
+
+
+async def recover_in_main(settings: Settings) -> None:
+    """Deliver what earlier processes left undelivered. This loop also carries the LiveKit
+    connection: every SQLite and file operation runs in a thread."""
+    try:
+        journal = await asyncio.to_thread(Journal.in_dir, settings.agent_data_dir)
+    except Exception as error:
+        log.error("recovery.journal_unavailable", error_type=type(error).__name__)
+        return
+    backend = make_backend(settings)
+    try:
+        await recover_pending(journal, backend, deadline=settings.delivery_deadline)
+    finally:
+        await backend.aclose()
+        await asyncio.to_thread(journal.close)
+
 
 def prewarm(proc: JobProcess) -> None:
     # Job processes do not run __main__: configure logging and read settings again here.
     settings = load_settings()
     configure_logging(settings.log_level)
-    proc.userdata[PROCESS_KEY] = ProcessState(settings=settings, vad=silero.VAD.load())
+    proc.userdata[PROCESS_KEY] = ProcessState(
+        settings=settings,
+        vad=silero.VAD.load(),
+        journal=Journal.in_dir(settings.agent_data_dir),
+    )
 
 
 def build_server(settings: Settings) -> WorkerServer:
@@ -111,6 +150,7 @@ def build_server(settings: Settings) -> WorkerServer:
         setup_fnc=prewarm,
         **idle,
     )
+    server.settings = settings
     server.rtc_session(
         entrypoint, agent_name=settings.agent_name_or_default, on_session_end=on_session_end
     )
@@ -120,7 +160,7 @@ def build_server(settings: Settings) -> WorkerServer:
 def process_state(ctx: JobContext) -> ProcessState:
     state = ctx.proc.userdata.get(PROCESS_KEY)
     if not isinstance(state, ProcessState):
-        # console/thread executors may skip prewarm: make the same objects lazily
+        # console's thread executor may skip prewarm: make the same objects lazily
         prewarm(ctx.proc)
         state = ctx.proc.userdata[PROCESS_KEY]
     assert isinstance(state, ProcessState)
@@ -137,26 +177,80 @@ async def entrypoint(ctx: JobContext) -> None:
         ctx.shutdown("invalid_metadata")
         return
     ctx.log_context_fields = {"scenario_id": metadata.scenario_id}
-    call = Call(job_id=ctx.job.id, room_name=ctx.job.room.name, metadata=metadata)
+    backend = make_backend(settings)
+    call = Call(ctx.job.id, ctx.job.room.name, metadata, backend=backend, journal=proc.journal)
     ctx.proc.userdata[CALL_KEY] = call
+    ctx.add_shutdown_callback(_backstop)
+    call.spawn(recover_pending(proc.journal, backend, deadline=settings.delivery_deadline), "rec")
 
-    scenario, _ = await asyncio.gather(
-        asyncio.to_thread(load_scenario, metadata.scenario_id), ctx.connect()
+    try:
+        call.scenario, call.session = await fetch_and_connect(ctx, backend, metadata)
+    except BackendError as error:
+        log.error("job.backend_unavailable", error_type=type(error).__name__, cause=str(error))
+        await start_apology(ctx, call, proc)
+        return
+    ctx.log_context_fields = {"session_id": call.session.id, "scenario_id": metadata.scenario_id}
+    await asyncio.to_thread(
+        proc.journal.open_call,
+        call.job_id,
+        session_id=call.session.id,
+        attempt_number=call.session.attempt_number,
+        started_at=call.started_at,
     )
-    call.scenario = scenario
+    call.spawn(keep_lease(proc.journal, call.job_id), "journal.lease")
 
-    session: AgentSession[None] = build_session(settings, proc.vad, scenario=scenario)
+    session: AgentSession[None] = build_session(settings, proc.vad, scenario=call.scenario)
+    call.agent_session = session
+    attach_transcript(ctx, call, session, proc.journal)
     session.on("close", lambda event: _on_close(ctx, call, event))
-    session.on("error", lambda event: _on_error(call, session, event))
+    session.on("error", lambda event: _on_error(session, event))
     await session.start(
-        agent=PersonaAgent(scenario),
+        agent=PersonaAgent(call.scenario),
         room=ctx.room,
         room_options=_room_options(metadata),
         session_host=False,
         record=settings.livekit_recording,
     )
-    call.session_started = True
-    log.info("call.started", job_id=ctx.job.id)
+    call.spawn(end_after_no_show(ctx, call, settings.no_show_seconds), "call.no_show")
+    call.spawn(end_at_max_duration(ctx, call, settings.max_call_seconds), "call.max_duration")
+    log.info("call.started", attempt_number=call.session.attempt_number)
+
+
+def attach_transcript(
+    ctx: JobContext, call: Call, session: AgentSession[None], journal: Journal
+) -> None:
+    """Every final turn: journaled at once, then queued for the data channel."""
+    assert call.session is not None
+    call.publisher = TranscriptPublisher(
+        room_data_sink(ctx.room), session_id=call.session.id, is_connected=ctx.room.isconnected
+    )
+    call.recorder = TurnRecorder(
+        on_turn=lambda turn: journal.append_turn(call.job_id, turn),
+        publisher=call.publisher,
+        started_at=call.started_at,
+    )
+    call.recorder.attach(session)
+    register_end_call_rpc(
+        ctx.room.local_participant,
+        lambda caller: hang_up(ctx, call, caller),
+        allowed_identity=call.linked_identity,
+        spawn=call.spawn,
+    )
+
+
+async def start_apology(ctx: JobContext, call: Call, proc: ProcessState) -> None:
+    """The backend is unreachable or refused us: the caller hears a short apology, not silence,
+    and the job ends. There is no backend session, so nothing is journaled."""
+    call.end_reason("backend_unavailable")
+    session = build_apology_session(proc.settings, proc.vad)
+    call.agent_session = session
+    await session.start(
+        agent=ApologyAgent(on_done=lambda: ctx.shutdown("backend_unavailable")),
+        room=ctx.room,
+        room_options=_room_options(call.metadata),
+        session_host=False,
+        record=False,
+    )
 
 
 def _room_options(metadata: JobMetadata) -> room_io.RoomOptions:
@@ -176,10 +270,10 @@ def _on_close(ctx: JobContext, call: Call, event: CloseEvent) -> None:
         call.on_session_close(event, room_connected=ctx.room.isconnected())
         ctx.shutdown(f"session_closed:{event.reason.value}")
     except Exception as error:  # a handler that raises breaks the library's task
-        log.error("call.close_handler_failed", error=repr(error))
+        log.error("call.close_handler_failed", error_type=type(error).__name__)
 
 
-def _on_error(call: Call, session: Any, event: ErrorEvent) -> None:
+def _on_error(session: AgentSession[None], event: ErrorEvent) -> None:
     try:
         error = event.error
         recoverable = bool(getattr(error, "recoverable", True))
@@ -187,7 +281,7 @@ def _on_error(call: Call, session: Any, event: ErrorEvent) -> None:
         if not recoverable and getattr(error, "type", None) == "llm_error":
             session.say(load_prompt("llm_error"))
     except Exception as handler_error:
-        log.error("call.error_handler_failed", error=repr(handler_error))
+        log.error("call.error_handler_failed", error_type=type(handler_error).__name__)
 
 
 async def on_session_end(ctx: JobContext) -> None:
@@ -195,11 +289,51 @@ async def on_session_end(ctx: JobContext) -> None:
     if not isinstance(call, Call):
         log.info("call.ended_without_session")
         return
-    await call.cancel_tasks()
+    settings = process_state(ctx).settings
     if call.ended_reason is None:
-        call.end_reason("room_closed" if not ctx.room.isconnected() else "job_terminated")
+        call.end_reason("job_terminated" if ctx.room.isconnected() else "room_closed")
+    await call.cancel_tasks()
+    if call.publisher is not None:
+        await call.publisher.finish(send_end=ctx.room.isconnected())
+    await deliver_transcript(call, deadline=settings.delivery_deadline)
+    _log_call_ended(call)
+
+
+async def _backstop(reason: str) -> None:
+    """Shutdown callback: runs after the room disconnected, bounded by the parent's kill timer.
+    Only if the journal still says undelivered (on_session_end timed out or was skipped)."""
+    from livekit.agents import get_job_context
+
+    ctx = get_job_context()
+    call = ctx.proc.userdata.get(CALL_KEY)
+    if not isinstance(call, Call) or call.backend is None:
+        return
+    try:
+        if call.journaled:
+            assert call.session is not None and call.journal is not None
+            await backstop(
+                call.journal,
+                call.backend,
+                call.job_id,
+                call.session.id,
+                timeout=process_state(ctx).settings.backstop_timeout,
+                ended_reason=call.ended_reason or "job_terminated",
+            )
+    finally:
+        await call.backend.aclose()
+
+
+def _log_call_ended(call: Call) -> None:
+    ended = call.ended_at or call.started_at
+    latency = call.recorder.latency() if call.recorder else None
     log.info(
         "call.ended",
+        session_id=call.session.id if call.session else None,
         ended_reason=call.ended_reason,
-        duration_s=round(((call.ended_at or call.started_at) - call.started_at).total_seconds(), 3),
+        turn_count=call.recorder.turn_count if call.recorder else 0,
+        duration_s=round((ended - call.started_at).total_seconds(), 3),
+        delivery=call.outcome.status if call.outcome else "none",
+        delivery_attempts=call.outcome.attempts if call.outcome else 0,
+        e2e_p50_ms=latency.e2e_ms.p50 if latency and latency.e2e_ms else None,
+        e2e_p90_ms=latency.e2e_ms.p90 if latency and latency.e2e_ms else None,
     )

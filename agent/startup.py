@@ -1,0 +1,96 @@
+"""The job start: validated metadata, then scenario, session and room connection in one gather.
+
+Rule: ids come only from `ctx.job.metadata` (room metadata and participant attributes are
+client-writable). The backend calls and `ctx.connect()` overlap, so a cold start costs about the
+slowest of them, not their sum; a backend that is down or refuses us surfaces as `BackendError`
+so the caller can take the apology path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from livekit.agents import JobContext
+from pydantic import ValidationError
+
+from agent.backend import Backend, BackendError
+from agent.config import Settings
+from agent.models import JobMetadata, Scenario, Session, SessionCreate
+from agent.prompts import DEFAULT_SCENARIO_ID
+
+
+class MetadataError(ValueError):
+    def __init__(self, fields: list[str]) -> None:
+        self.fields = fields
+        super().__init__(f"invalid job metadata: {', '.join(fields)}")
+
+
+class SessionMismatch(BackendError):
+    """The backend's session belongs to another user or scenario than the job metadata says."""
+
+
+def parse_job_metadata(raw: str, settings: Settings) -> JobMetadata:
+    """Empty metadata is a local run (console, dev without a backend): the default scenario."""
+    if not raw.strip():
+        if settings.has_backend:
+            raise MetadataError(["(empty): scenarioId and userId are required"])
+        return JobMetadata(scenario_id=DEFAULT_SCENARIO_ID, user_id="local")
+    try:
+        data: Any = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise MetadataError([f"(not JSON: {error.msg} at position {error.pos})"]) from None
+    try:
+        return JobMetadata.model_validate(data)
+    except ValidationError as error:
+        fields = [
+            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in error.errors()
+        ]
+        raise MetadataError(fields) from None
+
+
+async def open_session(
+    backend: Backend, metadata: JobMetadata, *, job_id: str, room_name: str
+) -> Session:
+    """Fetch the session the platform created, or create one under `create:{jobId}`; either way
+    it must belong to the metadata's user and scenario."""
+    if metadata.session_id:
+        session = await backend.get_session(metadata.session_id)
+    else:
+        body = SessionCreate(
+            scenario_id=metadata.scenario_id,
+            user_id=metadata.user_id,
+            assignment_id=metadata.assignment_id,
+            room_name=room_name,
+        )
+        session = await backend.create_session(body, job_id=job_id)
+    mismatched = [
+        name
+        for name, ours, theirs in (
+            ("userId", metadata.user_id, session.user_id),
+            ("scenarioId", metadata.scenario_id, session.scenario_id),
+        )
+        if ours != theirs
+    ]
+    if mismatched:
+        raise SessionMismatch(f"session {session.id} does not match the metadata's {mismatched}")
+    return session
+
+
+async def fetch_and_connect(
+    ctx: JobContext, backend: Backend, metadata: JobMetadata
+) -> tuple[Scenario, Session]:
+    """Scenario, session and room connection at once. The connection is awaited even when the
+    backend fails, because the apology needs the room; a connection failure is raised as is."""
+    scenario_result, session_result, connect_result = await asyncio.gather(
+        backend.get_scenario(metadata.scenario_id),
+        open_session(backend, metadata, job_id=ctx.job.id, room_name=ctx.job.room.name),
+        ctx.connect(),
+        return_exceptions=True,
+    )
+    for result in (connect_result, scenario_result, session_result):
+        if isinstance(result, BaseException):
+            raise result
+    assert isinstance(scenario_result, Scenario) and isinstance(session_result, Session)
+    return scenario_result, session_result
