@@ -48,7 +48,6 @@ log = get_logger(__name__)
 
 PROCESS_KEY = "process"
 
-__all__ = ["MetadataError", "WorkerServer", "build_server", "parse_job_metadata"]
 
 
 @dataclass(frozen=True)

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import pickle
-
-import pytest
 
 from agent import worker
 from agent.config import Settings
-from agent.worker import MetadataError, build_server, parse_job_metadata
+from agent.worker import build_server
 
 BASE = {
     "LIVEKIT_URL": "ws://127.0.0.1:7880",
@@ -21,40 +18,6 @@ BASE = {
 
 def settings(**extra: object) -> Settings:
     return Settings.model_validate({**BASE, **extra})
-
-
-def test_metadata_is_parsed_from_camel_case_and_unknown_keys_ignored() -> None:
-    raw = json.dumps({"scenarioId": "s1", "userId": "u1", "sessionId": "x", "extra": 1})
-    parsed = parse_job_metadata(raw, settings())
-    assert (parsed.scenario_id, parsed.user_id, parsed.session_id) == ("s1", "u1", "x")
-
-
-def test_empty_metadata_means_the_default_scenario_without_a_backend() -> None:
-    parsed = parse_job_metadata("", settings())
-    assert parsed.scenario_id == "default" and parsed.user_id == "local"
-
-
-def test_empty_metadata_is_refused_with_a_backend() -> None:
-    with_backend = settings(BACKEND_URL="https://b.example.com", INTERNAL_SERVICE_KEY="k" * 16)
-    with pytest.raises(MetadataError):
-        parse_job_metadata("  ", with_backend)
-
-
-def test_invalid_metadata_names_the_field_paths() -> None:
-    with pytest.raises(MetadataError) as caught:
-        parse_job_metadata(json.dumps({"scenarioId": "", "userId": 5}), settings())
-    joined = " ".join(caught.value.fields)
-    assert "scenarioId" in joined and "userId" in joined
-
-
-def test_metadata_that_is_not_json_is_refused() -> None:
-    with pytest.raises(MetadataError, match="not JSON"):
-        parse_job_metadata("{oops", settings())
-
-
-def test_overlong_ids_are_refused() -> None:
-    with pytest.raises(MetadataError):
-        parse_job_metadata(json.dumps({"scenarioId": "s" * 500, "userId": "u"}), settings())
 
 
 def test_build_server_registers_explicit_dispatch_and_options() -> None:
