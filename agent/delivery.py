@@ -77,7 +77,16 @@ async def keep_lease(journal: Journal, call_id: str, *, interval: float | None =
             _log().warning("journal.lease_refresh_failed", call_id=call_id, error=repr(error))
             continue
         if not held:
-            _log().warning("journal.lease_lost", call_id=call_id)
+            # Not ours any more. Delivered, dead-lettered or released by our own delivery is the
+            # normal end of a call; taken over by another process means our lease ran out.
+            try:
+                holder = await asyncio.to_thread(journal.holder, call_id)
+            except Exception:
+                holder = None
+            if holder is not None and holder != journal.owner:
+                _log().warning("journal.lease_lost", call_id=call_id, claimed_by_pid=holder.pid)
+            else:
+                _log().debug("journal.lease_ended", call_id=call_id)
             return
 
 

@@ -629,6 +629,18 @@ class Journal:
             ).fetchone()
         return None if row is None else cast(CallState, row[0])
 
+    def holder(self, call_id: str) -> Owner | None:
+        """The process that owns the row now; None when nobody does (released, dead letter,
+        delivered)."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT owner_host, owner_pid, owner_start_time FROM calls WHERE call_id = ?",
+                (call_id,),
+            ).fetchone()
+        if row is None or row[1] is None or row[2] is None:
+            return None
+        return Owner(row[0] or "", int(row[1]), float(row[2]))
+
     def is_undelivered(self, call_id: str) -> bool:
         """True while the call is live or pending; a dead letter counts as settled (its retry is
         an operator's decision), and no row means delivered."""
