@@ -49,7 +49,6 @@ log = get_logger(__name__)
 PROCESS_KEY = "process"
 
 
-
 @dataclass(frozen=True)
 class ProcessState:
     """Per-process objects, made once by prewarm and used by the one job the process runs."""
