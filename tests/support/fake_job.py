@@ -36,3 +36,24 @@ class FakeJobContext:
 
     def shutdown(self, reason: str = "") -> None:
         self.shutdown_reasons.append(reason)
+
+
+@dataclass
+class FakeProc:
+    userdata: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class FakeRoom:
+    connected: bool = True
+
+    def isconnected(self) -> bool:
+        return self.connected
+
+
+@dataclass
+class FakeEndingJobContext(FakeJobContext):
+    """With the process and room parts `on_session_end` and the call-ending code read."""
+
+    proc: FakeProc = field(default_factory=FakeProc)
+    room: FakeRoom = field(default_factory=FakeRoom)
