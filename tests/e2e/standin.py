@@ -1,0 +1,1208 @@
+"""A loopback LiveKit stand-in for the end-to-end tests: a test double, not a LiveKit server.
+
+It speaks just enough of LiveKit's two protocols for the real `livekit-agents` worker and the
+real `livekit` rtc SDK (the Rust FFI) to run a call on this machine, offline:
+
+* the worker protocol on ``/agent`` (protobuf ``WorkerMessage``/``ServerMessage`` frames): it
+  verifies the worker's Bearer JWT, answers ``register``, dispatches jobs on demand from test code
+  (``dispatch``: an ``AvailabilityRequest`` whose ``Job`` carries the agent name, the metadata and
+  the room, then a ``JobAssignment`` carrying a real HS256 room token of kind ``agent``), sends
+  ``JobTermination`` on demand (``terminate``) and when the agent participant leaves its room
+  (as LiveKit's ``TerminateJob(AGENT_LEFT_ROOM)``), and records every worker message
+  (availability answers, ``update_worker`` statuses, ``update_job`` statuses) for assertions;
+* the signal protocol on ``/rtc`` plus an audio-only "SFU" on aiortc: rooms on demand, a
+  publisher and a subscriber peer connection per participant (``/rtc/v1`` answers 404 so the SDK
+  falls back to the dual-PC ``/rtc`` path, where server-initiated subscriber offers work),
+  ``TrackPublished``/``TrackSubscribed`` (the agents' audio output waits for the latter),
+  downstream stream ids ``"<PA_sid>|<TR_sid>"``, participant updates and attribute changes;
+* data packets: user packets (with topic), RPC request/ack/response and data-stream
+  header/chunk/trailer packets (``lk.transcription``) are forwarded to the other participants
+  of the room, or only to ``destination_identities`` when the sender named any; the sender's
+  identity and sid are stamped on each packet as LiveKit does;
+* how a call ends: a participant that leaves is broadcast as ``DISCONNECTED`` with
+  ``disconnect_reason=CLIENT_INITIATED``; when only agents remain for ``departure_timeout``
+  seconds (or nobody remains), the room closes: each remaining participant gets
+  ``leave(reason=ROOM_CLOSED, action=DISCONNECT)`` and then its signal socket is closed.
+
+What it does NOT emulate (do not write tests that depend on these):
+
+* video, simulcast, codecs other than Opus, RTP forwarding (media is decoded and re-encoded by
+  aiortc's ``MediaRelay``), bandwidth estimation, packet loss, jitter or speaker detection;
+* the v1 single-peer-connection signalling, ICE restarts, resume/reconnect, migration, TURN;
+* permissions beyond the token's grants at join time, mute forwarding, track unpublishing
+  (a departed publisher's downstream track simply stops), subscription control, E2EE;
+* the twirp APIs (RoomService, AgentDispatch, Egress...): ``ctx.delete_room()`` and
+  ``api.LiveKitAPI`` calls get 404; dispatch only happens from test code;
+* ``empty_timeout`` for rooms nobody joined, room metadata updates, webhooks, recording, the
+  cloud observability upload, SIP;
+* worker load balancing, re-dispatch of a job after a refusal or a worker's death (never done),
+  job migration (``migrate_job`` is only recorded), ``WS_FULL`` workers being skipped;
+* a signal socket that drops without a ``leave`` is removed at once with ``SIGNAL_CLOSE``
+  (LiveKit first waits for the client to resume).
+
+It is meant to run inside the e2e network namespace (see ``tests/e2e/netns.py``): aiortc and
+libwebrtc gather host candidates on every non-loopback interface, and in the namespace the only
+one is the veth test address.
+
+In-process use (pytest)::
+
+    standin = StandIn()
+    await standin.start()
+    job_id = await standin.dispatch("room-1", metadata='{"scenarioId": "s"}', agent_name="a")
+    ...
+    await standin.stop()
+
+Standalone: ``python -m tests.e2e.standin PORT`` (loopback); a small JSON control API lives
+under ``/_standin/`` (``POST dispatch {room, metadata, agentName}``, ``POST terminate {jobId}``,
+``GET state``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, TypeVar
+
+from aiohttp import WSCloseCode, WSMsgType, web
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.contrib.media import MediaRelay
+from aiortc.sdp import candidate_from_sdp
+from livekit import api
+from livekit.api.access_token import Claims
+from livekit.protocol import agent, models
+from livekit.protocol import rtc as rtcpb
+
+log = logging.getLogger("tests.e2e.standin")
+
+DEFAULT_API_KEY: Final = "devkey"
+DEFAULT_API_SECRET: Final = "secret_secret_secret_secret_secret_"
+SERVER_VERSION: Final = "1.9.0"
+PROTOCOL_VERSION: Final = 16
+
+# a subscriber that has not answered an offer within this long is given up on
+SUBSCRIBER_ANSWER_TIMEOUT: Final = 10.0
+# after a server-sent leave, the client gets this long to close its signal socket itself
+LEAVE_GRACE: Final = 1.0
+# data packets buffered per subscriber channel until that channel opens
+MAX_PENDING_PACKETS: Final = 1000
+
+_T = TypeVar("_T")
+Kind = models.ParticipantInfo.Kind
+Reason = models.DisconnectReason
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+def participant_token(
+    identity: str,
+    room: str,
+    *,
+    api_key: str = DEFAULT_API_KEY,
+    api_secret: str = DEFAULT_API_SECRET,
+    name: str = "",
+    kind: Literal["standard", "agent"] = "standard",
+    attributes: dict[str, str] | None = None,
+) -> str:
+    """A room-join token (HS256 JWT) such as a platform would mint for a caller."""
+    token = (
+        api.AccessToken(api_key, api_secret)
+        .with_identity(identity)
+        .with_name(name or identity)
+        .with_kind(kind)
+        .with_grants(api.VideoGrants(room_join=True, room=room, agent=kind == "agent"))
+    )
+    if attributes:
+        token = token.with_attributes(attributes)
+    return token.to_jwt()
+
+
+# ------------------------------------------------------------------------------- records
+@dataclass(frozen=True)
+class WorkerRecord:
+    """One message a worker sent on /agent, as received (``at`` is ``time.monotonic()``)."""
+
+    at: float
+    worker_id: str
+    message: agent.WorkerMessage
+
+    @property
+    def kind(self) -> str:
+        """The ``WorkerMessage`` oneof name: register, availability, update_worker, ..."""
+        return self.message.WhichOneof("message") or ""
+
+
+@dataclass(frozen=True)
+class TerminationRecord:
+    """A ``JobTermination`` the stand-in sent: ``reason`` is "requested" or "agent_left_room"."""
+
+    at: float
+    job_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RoomEvent:
+    """Something that happened in a room (``at`` is ``time.monotonic()``).
+
+    kinds: room_created, joined, left (detail: reason), leave_sent (detail: reason),
+    room_closed (detail: reason), track_published, track_subscribed, data (detail: which,
+    topic, to)."""
+
+    at: float
+    room: str
+    kind: str
+    identity: str = ""
+    detail: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class JobRecord:
+    job_id: str
+    room_name: str
+    agent_name: str
+    metadata: str
+    worker_id: str
+    participant_identity: str = ""
+    token: str = ""  # the room token sent in the JobAssignment
+    assigned: bool = False
+    terminated: bool = False
+
+
+class DispatchRefusedError(RuntimeError):
+    """The worker answered the AvailabilityRequest with available=false (never re-dispatched)."""
+
+    def __init__(self, job_id: str, answer: agent.AvailabilityResponse) -> None:
+        super().__init__(f"worker refused job {job_id} (terminate={answer.terminate})")
+        self.job_id = job_id
+        self.answer = answer
+
+
+# ------------------------------------------------------------------------------- state
+@dataclass(eq=False)
+class _Worker:
+    worker_id: str
+    ws: web.WebSocketResponse
+    agent_name: str = ""
+    registered: bool = False
+    send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def connected(self) -> bool:
+        return self.registered and not self.ws.closed
+
+    async def send(self, msg: agent.ServerMessage) -> None:
+        async with self.send_lock:
+            await self.ws.send_bytes(msg.SerializeToString())
+
+
+@dataclass(eq=False)
+class _Track:
+    info: models.TrackInfo
+    cid: str
+    remote: Any = None  # aiortc RemoteStreamTrack once the publisher's offer carried it
+    subscribed_sent: bool = False
+
+
+@dataclass(eq=False)
+class _Participant:
+    room: _Room
+    identity: str
+    name: str
+    sid: str
+    kind: Kind
+    ws: web.WebSocketResponse
+    pub_pc: Any  # aiortc RTCPeerConnection (untyped library)
+    sub_pc: Any
+    permission: models.ParticipantPermission
+    attributes: dict[str, str] = field(default_factory=dict)
+    metadata: str = ""
+    joined_at: float = field(default_factory=time.time)
+    version: int = 0
+    tracks: list[_Track] = field(default_factory=list)
+    subscribed: set[str] = field(default_factory=set)
+    sub_channels: dict[str, Any] = field(default_factory=dict)
+    pending_candidates: dict[str, list[str]] = field(default_factory=lambda: {"pub": [], "sub": []})
+    pending: dict[str, list[bytes]] = field(default_factory=dict)
+    sub_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    sub_answered: asyncio.Event = field(default_factory=asyncio.Event)
+    sub_offer_id: int = 0
+    send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    signal_done: asyncio.Event = field(default_factory=asyncio.Event)
+    client_left: bool = False
+    server_reason: Reason | None = None
+    removed: bool = False
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    @property
+    def is_agent(self) -> bool:
+        return self.kind == Kind.AGENT
+
+    def info(self, *, state: models.ParticipantInfo.State | None = None) -> models.ParticipantInfo:
+        self.version += 1
+        return models.ParticipantInfo(
+            sid=self.sid,
+            identity=self.identity,
+            name=self.name,
+            state=models.ParticipantInfo.State.ACTIVE if state is None else state,
+            tracks=[t.info for t in self.tracks],
+            metadata=self.metadata,
+            joined_at=int(self.joined_at),
+            joined_at_ms=int(self.joined_at * 1000),
+            version=self.version,
+            permission=self.permission,
+            region="loopback",
+            is_publisher=bool(self.tracks),
+            kind=self.kind,
+            attributes=self.attributes,
+        )
+
+    async def send(self, response: rtcpb.SignalResponse) -> None:
+        if self.ws.closed:
+            return
+        async with self.send_lock:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self.ws.send_bytes(response.SerializeToString())
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+
+@dataclass(eq=False)
+class _Room:
+    name: str
+    sid: str
+    created_at: float = field(default_factory=time.time)
+    participants: dict[str, _Participant] = field(default_factory=dict)
+    closed: bool = False
+    close_timer: asyncio.TimerHandle | None = None
+
+    def proto(self) -> models.Room:
+        return models.Room(
+            sid=self.sid,
+            name=self.name,
+            creation_time=int(self.created_at),
+            creation_time_ms=int(self.created_at * 1000),
+            num_participants=len(self.participants),
+        )
+
+
+# ------------------------------------------------------------------------------- stand-in
+class StandIn:
+    """The stand-in server. Start it with ``await start()``, stop it with ``await stop()``.
+
+    ``url`` is what workers and callers use as LIVEKIT_URL (``ws://host:port``)."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        api_key: str = DEFAULT_API_KEY,
+        api_secret: str = DEFAULT_API_SECRET,
+        departure_timeout: float = 2.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.api_key = api_key
+        self.api_secret = api_secret
+        self.departure_timeout = departure_timeout
+        self.worker_messages: list[WorkerRecord] = []
+        self.terminations: list[TerminationRecord] = []
+        self.events: list[RoomEvent] = []
+        self.jobs: dict[str, JobRecord] = {}
+        self.auth_failures = 0
+        self._verifier = api.TokenVerifier(api_key, api_secret)
+        self._workers: dict[str, _Worker] = {}
+        self._rooms: dict[str, _Room] = {}
+        self._pending_answers: dict[str, asyncio.Future[agent.AvailabilityResponse]] = {}
+        self._relay = MediaRelay()
+        self._changed = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    # --------------------------------------------------------------------- lifecycle
+    @property
+    def url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.add_routes(
+            [
+                web.get("/agent", self._agent_ws),
+                web.route("*", "/rtc", self._rtc),
+                web.route("*", "/rtc/{tail:.*}", self._rtc),
+                web.post("/_standin/dispatch", self._ctl_dispatch),
+                web.post("/_standin/terminate", self._ctl_terminate),
+                web.get("/_standin/state", self._ctl_state),
+                web.route("*", "/{tail:.*}", self._not_found),
+            ]
+        )
+        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=3.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        if self.port == 0:
+            server = site._server
+            assert server is not None
+            sockets = getattr(server, "sockets", None) or []
+            self.port = int(sockets[0].getsockname()[1])
+        log.info("stand-in listening on %s", self.url)
+
+    async def stop(self) -> None:
+        """Close every room and worker socket, then the HTTP server (does not hang)."""
+        if self._runner is None:
+            return
+        self._stopping = True
+        for room in list(self._rooms.values()):
+            await self._close_room(room, Reason.SERVER_SHUTDOWN, grace=0.2)
+        for worker in list(self._workers.values()):
+            with contextlib.suppress(Exception):
+                await worker.ws.close(code=WSCloseCode.GOING_AWAY, message=b"stand-in stopped")
+        for fut in self._pending_answers.values():
+            fut.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await self._runner.cleanup()
+        self._runner = None
+        log.info("stand-in stopped")
+
+    async def __aenter__(self) -> StandIn:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_until(
+        self, predicate: Callable[[], _T | None], *, timeout: float, what: str
+    ) -> _T:
+        """Wait until ``predicate()`` returns something other than None/False; return it.
+        Raises TimeoutError naming ``what``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            changed = self._changed
+            value = predicate()
+            if value is not None and value is not False:
+                return value
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"stand-in: timed out after {timeout:.1f}s waiting for {what}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), min(remaining, 0.5))
+
+    # --------------------------------------------------------------------- assertions
+    def worker_ids(self, agent_name: str | None = None) -> list[str]:
+        return [
+            w.worker_id
+            for w in self._workers.values()
+            if w.connected and (agent_name is None or w.agent_name == agent_name)
+        ]
+
+    def availability_answers(self, job_id: str | None = None) -> list[agent.AvailabilityResponse]:
+        return [
+            r.message.availability
+            for r in self.worker_messages
+            if r.kind == "availability"
+            and (job_id is None or r.message.availability.job_id == job_id)
+        ]
+
+    def worker_statuses(self, worker_id: str | None = None) -> list[agent.UpdateWorkerStatus]:
+        return [
+            r.message.update_worker
+            for r in self.worker_messages
+            if r.kind == "update_worker" and (worker_id is None or r.worker_id == worker_id)
+        ]
+
+    def job_statuses(self, job_id: str) -> list[agent.UpdateJobStatus]:
+        return [
+            r.message.update_job
+            for r in self.worker_messages
+            if r.kind == "update_job" and r.message.update_job.job_id == job_id
+        ]
+
+    def events_of(self, kind: str, *, room: str | None = None) -> list[RoomEvent]:
+        return [e for e in self.events if e.kind == kind and (room is None or e.room == room)]
+
+    def participants(self, room_name: str) -> list[models.ParticipantInfo]:
+        room = self._rooms.get(room_name)
+        if room is None:
+            return []
+        return [p.info() for p in room.participants.values()]
+
+    def room_is_open(self, room_name: str) -> bool:
+        return room_name in self._rooms
+
+    async def wait_for_worker(self, agent_name: str, *, timeout: float = 30.0) -> str:
+        ids = await self.wait_until(
+            lambda: self.worker_ids(agent_name) or None,
+            timeout=timeout,
+            what=f"a worker registered as {agent_name!r}",
+        )
+        return ids[-1]
+
+    async def wait_for_job_status(
+        self, job_id: str, status: agent.JobStatus, *, timeout: float = 30.0
+    ) -> agent.UpdateJobStatus:
+        name = agent.JobStatus.Name(status)
+        return await self.wait_until(
+            lambda: next((s for s in self.job_statuses(job_id) if s.status == status), None),
+            timeout=timeout,
+            what=f"update_job {name} for {job_id}",
+        )
+
+    async def wait_for_worker_status(
+        self, status: agent.WorkerStatus, *, since: float = 0.0, timeout: float = 30.0
+    ) -> agent.UpdateWorkerStatus:
+        name = agent.WorkerStatus.Name(status)
+
+        def found() -> agent.UpdateWorkerStatus | None:
+            for r in self.worker_messages:
+                if (
+                    r.at >= since
+                    and r.kind == "update_worker"
+                    and r.message.update_worker.status == status
+                ):
+                    return r.message.update_worker
+            return None
+
+        return await self.wait_until(found, timeout=timeout, what=f"update_worker {name}")
+
+    async def wait_for_termination(
+        self, job_id: str, *, timeout: float = 30.0
+    ) -> TerminationRecord:
+        return await self.wait_until(
+            lambda: next((t for t in self.terminations if t.job_id == job_id), None),
+            timeout=timeout,
+            what=f"JobTermination for {job_id}",
+        )
+
+    async def wait_for_event(
+        self,
+        kind: str,
+        *,
+        room: str | None = None,
+        identity: str | None = None,
+        timeout: float = 30.0,
+    ) -> RoomEvent:
+        def found() -> RoomEvent | None:
+            for e in self.events_of(kind, room=room):
+                if identity is None or e.identity == identity:
+                    return e
+            return None
+
+        return await self.wait_until(found, timeout=timeout, what=f"room event {kind!r}")
+
+    # --------------------------------------------------------------------- dispatch
+    async def dispatch(
+        self, room_name: str, metadata: str, agent_name: str, *, timeout: float = 30.0
+    ) -> str:
+        """Dispatch a job for ``room_name`` to the worker registered as ``agent_name`` (waiting
+        up to ``timeout`` for one), creating the room if needed. Returns the job id once the
+        JobAssignment is sent. Raises DispatchRefusedError on available=false."""
+        worker = self._workers[await self.wait_for_worker(agent_name, timeout=timeout)]
+        room = self._room(room_name)
+        job = self._job_proto(_new_id("AJ"), room, agent_name, metadata)
+        record = JobRecord(job.id, room_name, agent_name, metadata, worker.worker_id)
+        self.jobs[job.id] = record
+        answer = await self._ask(worker, job, timeout)
+        if not answer.available:
+            raise DispatchRefusedError(job.id, answer)
+        identity = answer.participant_identity or f"agent-{job.id}"
+        token = (
+            api.AccessToken(self.api_key, self.api_secret)
+            .with_identity(identity)
+            .with_name(answer.participant_name or identity)
+            .with_metadata(answer.participant_metadata)
+            .with_kind("agent")
+            .with_attributes(dict(answer.participant_attributes))
+            .with_grants(
+                api.VideoGrants(
+                    room_join=True,
+                    room=room_name,
+                    agent=True,
+                    can_update_own_metadata=True,
+                )
+            )
+            .to_jwt()
+        )
+        await worker.send(
+            agent.ServerMessage(assignment=agent.JobAssignment(job=job, url=self.url, token=token))
+        )
+        record.participant_identity = identity
+        record.token = token
+        record.assigned = True
+        log.info(
+            "assigned job %s (room %s) to %s as %s", job.id, room_name, worker.worker_id, identity
+        )
+        self._notify()
+        return job.id
+
+    async def request_availability(
+        self,
+        room_name: str,
+        *,
+        metadata: str = "",
+        agent_name: str,
+        timeout: float = 10.0,
+    ) -> agent.AvailabilityResponse:
+        """Send one AvailabilityRequest and return the worker's answer without assigning the
+        job (a worker that accepts will log an assignment timeout after 7.5 s)."""
+        worker = self._workers[await self.wait_for_worker(agent_name, timeout=timeout)]
+        room = self._rooms.get(room_name) or _Room(name=room_name, sid=_new_id("RM"))
+        job = self._job_proto(_new_id("AJ"), room, agent_name, metadata)
+        return await self._ask(worker, job, timeout)
+
+    async def terminate(self, job_id: str) -> None:
+        """Send JobTermination for ``job_id`` (e.g. while its room is live)."""
+        job = self.jobs[job_id]
+        await self._send_termination(job, "requested")
+
+    async def close_room(self, room_name: str, reason: Reason = Reason.ROOM_DELETED) -> None:
+        """Close a room now, as RoomService.DeleteRoom would (leave with ``reason``)."""
+        room = self._rooms.get(room_name)
+        if room is not None:
+            await self._close_room(room, reason)
+
+    async def remove_participant(self, room_name: str, identity: str) -> None:
+        """Disconnect one participant (leave with PARTICIPANT_REMOVED)."""
+        room = self._rooms.get(room_name)
+        p = room.participants.get(identity) if room else None
+        if p is not None:
+            await self._kick(p, Reason.PARTICIPANT_REMOVED)
+
+    def _job_proto(self, job_id: str, room: _Room, agent_name: str, metadata: str) -> agent.Job:
+        return agent.Job(
+            id=job_id,
+            dispatch_id=_new_id("AD"),
+            type=agent.JobType.JT_ROOM,
+            room=room.proto(),
+            agent_name=agent_name,
+            metadata=metadata,
+        )
+
+    async def _ask(
+        self, worker: _Worker, job: agent.Job, timeout: float
+    ) -> agent.AvailabilityResponse:
+        fut: asyncio.Future[agent.AvailabilityResponse] = asyncio.get_running_loop().create_future()
+        self._pending_answers[job.id] = fut
+        try:
+            await worker.send(agent.ServerMessage(availability=agent.AvailabilityRequest(job=job)))
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            self._pending_answers.pop(job.id, None)
+
+    async def _send_termination(self, job: JobRecord, reason: str) -> None:
+        worker = self._workers.get(job.worker_id)
+        job.terminated = True
+        self.terminations.append(TerminationRecord(time.monotonic(), job.job_id, reason))
+        self._notify()
+        if worker is None or worker.ws.closed:
+            log.info("job %s: worker gone, JobTermination (%s) not sent", job.job_id, reason)
+            return
+        log.info("job %s: sending JobTermination (%s)", job.job_id, reason)
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await worker.send(
+                agent.ServerMessage(termination=agent.JobTermination(job_id=job.job_id))
+            )
+
+    # --------------------------------------------------------------------- /agent
+    def _verify(self, token: str) -> Claims | None:
+        try:
+            return self._verifier.verify(token)
+        except Exception as error:
+            self.auth_failures += 1
+            log.warning("rejected token: %s", error)
+            return None
+
+    async def _agent_ws(self, request: web.Request) -> web.StreamResponse:
+        auth = request.headers.get("Authorization", "")
+        claims = self._verify(auth.removeprefix("Bearer ")) if auth.startswith("Bearer ") else None
+        if claims is None or claims.video is None or not claims.video.agent:
+            if claims is not None:
+                self.auth_failures += 1
+            return web.Response(status=401, text="invalid worker token")
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        worker = _Worker(_new_id("AW"), ws)
+        self._workers[worker.worker_id] = worker
+        log.info("worker connection %s", worker.worker_id)
+        try:
+            async for frame in ws:
+                if frame.type != WSMsgType.BINARY:
+                    continue
+                msg = agent.WorkerMessage()
+                msg.ParseFromString(frame.data)
+                await self._on_worker_message(worker, msg)
+        finally:
+            log.info("worker %s disconnected", worker.worker_id)
+            self._notify()
+        return ws
+
+    async def _on_worker_message(self, worker: _Worker, msg: agent.WorkerMessage) -> None:
+        record = WorkerRecord(time.monotonic(), worker.worker_id, msg)
+        self.worker_messages.append(record)
+        which = record.kind
+        if which == "register":
+            worker.agent_name = msg.register.agent_name
+            await worker.send(
+                agent.ServerMessage(
+                    register=agent.RegisterWorkerResponse(
+                        worker_id=worker.worker_id,
+                        server_info=models.ServerInfo(
+                            version=SERVER_VERSION,
+                            protocol=PROTOCOL_VERSION,
+                            region="loopback",
+                            node_id="standin",
+                        ),
+                    )
+                )
+            )
+            worker.registered = True
+            log.info("worker %s registered as %r", worker.worker_id, worker.agent_name)
+        elif which == "availability":
+            answer = msg.availability
+            log.info("job %s: worker answered available=%s", answer.job_id, answer.available)
+            fut = self._pending_answers.get(answer.job_id)
+            if fut is not None and not fut.done():
+                fut.set_result(answer)
+        elif which == "update_job":
+            status = agent.JobStatus.Name(msg.update_job.status)
+            log.info("job %s: %s %s", msg.update_job.job_id, status, msg.update_job.error)
+        elif which == "ping":
+            await worker.send(
+                agent.ServerMessage(
+                    pong=agent.WorkerPong(
+                        last_timestamp=msg.ping.timestamp, timestamp=int(time.time() * 1000)
+                    )
+                )
+            )
+        self._notify()
+
+    # --------------------------------------------------------------------- rooms
+    def _room(self, name: str) -> _Room:
+        room = self._rooms.get(name)
+        if room is None:
+            room = _Room(name=name, sid=_new_id("RM"))
+            self._rooms[name] = room
+            self._event(room, "room_created")
+        return room
+
+    def _event(self, room: _Room, what: str, identity: str = "", **detail: str) -> None:
+        self.events.append(RoomEvent(time.monotonic(), room.name, what, identity, dict(detail)))
+        self._notify()
+
+    def _schedule_close_check(self, room: _Room) -> None:
+        """Close the room after departure_timeout if by then only agents (or nobody) remain."""
+        if room.close_timer is not None:
+            room.close_timer.cancel()
+            room.close_timer = None
+        if room.closed or any(not p.is_agent for p in room.participants.values()):
+            return
+
+        def fire() -> None:
+            room.close_timer = None
+            if not room.closed and all(p.is_agent for p in room.participants.values()):
+                self._spawn(self._close_room(room, Reason.ROOM_CLOSED))
+
+        room.close_timer = asyncio.get_running_loop().call_later(self.departure_timeout, fire)
+
+    async def _close_room(self, room: _Room, reason: Reason, *, grace: float = LEAVE_GRACE) -> None:
+        if room.closed:
+            return
+        room.closed = True
+        if room.close_timer is not None:
+            room.close_timer.cancel()
+        if self._rooms.get(room.name) is room:
+            del self._rooms[room.name]
+        log.info("room %s closing (%s)", room.name, Reason.Name(reason))
+        await asyncio.gather(
+            *(self._kick(p, reason, grace=grace) for p in list(room.participants.values()))
+        )
+        self._event(room, "room_closed", reason=Reason.Name(reason))
+
+    async def _kick(self, p: _Participant, reason: Reason, *, grace: float = LEAVE_GRACE) -> None:
+        """Send a leave with ``reason`` (action DISCONNECT), give the client ``grace`` seconds to
+        close, then close its signal socket (a bare close would look like a network failure)."""
+        if p.server_reason is not None:
+            return
+        p.server_reason = reason
+        await p.send(
+            rtcpb.SignalResponse(
+                leave=rtcpb.LeaveRequest(
+                    can_reconnect=False, reason=reason, action=rtcpb.LeaveRequest.Action.DISCONNECT
+                )
+            )
+        )
+        self._event(p.room, "leave_sent", p.identity, reason=Reason.Name(reason))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(p.signal_done.wait(), grace)
+        with contextlib.suppress(Exception):
+            await p.ws.close(code=WSCloseCode.GOING_AWAY)
+        await self._remove(p)
+
+    async def _remove(self, p: _Participant) -> None:
+        if p.removed:
+            return
+        p.removed = True
+        room = p.room
+        if p.server_reason is not None:
+            reason = p.server_reason
+        elif p.client_left:
+            reason = Reason.CLIENT_INITIATED
+        else:
+            reason = Reason.SIGNAL_CLOSE
+        if room.participants.get(p.identity) is p:
+            del room.participants[p.identity]
+        log.info("%s left %s (%s)", p.identity, room.name, Reason.Name(reason))
+        self._event(room, "left", p.identity, reason=Reason.Name(reason))
+        gone = p.info(state=models.ParticipantInfo.State.DISCONNECTED)
+        gone.disconnect_reason = reason
+        for other in list(room.participants.values()):
+            await other.send(
+                rtcpb.SignalResponse(update=rtcpb.ParticipantUpdate(participants=[gone]))
+            )
+        for task in list(p.tasks):
+            task.cancel()
+        for pc in (p.pub_pc, p.sub_pc):
+            with contextlib.suppress(Exception):
+                await pc.close()
+        if p.is_agent:
+            for job in self.jobs.values():
+                if (
+                    job.participant_identity == p.identity
+                    and job.room_name == room.name
+                    and not job.terminated
+                    and not self._stopping
+                ):
+                    await self._send_termination(job, "agent_left_room")
+        if not room.closed:
+            self._schedule_close_check(room)
+
+    # --------------------------------------------------------------------- /rtc
+    async def _rtc(self, request: web.Request) -> web.StreamResponse:
+        if request.path == "/rtc/v1" or request.headers.get("Upgrade", "").lower() != "websocket":
+            # v1 (single PC) is not emulated: the 404 makes the SDK fall back to /rtc (dual PC).
+            # /rtc/validate is only asked after a failed connect: say why it failed.
+            if request.path == "/rtc/validate":
+                token = request.query.get("access_token", "")
+                ok = self._verify(token) is not None
+                return web.Response(status=200 if ok else 401, text="ok" if ok else "invalid token")
+            return web.Response(status=404, text="not emulated by the stand-in")
+        token = request.query.get("access_token") or request.headers.get(
+            "Authorization", ""
+        ).removeprefix("Bearer ")
+        claims = self._verify(token)
+        video = claims.video if claims else None
+        if claims is None or video is None or not video.room_join or not video.room:
+            return web.Response(status=401, text="invalid room token")
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        room = self._room(video.room)
+        is_agent = claims.kind == "agent" or bool(video.agent)
+        p = _Participant(
+            room=room,
+            identity=claims.identity,
+            name=claims.name or claims.identity,
+            sid=_new_id("PA"),
+            kind=Kind.AGENT if is_agent else Kind.STANDARD,
+            ws=ws,
+            pub_pc=RTCPeerConnection(RTCConfiguration(iceServers=[])),
+            sub_pc=RTCPeerConnection(RTCConfiguration(iceServers=[])),
+            permission=models.ParticipantPermission(
+                can_publish=video.can_publish,
+                can_subscribe=video.can_subscribe,
+                can_publish_data=video.can_publish_data,
+                can_update_metadata=bool(video.can_update_own_metadata) or is_agent,
+                hidden=bool(video.hidden),
+                agent=is_agent,
+            ),
+            attributes=dict(claims.attributes or {}),
+            metadata=claims.metadata,
+        )
+        try:
+            await self._join(p)
+            await self._signal_loop(p)
+        finally:
+            p.signal_done.set()
+            await self._remove(p)
+        return ws
+
+    async def _join(self, p: _Participant) -> None:
+        room = p.room
+        old = room.participants.get(p.identity)
+        if old is not None:
+            await self._kick(old, Reason.DUPLICATE_IDENTITY, grace=0.2)
+        others = list(room.participants.values())
+        room.participants[p.identity] = p
+        if room.close_timer is not None and not p.is_agent:
+            room.close_timer.cancel()
+            room.close_timer = None
+        await p.send(
+            rtcpb.SignalResponse(
+                join=rtcpb.JoinResponse(
+                    room=room.proto(),
+                    participant=p.info(),
+                    other_participants=[o.info() for o in others],
+                    server_version=SERVER_VERSION,
+                    server_region="loopback",
+                    server_info=models.ServerInfo(
+                        version=SERVER_VERSION,
+                        protocol=PROTOCOL_VERSION,
+                        region="loopback",
+                        node_id="standin",
+                    ),
+                    subscriber_primary=False,
+                    ping_timeout=15,
+                    ping_interval=5,
+                )
+            )
+        )
+        log.info("%s joined %s as %s (%s)", p.identity, room.name, p.sid, Kind.Name(p.kind))
+        self._event(room, "joined", p.identity, kind=Kind.Name(p.kind), sid=p.sid)
+        for other in others:
+            await other.send(
+                rtcpb.SignalResponse(update=rtcpb.ParticipantUpdate(participants=[p.info()]))
+            )
+
+        p.pub_pc.on("track", lambda track: self._on_media(p, track))
+        p.pub_pc.on("datachannel", lambda channel: self._on_channel(p, channel))
+        # the subscriber PC carries data channels from the start, so data reaches a participant
+        # before (or without) any subscribed track; media is added by renegotiation
+        for label, ordered in (("_reliable", True), ("_lossy", False)):
+            channel = p.sub_pc.createDataChannel(
+                label, ordered=ordered, maxRetransmits=None if ordered else 0
+            )
+            p.pending[label] = []
+            channel.on("open", lambda label=label: self._flush(p, label))
+            p.sub_channels[label] = channel
+        p.spawn(self._subscribe(p))
+        for other in others:
+            for track in other.tracks:
+                p.spawn(self._subscribe(p, other, track))
+
+    async def _signal_loop(self, p: _Participant) -> None:
+        async for frame in p.ws:
+            if frame.type != WSMsgType.BINARY:
+                continue
+            req = rtcpb.SignalRequest()
+            req.ParseFromString(frame.data)
+            which = req.WhichOneof("message")
+            if which == "ping_req":
+                await p.send(
+                    rtcpb.SignalResponse(
+                        pong_resp=rtcpb.Pong(
+                            last_ping_timestamp=req.ping_req.timestamp,
+                            timestamp=int(time.time() * 1000),
+                        )
+                    )
+                )
+            elif which == "ping":
+                await p.send(rtcpb.SignalResponse(pong=int(time.time() * 1000)))
+            elif which == "trickle":
+                publisher = req.trickle.target == rtcpb.SignalTarget.PUBLISHER
+                pc = p.pub_pc if publisher else p.sub_pc
+                waiting = p.pending_candidates["pub" if publisher else "sub"]
+                if pc.remoteDescription is None:
+                    waiting.append(req.trickle.candidateInit)  # added once the SDP is set
+                else:
+                    await self._add_candidate(pc, req.trickle.candidateInit)
+            elif which == "offer":
+                await self._answer_publisher(p, req.offer)
+                await self._flush_candidates(p.pub_pc, p.pending_candidates["pub"])
+            elif which == "answer":
+                await p.sub_pc.setRemoteDescription(
+                    RTCSessionDescription(sdp=req.answer.sdp, type="answer")
+                )
+                await self._flush_candidates(p.sub_pc, p.pending_candidates["sub"])
+                p.sub_answered.set()
+            elif which == "add_track":
+                await self._add_track(p, req.add_track)
+            elif which == "update_metadata":
+                await self._update_metadata(p, req.update_metadata)
+            elif which == "mute":
+                for t in p.tracks:
+                    if t.info.sid == req.mute.sid:
+                        t.info.muted = req.mute.muted
+                await self._broadcast(p)
+            elif which == "leave":
+                p.client_left = True
+                log.info("%s sent leave", p.identity)
+                break
+            else:
+                log.debug("%s: signal %s ignored", p.identity, which)
+
+    async def _broadcast(self, about: _Participant, *, include_self: bool = False) -> None:
+        info = about.info()
+        for other in list(about.room.participants.values()):
+            if other is not about or include_self:
+                await other.send(
+                    rtcpb.SignalResponse(update=rtcpb.ParticipantUpdate(participants=[info]))
+                )
+
+    async def _flush_candidates(self, pc: Any, waiting: list[str]) -> None:
+        pending = list(waiting)
+        waiting.clear()
+        for candidate_init in pending:
+            await self._add_candidate(pc, candidate_init)
+
+    async def _add_candidate(self, pc: Any, candidate_init: str) -> None:
+        init = json.loads(candidate_init or "{}")
+        sdp_line = str(init.get("candidate", ""))
+        if not sdp_line:
+            return
+        candidate = candidate_from_sdp(sdp_line.split(":", 1)[1])
+        candidate.sdpMid = init.get("sdpMid")
+        candidate.sdpMLineIndex = init.get("sdpMLineIndex")
+        await pc.addIceCandidate(candidate)
+
+    async def _answer_publisher(self, p: _Participant, offer: rtcpb.SessionDescription) -> None:
+        await p.pub_pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
+        await p.pub_pc.setLocalDescription(await p.pub_pc.createAnswer())
+        await p.send(
+            rtcpb.SignalResponse(
+                answer=rtcpb.SessionDescription(
+                    type="answer", sdp=p.pub_pc.localDescription.sdp, id=offer.id
+                )
+            )
+        )
+
+    async def _add_track(self, p: _Participant, req: rtcpb.AddTrackRequest) -> None:
+        info = models.TrackInfo(
+            sid=_new_id("TR"),
+            type=req.type,
+            name=req.name,
+            source=req.source,
+            muted=req.muted,
+            mime_type="audio/opus" if req.type == models.TrackType.AUDIO else "",
+            stream=req.stream,
+        )
+        p.tracks.append(_Track(info=info, cid=req.cid))
+        await p.send(
+            rtcpb.SignalResponse(
+                track_published=rtcpb.TrackPublishedResponse(cid=req.cid, track=info)
+            )
+        )
+        self._event(p.room, "track_published", p.identity, track=info.sid, name=info.name)
+        await self._broadcast(p)
+
+    async def _update_metadata(self, p: _Participant, req: rtcpb.UpdateParticipantMetadata) -> None:
+        for key, value in req.attributes.items():
+            if value:
+                p.attributes[key] = value
+            else:
+                p.attributes.pop(key, None)
+        if req.metadata:
+            p.metadata = req.metadata
+        if req.name:
+            p.name = req.name
+        await self._broadcast(p, include_self=True)
+        if req.request_id:
+            await p.send(
+                rtcpb.SignalResponse(
+                    request_response=rtcpb.RequestResponse(
+                        request_id=req.request_id, reason=rtcpb.RequestResponse.Reason.OK
+                    )
+                )
+            )
+
+    # --------------------------------------------------------------------- media
+    def _on_media(self, p: _Participant, remote: Any) -> None:
+        if remote.kind != "audio":
+            log.info("%s: %s track ignored (audio only)", p.identity, remote.kind)
+            return
+        waiting = [t for t in p.tracks if t.remote is None]
+        track = next((t for t in waiting if t.cid == remote.id), None)
+        track = track or next((t for t in waiting if t.info.type == models.TrackType.AUDIO), None)
+        if track is None:
+            log.warning("%s: media track %s matches no AddTrack", p.identity, remote.id)
+            return
+        track.remote = remote
+        for other in list(p.room.participants.values()):
+            if other is not p:
+                other.spawn(self._subscribe(other, p, track))
+
+    async def _subscribe(
+        self, sub: _Participant, pub: _Participant | None = None, track: _Track | None = None
+    ) -> None:
+        """(Re)negotiate ``sub``'s subscriber PC, adding ``pub``'s ``track`` if given."""
+        async with sub.sub_lock:
+            if sub.removed:
+                return
+            if pub is not None and track is not None:
+                if track.info.sid in sub.subscribed or track.remote is None:
+                    return
+                sub.subscribed.add(track.info.sid)
+                sender = sub.sub_pc.addTrack(self._relay.subscribe(track.remote))
+                sender._stream_id = f"{pub.sid}|{track.info.sid}"  # LiveKit: "PA_sid|TR_sid"
+                sender._track_id = track.info.sid
+            await sub.sub_pc.setLocalDescription(await sub.sub_pc.createOffer())
+            sub.sub_offer_id += 1
+            sub.sub_answered.clear()
+            await sub.send(
+                rtcpb.SignalResponse(
+                    offer=rtcpb.SessionDescription(
+                        type="offer", sdp=sub.sub_pc.localDescription.sdp, id=sub.sub_offer_id
+                    )
+                )
+            )
+            try:
+                await asyncio.wait_for(sub.sub_answered.wait(), SUBSCRIBER_ANSWER_TIMEOUT)
+            except TimeoutError:
+                log.warning("%s never answered the subscriber offer", sub.identity)
+                return
+        if pub is not None and track is not None:
+            self._event(sub.room, "track_subscribed", sub.identity, track=track.info.sid)
+            if not track.subscribed_sent:
+                # the agents' audio output awaits it (LocalTrackPublication.wait_for_subscription)
+                track.subscribed_sent = True
+                await pub.send(
+                    rtcpb.SignalResponse(
+                        track_subscribed=rtcpb.TrackSubscribed(track_sid=track.info.sid)
+                    )
+                )
+
+    # --------------------------------------------------------------------- data
+    def _on_channel(self, p: _Participant, channel: Any) -> None:
+        label = str(channel.label)
+        channel.on("message", lambda message: self._on_data(p, label, message))
+
+    def _on_data(self, sender: _Participant, label: str, message: object) -> None:
+        if not isinstance(message, bytes) or label not in ("_reliable", "_lossy"):
+            return
+        packet = models.DataPacket()
+        try:
+            packet.ParseFromString(message)
+        except Exception:
+            log.warning("%s sent an undecodable data packet", sender.identity)
+            return
+        which = packet.WhichOneof("value") or ""
+        packet.participant_identity = sender.identity
+        packet.participant_sid = sender.sid
+        destinations = set(packet.destination_identities)
+        topic = ""
+        if which == "user":
+            packet.user.participant_identity = sender.identity
+            packet.user.participant_sid = sender.sid
+            destinations |= set(packet.user.destination_identities)
+            topic = packet.user.topic
+        elif which == "stream_header":
+            topic = packet.stream_header.topic
+        data = packet.SerializeToString()
+        receivers = [
+            p
+            for p in sender.room.participants.values()
+            if p is not sender and (not destinations or p.identity in destinations)
+        ]
+        for receiver in receivers:
+            self._send_data(receiver, label, data)
+        self._event(
+            sender.room,
+            "data",
+            sender.identity,
+            which=which,
+            topic=topic,
+            to=",".join(r.identity for r in receivers),
+        )
+
+    def _send_data(self, receiver: _Participant, label: str, data: bytes) -> None:
+        channel = receiver.sub_channels.get(label)
+        if channel is not None and channel.readyState == "open":
+            channel.send(data)
+            return
+        pending = receiver.pending.setdefault(label, [])
+        if len(pending) < MAX_PENDING_PACKETS:
+            pending.append(data)
+
+    def _flush(self, p: _Participant, label: str) -> None:
+        channel = p.sub_channels[label]
+        pending, p.pending[label] = p.pending.get(label, []), []
+        for data in pending:
+            channel.send(data)
+
+    # --------------------------------------------------------------------- control API
+    async def _ctl_dispatch(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        try:
+            job_id = await self.dispatch(
+                str(body["room"]), str(body.get("metadata", "")), str(body.get("agentName", ""))
+            )
+        except DispatchRefusedError as error:
+            return web.json_response({"jobId": error.job_id, "refused": True}, status=409)
+        except TimeoutError as error:
+            return web.json_response({"error": str(error)}, status=504)
+        return web.json_response({"jobId": job_id})
+
+    async def _ctl_terminate(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        await self.terminate(str(body["jobId"]))
+        return web.json_response({})
+
+    async def _ctl_state(self, _request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "workers": [
+                    {"id": w.worker_id, "agentName": w.agent_name, "connected": w.connected}
+                    for w in self._workers.values()
+                ],
+                "rooms": {
+                    name: [p.identity for p in room.participants.values()]
+                    for name, room in self._rooms.items()
+                },
+                "jobs": [vars(j) for j in self.jobs.values()],
+                "terminations": [vars(t) for t in self.terminations],
+            }
+        )
+
+    async def _not_found(self, request: web.Request) -> web.Response:
+        log.info("unhandled %s %s", request.method, request.path)
+        return web.Response(status=404, text="not emulated by the stand-in")
+
+
+async def _serve(port: int, host: str, departure_timeout: float) -> None:
+    standin = StandIn(host=host, port=port, departure_timeout=departure_timeout)
+    await standin.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await standin.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Loopback LiveKit stand-in (test double)")
+    parser.add_argument("port", type=int)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--departure-timeout", type=float, default=2.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    asyncio.run(_serve(args.port, args.host, args.departure_timeout))
+
+
+if __name__ == "__main__":
+    main()
