@@ -1,0 +1,66 @@
+"""log.py: structlog hands events to the stdlib handler the LiveKit CLI installs."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+import structlog
+from livekit.agents.cli.log import JsonFormatter
+
+from agent.log import configure_logging, get_logger
+
+
+class Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def collected() -> Iterator[Collect]:
+    handler = Collect()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+        structlog.reset_defaults()
+
+
+def test_event_name_is_the_message_and_fields_travel_as_extra(collected: Collect) -> None:
+    configure_logging("INFO")
+    get_logger("agent.test").info("backend.request_failed", status=503, attempt=2)
+    [record] = [r for r in collected.records if r.name == "agent.test"]
+    assert record.getMessage() == "backend.request_failed"
+    assert (record.status, record.attempt) == (503, 2)  # type: ignore[attr-defined]
+    rendered = json.loads(JsonFormatter().format(record))
+    assert rendered["message"] == "backend.request_failed" and rendered["status"] == 503
+
+
+def test_reserved_keys_are_renamed_instead_of_breaking_logging(collected: Collect) -> None:
+    configure_logging("INFO")
+    get_logger("agent.test").info("call.started", room="r1", name="n", job_id="j")
+    [record] = [r for r in collected.records if r.name == "agent.test"]
+    assert record.field_room == "r1" and record.field_name == "n"  # type: ignore[attr-defined]
+
+
+def test_debug_for_us_keeps_the_library_at_info() -> None:
+    configure_logging("DEBUG")
+    assert logging.getLogger("agent").level == logging.DEBUG
+    assert logging.getLogger("livekit.agents").level == logging.INFO
+    structlog.reset_defaults()
+
+
+def test_no_handler_of_our_own_is_added() -> None:
+    before = list(logging.getLogger().handlers)
+    configure_logging("INFO")
+    assert logging.getLogger().handlers == before
+    assert logging.getLogger("agent").handlers == []
+    structlog.reset_defaults()
