@@ -15,7 +15,6 @@ from structlog.testing import capture_logs
 
 from agent import worker
 from agent.call import CALL_KEY, Call, end_at_max_duration, hang_up
-from agent.config import Settings
 from agent.journal import Journal
 from agent.models import JobMetadata
 from agent.persona import PersonaAgent
@@ -24,27 +23,18 @@ from agent.transcript import TranscriptPublisher
 from agent.worker import PROCESS_KEY, ProcessState
 from tests.support.fake_job import FakeEndingJobContext
 from tests.support.fakes import CaptureAudioOutput, FakeLLM, FakeTTS
+from tests.support.settings import make_settings
 
 META = JobMetadata(scenario_id="default", user_id="u1")
-
-
-def settings(tmp_path: Path) -> Settings:
-    return Settings.model_validate(
-        {
-            "LIVEKIT_URL": "ws://127.0.0.1:7880",
-            "LIVEKIT_API_KEY": "devkey",
-            "LIVEKIT_API_SECRET": "secret_secret_secret_secret_secret_",
-            "OPENAI_API_KEY": "sk-test",
-            "AGENT_DATA_DIR": str(tmp_path),
-        }
-    )
 
 
 def ending_ctx(tmp_path: Path, *, connected: bool = True) -> FakeEndingJobContext:
     ctx = FakeEndingJobContext()
     ctx.room.connected = connected
     ctx.proc.userdata[PROCESS_KEY] = ProcessState(
-        settings=settings(tmp_path), vad=silero.VAD.load(), journal=Journal.in_dir(tmp_path)
+        settings=make_settings(AGENT_DATA_DIR=str(tmp_path)),
+        vad=silero.VAD.load(),
+        journal=Journal.in_dir(tmp_path),
     )
     return ctx
 

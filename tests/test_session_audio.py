@@ -15,20 +15,13 @@ from agent.pipeline import build_session
 from agent.prompts import load_scenario
 from tests.support.fakes import CaptureAudioOutput, WavAudioInput
 from tests.support.openai_stub import OpenAIStub
+from tests.support.settings import make_settings
 
 HELLO_16K = Path(__file__).resolve().parent / "audio" / "hello_16k.wav"
 
 
 def stub_settings(stub: OpenAIStub) -> Settings:
-    return Settings.model_validate(
-        {
-            "LIVEKIT_URL": "ws://127.0.0.1:7880",
-            "LIVEKIT_API_KEY": "devkey",
-            "LIVEKIT_API_SECRET": "secret_secret_secret_secret_secret_",
-            "OPENAI_API_KEY": "sk-stub-key",
-            "OPENAI_BASE_URL": stub.base_url,
-        }
-    )
+    return make_settings(OPENAI_API_KEY="sk-stub-key", OPENAI_BASE_URL=stub.base_url)
 
 
 async def test_a_full_voice_turn_completes_through_the_real_plugins() -> None:

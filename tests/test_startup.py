@@ -14,7 +14,6 @@ from livekit.agents import JobContext
 from pydantic import SecretStr
 
 from agent.backend import BackendAuthError, BackendUnavailable, HttpBackend, LocalBackend
-from agent.config import Settings
 from agent.models import JobMetadata, Session
 from agent.startup import (
     MetadataError,
@@ -24,19 +23,10 @@ from agent.startup import (
 )
 from tests.support.backend_stub import BackendStub, Fault
 from tests.support.fake_job import FakeJob, FakeJobContext
+from tests.support.settings import make_settings
 
 KEY = "internal-service-key-for-tests"
 D = 0.2
-BASE = {
-    "LIVEKIT_URL": "ws://127.0.0.1:7880",
-    "LIVEKIT_API_KEY": "devkey",
-    "LIVEKIT_API_SECRET": "secret_secret_secret_secret_secret_",
-    "OPENAI_API_KEY": "sk-test",
-}
-
-
-def settings(**extra: object) -> Settings:
-    return Settings.model_validate({**BASE, **extra})
 
 
 def as_ctx(fake: FakeJobContext) -> JobContext:
@@ -61,36 +51,36 @@ async def client(stub: BackendStub) -> AsyncIterator[HttpBackend]:
 
 def test_metadata_is_parsed_from_camel_case_and_unknown_keys_ignored() -> None:
     raw = json.dumps({"scenarioId": "s1", "userId": "u1", "sessionId": "x", "extra": 1})
-    parsed = parse_job_metadata(raw, settings())
+    parsed = parse_job_metadata(raw, make_settings())
     assert (parsed.scenario_id, parsed.user_id, parsed.session_id) == ("s1", "u1", "x")
 
 
 def test_empty_metadata_means_the_default_scenario_without_a_backend() -> None:
-    parsed = parse_job_metadata("", settings())
+    parsed = parse_job_metadata("", make_settings())
     assert parsed.scenario_id == "default" and parsed.user_id == "local"
 
 
 def test_empty_metadata_is_refused_with_a_backend() -> None:
-    with_backend = settings(BACKEND_URL="https://b.example.com", INTERNAL_SERVICE_KEY="k" * 16)
+    with_backend = make_settings(BACKEND_URL="https://b.example.com", INTERNAL_SERVICE_KEY="k" * 16)
     with pytest.raises(MetadataError):
         parse_job_metadata("  ", with_backend)
 
 
 def test_invalid_metadata_names_the_field_paths() -> None:
     with pytest.raises(MetadataError) as caught:
-        parse_job_metadata(json.dumps({"scenarioId": "", "userId": 5}), settings())
+        parse_job_metadata(json.dumps({"scenarioId": "", "userId": 5}), make_settings())
     joined = " ".join(caught.value.fields)
     assert "scenarioId" in joined and "userId" in joined
 
 
 def test_metadata_that_is_not_json_is_refused() -> None:
     with pytest.raises(MetadataError, match="not JSON"):
-        parse_job_metadata("{oops", settings())
+        parse_job_metadata("{oops", make_settings())
 
 
 def test_overlong_ids_are_refused() -> None:
     with pytest.raises(MetadataError):
-        parse_job_metadata(json.dumps({"scenarioId": "s" * 500, "userId": "u"}), settings())
+        parse_job_metadata(json.dumps({"scenarioId": "s" * 500, "userId": "u"}), make_settings())
 
 
 # --------------------------------------------------------------------------- the gather

@@ -1,27 +1,16 @@
-"""worker.py: metadata rules, server options and the module-level hooks."""
+"""worker.py: server options and the module-level hooks."""
 
 from __future__ import annotations
 
 import pickle
 
 from agent import worker
-from agent.config import Settings
 from agent.worker import build_server
-
-BASE = {
-    "LIVEKIT_URL": "ws://127.0.0.1:7880",
-    "LIVEKIT_API_KEY": "devkey",
-    "LIVEKIT_API_SECRET": "secret_secret_secret_secret_secret_",
-    "OPENAI_API_KEY": "sk-test",
-}
-
-
-def settings(**extra: object) -> Settings:
-    return Settings.model_validate({**BASE, **extra})
+from tests.support.settings import make_settings
 
 
 def test_build_server_registers_explicit_dispatch_and_options() -> None:
-    server = build_server(settings(AGENT_NAME="roleplay", PORT="9123", MAX_CALL_SECONDS="600"))
+    server = build_server(make_settings(AGENT_NAME="roleplay", PORT="9123", MAX_CALL_SECONDS="600"))
     assert server._agent_name == "roleplay"
     assert server._port == 9123
     assert server._drain_timeout == 660
