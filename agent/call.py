@@ -53,7 +53,7 @@ class Call:
     started_at: datetime = field(default_factory=utc_now)
     scenario: Scenario | None = None
     session: Session | None = None
-    agent_session: AgentSession[None] | None = None
+    agent_session: AgentSession[Any] | None = None
     recorder: TurnRecorder | None = None
     publisher: TranscriptPublisher | None = None
     ended_at: datetime | None = None

@@ -197,7 +197,10 @@ async def entrypoint(ctx: JobContext) -> None:
     )
     call.spawn(keep_lease(proc.journal, call.job_id), "journal.lease")
 
-    session: AgentSession[None] = build_session(settings, proc.vad, scenario=call.scenario)
+    # the call is also the session's typed userdata, so tools and agents reach it directly
+    session: AgentSession[Call] = build_session(
+        settings, proc.vad, scenario=call.scenario, userdata=call
+    )
     call.agent_session = session
     attach_transcript(ctx, call, session, proc.journal)
     session.on("close", lambda event: _on_close(ctx, call, event))
@@ -215,7 +218,7 @@ async def entrypoint(ctx: JobContext) -> None:
 
 
 def attach_transcript(
-    ctx: JobContext, call: Call, session: AgentSession[None], journal: Journal
+    ctx: JobContext, call: Call, session: AgentSession[Call], journal: Journal
 ) -> None:
     """Every final turn: journaled at once, then queued for the data channel."""
     assert call.session is not None
@@ -271,7 +274,7 @@ def _on_close(ctx: JobContext, call: Call, event: CloseEvent) -> None:
         log.error("call.close_handler_failed", error_type=type(error).__name__)
 
 
-def _on_error(session: AgentSession[None], event: ErrorEvent) -> None:
+def _on_error(session: AgentSession[Call], event: ErrorEvent) -> None:
     try:
         error = event.error
         recoverable = bool(getattr(error, "recoverable", True))
