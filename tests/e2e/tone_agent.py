@@ -26,28 +26,20 @@ import math
 import os
 from typing import Any, Final
 
-import numpy as np
 from livekit import rtc
 from livekit.agents import (
-    DEFAULT_API_CONNECT_OPTIONS,
-    NOT_GIVEN,
     Agent,
     AgentServer,
     AgentSession,
-    APIConnectOptions,
     JobContext,
     JobProcess,
-    NotGivenOr,
     cli,
     llm,
-    stt,
-    tts,
-    utils,
 )
-from livekit.agents.language import LanguageCode
-from livekit.agents.utils import AudioBuffer
 from livekit.agents.voice.events import CloseEvent, ConversationItemAddedEvent
 from livekit.plugins import silero
+
+from tests.support.fakes import FakeLLM, FakeSTT, FakeTTS, echo_reply
 
 log = logging.getLogger("tests.e2e.tone_agent")
 
@@ -57,132 +49,6 @@ TONE_AMPLITUDE: Final = 0.3
 HEARD_TEXT: Final = "hello agent"
 END_CALL_METHOD: Final = "agent.end_call"
 TRANSCRIPT_TOPIC: Final = "transcript"
-
-
-class FakeSTT(stt.STT[Any]):
-    """Batch STT (the session wraps it in a StreamAdapter driven by the real VAD)."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(capabilities=stt.STTCapabilities(streaming=False, interim_results=False))
-        self._text = text
-
-    @property
-    def model(self) -> str:
-        return "fake-stt"
-
-    @property
-    def provider(self) -> str:
-        return "e2e"
-
-    async def _recognize_impl(
-        self,
-        buffer: AudioBuffer,
-        *,
-        language: NotGivenOr[str] = NOT_GIVEN,
-        conn_options: APIConnectOptions,
-    ) -> stt.SpeechEvent:
-        return stt.SpeechEvent(
-            type=stt.SpeechEventType.FINAL_TRANSCRIPT,
-            alternatives=[
-                stt.SpeechData(language=LanguageCode("en"), text=self._text, confidence=1.0)
-            ],
-        )
-
-
-class EchoLLM(llm.LLM[Any]):
-    """Answers "You said: <last user text>"."""
-
-    @property
-    def model(self) -> str:
-        return "echo-llm"
-
-    @property
-    def provider(self) -> str:
-        return "e2e"
-
-    def chat(
-        self,
-        *,
-        chat_ctx: llm.ChatContext,
-        tools: list[llm.Tool] | None = None,
-        conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
-        parallel_tool_calls: NotGivenOr[bool] = NOT_GIVEN,
-        tool_choice: NotGivenOr[llm.ToolChoice] = NOT_GIVEN,
-        extra_kwargs: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
-    ) -> llm.LLMStream:
-        last = next(
-            (
-                item.text_content
-                for item in reversed(chat_ctx.items)
-                if isinstance(item, llm.ChatMessage) and item.role == "user"
-            ),
-            None,
-        )
-        return _EchoStream(
-            self,
-            chat_ctx=chat_ctx,
-            tools=tools or [],
-            conn_options=conn_options,
-            text=f"You said: {last or ''}",
-        )
-
-
-class _EchoStream(llm.LLMStream):
-    def __init__(
-        self,
-        owner: EchoLLM,
-        *,
-        chat_ctx: llm.ChatContext,
-        tools: list[llm.Tool],
-        conn_options: APIConnectOptions,
-        text: str,
-    ) -> None:
-        super().__init__(owner, chat_ctx=chat_ctx, tools=tools, conn_options=conn_options)
-        self._text = text
-
-    async def _run(self) -> None:
-        self._event_ch.send_nowait(
-            llm.ChatChunk(id="echo", delta=llm.ChoiceDelta(role="assistant", content=self._text))
-        )
-
-
-class ToneTTS(tts.TTS[Any]):
-    """Every utterance is TONE_SECONDS of a TONE_HZ sine tone."""
-
-    def __init__(self, sample_rate: int = 24000) -> None:
-        super().__init__(
-            capabilities=tts.TTSCapabilities(streaming=False),
-            sample_rate=sample_rate,
-            num_channels=1,
-        )
-
-    @property
-    def model(self) -> str:
-        return "tone-tts"
-
-    @property
-    def provider(self) -> str:
-        return "e2e"
-
-    def synthesize(
-        self, text: str, *, conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS
-    ) -> tts.ChunkedStream:
-        return _ToneStream(tts=self, input_text=text, conn_options=conn_options)
-
-
-class _ToneStream(tts.ChunkedStream):
-    async def _run(self, output_emitter: tts.AudioEmitter) -> None:
-        rate = self._tts.sample_rate
-        output_emitter.initialize(
-            request_id=utils.shortuuid("tone-"),
-            sample_rate=rate,
-            num_channels=1,
-            mime_type="audio/pcm",
-        )
-        t = np.arange(int(TONE_SECONDS * rate)) / rate
-        samples = (TONE_AMPLITUDE * 32767 * np.sin(2 * math.pi * TONE_HZ * t)).astype(np.int16)
-        output_emitter.push(samples.tobytes())
-        output_emitter.flush()
 
 
 def split_in_parts(message: dict[str, Any], parts: int) -> list[bytes]:
@@ -207,8 +73,13 @@ async def entrypoint(ctx: JobContext) -> None:
         metadata = json.loads(ctx.job.metadata)
     session: AgentSession[None] = AgentSession(
         stt=FakeSTT(HEARD_TEXT),
-        llm=EchoLLM(),
-        tts=ToneTTS(),
+        llm=FakeLLM(echo_reply, token_delay=0),
+        tts=FakeTTS(
+            frequency=TONE_HZ,
+            amplitude=TONE_AMPLITUDE,
+            min_duration=TONE_SECONDS,
+            max_duration=TONE_SECONDS,
+        ),
         vad=ctx.proc.userdata["vad"],
         turn_handling={"turn_detection": "vad"},
     )
