@@ -28,7 +28,7 @@ from agent.backend import (
     BackendResponseInvalid,
     BackendUnavailable,
 )
-from agent.journal import LEASE_REFRESH_SECONDS, LEASE_SECONDS, Journal
+from agent.journal import LEASE_REFRESH_SECONDS, LEASE_SECONDS, CallHeldElsewhere, Journal
 from agent.models import EndedReason, TranscriptPayload
 
 
@@ -157,6 +157,10 @@ async def deliver(
     journaled = True
     try:
         held, attempts = await asyncio.to_thread(_prepare, journal, call_id, session_id, payload)
+    except CallHeldElsewhere:
+        # another process claimed this call for recovery and is delivering it right now
+        _log().info("delivery.held_elsewhere", **fields)
+        return DeliveryOutcome(call_id, session_id, "deferred", 0, "held by another process")
     except Exception as error:
         # The journal cannot write (disk full, I/O error): posting now is this transcript's
         # only chance, so go ahead without the journal rather than give up.

@@ -170,6 +170,11 @@ def _rank(complete: bool, turn_count: int) -> tuple[bool, int]:
     return (complete, turn_count)
 
 
+class CallHeldElsewhere(Exception):
+    """Another live process holds this call's row (it claimed it for recovery): only it may
+    deliver it now, so two processes never post one transcript at once."""
+
+
 class Journal:
     """One SQLite connection, shared by the threads `asyncio.to_thread` uses, under a lock."""
 
@@ -378,9 +383,15 @@ class Journal:
         now = time.time() if now is None else now
         with self._transaction() as conn:
             row = conn.execute(
-                "SELECT state, payload, complete, turn_count FROM calls WHERE call_id = ?",
+                """
+                SELECT state, payload, complete, turn_count, owner_host, owner_pid,
+                       owner_start_time, lease_until
+                FROM calls WHERE call_id = ?
+                """,
                 (call_id,),
             ).fetchone()
+            if row is not None and self._held_by_other(row[4], row[5], row[6], row[7], now):
+                raise CallHeldElsewhere(call_id)
             chosen = payload
             if row is not None and row[1] is not None:
                 stored_rank = _rank(bool(row[2]), int(row[3]))
@@ -558,6 +569,21 @@ class Journal:
             # Dead letters wait for an operator (`dead_letters()`): say so on every sweep.
             _log().warning("journal.dead_letters", count=int(dead))
         return claimed
+
+    def _held_by_other(
+        self,
+        host: str | None,
+        pid: int | None,
+        start_time: float | None,
+        lease_until: float | None,
+        now: float,
+    ) -> bool:
+        if host is None and pid is None:
+            return False  # released: free for anyone
+        mine = (host, pid, start_time) == (self.owner.host, self.owner.pid, self.owner.start_time)
+        if mine or lease_until is None or lease_until < now:
+            return False
+        return self._owner_alive_cached(host, pid, start_time)
 
     def _parse_payload(self, call_id: str, stored: str | None) -> TranscriptPayload | None:
         if stored is None:

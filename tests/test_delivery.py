@@ -471,3 +471,23 @@ async def test_http_deadline_is_respected_when_the_backend_stalls(
     assert outcome.status == "deferred"
     assert time.monotonic() - started < 1.5
     assert journal.state("job-1") == "pending"
+
+
+async def test_a_call_another_process_claimed_is_not_posted_twice(
+    db: Path, backend: FakeBackend
+) -> None:
+    with (
+        Journal(db) as journal,
+        Journal(db, owner=Owner("elsewhere", 1, 1.0)) as other,
+    ):
+        payload = live_call(journal, "job-1", turns=2)
+        backend.mode = "down"
+        deferred = await deliver(journal, backend, "job-1", "session-1", payload, deadline=1)
+        assert deferred.status == "deferred"  # released for anyone's recovery
+        [claimed] = await asyncio.to_thread(other.claim_recoverable)
+        assert claimed.call_id == "job-1"
+        backend.mode = "up"
+        # the first owner's backstop now finds the row held by the recovering process
+        again = await deliver(journal, backend, "job-1", "session-1", payload, deadline=1)
+    assert again.status == "deferred" and again.detail == "held by another process"
+    assert backend.accepted == []
