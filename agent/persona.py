@@ -39,7 +39,8 @@ async def wait_until_listening(session: AgentSession[Any], timeout: float | None
     except RuntimeError:
         return True
     try:
-        await asyncio.wait_for(room_io.wait_for_ready(), timeout)
+        # shielded: a timeout here must not cancel the room IO's own readiness future
+        await asyncio.wait_for(asyncio.shield(room_io.wait_for_ready()), timeout)
     except TimeoutError:
         return False
     return True
@@ -51,8 +52,20 @@ class PersonaAgent(Agent):
     def __init__(self, scenario: Scenario) -> None:
         super().__init__(instructions=instructions(scenario))
         self._greeting = greeting(scenario)
+        self._greeter: asyncio.Task[None] | None = None
 
     async def on_enter(self) -> None:
+        # The session's close awaits on_enter: waiting for the caller in here would hold every
+        # early end (room closed, job terminated) until the wait gave up. The wait runs in a
+        # task this agent owns instead, cancelled in on_exit.
+        self._greeter = asyncio.create_task(self._greet_when_listening(), name="persona.greet")
+
+    async def on_exit(self) -> None:
+        if self._greeter is not None and not self._greeter.done():
+            self._greeter.cancel()
+            await asyncio.gather(self._greeter, return_exceptions=True)
+
+    async def _greet_when_listening(self) -> None:
         await wait_until_listening(self.session)
         self.session.say(self._greeting)
 

@@ -64,3 +64,19 @@ async def test_the_apology_path_never_hangs_on_a_stuck_playout(
         await asyncio.wait_for(done.wait(), 5)
     finally:
         await asyncio.wait_for(session.aclose(), 10)
+
+
+async def test_a_call_that_ends_before_the_caller_listens_closes_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def never_ready(*_args: object, **_kwargs: object) -> bool:
+        await asyncio.Event().wait()
+        return True
+
+    monkeypatch.setattr(persona, "wait_until_listening", never_ready)
+    session: AgentSession[None] = AgentSession(
+        tts=FakeTTS(), turn_handling={"turn_detection": None}
+    )
+    await session.start(persona.PersonaAgent(SCENARIO))
+    # the close must not wait for a caller who never came
+    await asyncio.wait_for(session.aclose(), 3)
