@@ -30,7 +30,7 @@ def main(argv: list[str]) -> int:
 
     from livekit.agents import cli
 
-    from agent.config import RUN_COMMANDS, SettingsError, load_settings
+    from agent.config import RUN_COMMANDS, SettingsError, check_data_dir, load_settings
     from agent.log import configure_logging
     from agent.worker import WorkerServer, build_server, entrypoint, prewarm
 
@@ -38,6 +38,7 @@ def main(argv: list[str]) -> int:
     if command in RUN_COMMANDS and not wants_help:
         try:
             settings = load_settings(command)
+            check_data_dir(settings)
         except SettingsError as error:
             print(error.render(), file=sys.stderr)
             return EXIT_CONFIG

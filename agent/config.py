@@ -25,11 +25,12 @@ HINTS: dict[str, str] = {
     "LIVEKIT_API_KEY": "an API key of the LiveKit project (Settings > Keys)",
     "LIVEKIT_API_SECRET": "the API secret that belongs to LIVEKIT_API_KEY",
     "OPENAI_API_KEY": "an OpenAI API key (sk-...)",
-    "OPENAI_BASE_URL": "an http(s) URL of an OpenAI-compatible API, or leave it unset",
+    "OPENAI_BASE_URL": "an https:// URL of an OpenAI-compatible API (http only for localhost)",
     "AGENT_NAME": "the agent name LiveKit dispatches by, e.g. roleplay-agent (required for start)",
     "BACKEND_URL": "https://your-backend (plain http only for localhost); unset = embedded default",
     "INTERNAL_SERVICE_KEY": "the backend's internal service key; set it with BACKEND_URL",
     "PORT": "a TCP port number for the health server (0-65535; 0 picks a free one)",
+    "AGENT_DATA_DIR": "a writable directory for the journal (e.g. /data in the image)",
     "DRAIN_TIMEOUT": "seconds a draining worker waits for live calls (>= MAX_CALL_SECONDS)",
 }
 
@@ -53,7 +54,9 @@ class Settings(BaseSettings):
     livekit_api_secret: SecretStr = Field(alias="LIVEKIT_API_SECRET")
     agent_name: str | None = Field(default=None, alias="AGENT_NAME", max_length=128)
     livekit_recording: bool = Field(default=False, alias="LIVEKIT_RECORDING")
-    livekit_max_retry: int = Field(default=5, ge=0, le=100, alias="LIVEKIT_MAX_RETRY")
+    # the library's default: about 130 s of retries, so a short LiveKit blip does not take the
+    # whole fleet out of service (a worker that gives up exits 3 after draining its calls)
+    livekit_max_retry: int = Field(default=16, ge=0, le=100, alias="LIVEKIT_MAX_RETRY")
 
     # OpenAI (or a compatible API)
     openai_api_key: SecretStr = Field(alias="OPENAI_API_KEY")
@@ -124,9 +127,13 @@ class Settings(BaseSettings):
     @field_validator("openai_base_url")
     @classmethod
     def _check_openai_url(cls, value: str | None) -> str | None:
-        if value is not None and urlsplit(value).scheme not in {"http", "https"}:
-            raise ValueError("must be an http:// or https:// URL")
-        return value
+        # the API key travels with every request: plain http only to this machine
+        if value is None:
+            return None
+        scheme = urlsplit(value).scheme
+        if scheme == "https" or (scheme == "http" and is_local_host(value)):
+            return value
+        raise ValueError("must be an https:// URL (plain http:// only for localhost)")
 
     @field_validator("backend_url")
     @classmethod
@@ -214,6 +221,23 @@ def _problems_from(error: ValidationError) -> dict[str, str]:
         hint = HINTS.get(name)
         problems[name] = f"{message} (set it to {hint})" if hint else message
     return problems
+
+
+def check_data_dir(settings: Settings) -> None:
+    """The journal must open (a writable directory, WAL allowed) before we take calls: every job
+    process opens it in prewarm, and a worker whose jobs cannot start would keep accepting
+    calls it can never serve."""
+    from agent.journal import Journal
+
+    try:
+        Journal.in_dir(settings.agent_data_dir).close()
+    except Exception as error:
+        raise SettingsError(
+            {
+                "AGENT_DATA_DIR": f"the journal cannot be opened there ({type(error).__name__}: "
+                f"{error}) (set it to {HINTS['AGENT_DATA_DIR']})"
+            }
+        ) from None
 
 
 def load_settings(command: str | None = None, env_file: str | Path | None = ".env") -> Settings:

@@ -30,10 +30,9 @@ def _openai_kwargs(settings: Settings) -> dict[str, Any]:
     return kwargs
 
 
-def build_stt(settings: Settings) -> stt.STT[Any]:
-    return openai.STT(
-        model=settings.stt_model, language=settings.language, **_openai_kwargs(settings)
-    )
+def build_stt(settings: Settings, scenario: Scenario | None = None) -> stt.STT[Any]:
+    language = (scenario.language if scenario else None) or settings.language
+    return openai.STT(model=settings.stt_model, language=language, **_openai_kwargs(settings))
 
 
 def build_llm(settings: Settings) -> llm.LLM[Any]:
@@ -72,7 +71,7 @@ def build_session(
     if userdata is not None:
         kwargs["userdata"] = userdata
     return AgentSession(
-        stt=stt_model or build_stt(settings),
+        stt=stt_model or build_stt(settings, scenario),
         llm=llm_model or build_llm(settings),
         tts=tts_model or build_tts(settings, scenario),
         vad=vad_model,

@@ -153,3 +153,25 @@ def test_env_example_names_only_real_settings() -> None:
     named = set(re.findall(r"^#? ?([A-Z_]+)=", example, flags=re.MULTILINE))
     aliases = {field.alias for field in Settings.model_fields.values()}
     assert named <= aliases
+
+
+def test_openai_base_url_must_be_https_except_localhost(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_env(monkeypatch, OPENAI_BASE_URL="http://api.example.com/v1")
+    with pytest.raises(SettingsError) as caught:
+        load_settings("dev")
+    assert "OPENAI_BASE_URL" in caught.value.problems
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:8000/v1")
+    assert load_settings("dev").openai_base_url == "http://127.0.0.1:8000/v1"
+
+
+def test_an_unusable_data_dir_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from agent.config import check_data_dir
+
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the directory should be")
+    set_env(monkeypatch, AGENT_DATA_DIR=str(blocker))
+    with pytest.raises(SettingsError) as caught:
+        check_data_dir(load_settings("dev"))
+    assert list(caught.value.problems) == ["AGENT_DATA_DIR"]

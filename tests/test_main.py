@@ -46,8 +46,9 @@ def test_boot_failure_never_prints_a_secret_value() -> None:
     assert "s3cr3t" not in result.stderr + result.stdout
 
 
-def test_unreachable_livekit_exits_3_not_0() -> None:
+def test_unreachable_livekit_exits_3_not_0(tmp_path: Path) -> None:
     env = {
+        "AGENT_DATA_DIR": str(tmp_path),
         "LIVEKIT_URL": "ws://127.0.0.1:9",  # discard port: refused at once
         "LIVEKIT_API_KEY": "devkey",
         "LIVEKIT_API_SECRET": "secret_secret_secret_secret_secret_",
