@@ -39,7 +39,6 @@ log = get_logger(__name__)
 
 CALL_KEY = "call"
 HANGUP_INTERRUPT_TIMEOUT = 2.0
-END_PUBLISH_TIMEOUT = 3.0
 CLOSING_PLAYOUT_TIMEOUT = 20.0
 
 
@@ -135,14 +134,13 @@ class Call:
 
 
 async def hang_up(ctx: JobContext, call: Call, caller_identity: str) -> None:
-    """The caller asked to end the call (RPC `agent.end_call`): stop speaking, flush the queued
-    turns, publish `end`, then end the job."""
+    """The caller asked to end the call (RPC `agent.end_call`): stop speaking and end the job.
+    The queued turns and `end` are published by on_session_end, after the session closed (so
+    the turns the close itself commits are among them) and before the job leaves the room."""
     call.end_reason("caller_hangup")
     if call.agent_session is not None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(call.agent_session.interrupt(), HANGUP_INTERRUPT_TIMEOUT)
-    if call.publisher is not None:
-        await call.publisher.finish(send_end=True, timeout=END_PUBLISH_TIMEOUT)
     ctx.shutdown("caller_hangup")
 
 

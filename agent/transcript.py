@@ -601,7 +601,9 @@ class _EndCallHandler:
     async def __call__(self, data: rtc.RpcInvocationData) -> str:
         try:
             allowed = self._allowed_identity()
-            if allowed is not None and data.caller_identity != allowed:
+            # Before anyone is linked there is no caller to speak for: anyone in the room (an
+            # observer, a second tab) could otherwise end somebody else's call.
+            if allowed is None or data.caller_identity != allowed:
                 log.warning("transcript.end_call_refused", caller_identity=data.caller_identity)
                 raise rtc.RpcError(RPC_ERROR_FORBIDDEN, "only the linked participant may end it")
             if not self.requested:
@@ -638,9 +640,10 @@ def register_end_call_rpc(
     allowed_identity: Callable[[], str | None],
     spawn: Spawn | None = None,
 ) -> None:
-    """Register `agent.end_call`: the linked participant (when known: `allowed_identity()` is not
-    None) hangs up. The handler returns "ok" at once and runs `on_end_call(caller_identity)` once,
-    in a task owned by `spawn` (e.g. `Call.spawn`) or by the registration itself; a second call
-    answers "ok" without ending twice. Anyone else gets an RpcError (403)."""
+    """Register `agent.end_call`: only the linked participant hangs up (`allowed_identity()`;
+    while it is None, nobody is linked and every request is refused with RpcError 403). The
+    handler answers "ok" at once and runs `on_end_call(caller_identity)` once, in a task owned
+    by `spawn` (e.g. `Call.spawn`) or by the registration; a second request answers "ok"
+    without ending twice."""
     handler = _EndCallHandler(on_end_call, allowed_identity, spawn)
     local_participant.register_rpc_method(END_CALL_RPC_METHOD, handler)

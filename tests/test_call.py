@@ -98,15 +98,18 @@ class RecordingSink:
         self.packets.append(payload)
 
 
-async def test_hang_up_publishes_end_then_ends_the_job(tmp_path: Path) -> None:
+async def test_hang_up_ends_the_job_and_end_follows_from_on_session_end(tmp_path: Path) -> None:
     ctx = ending_ctx(tmp_path)
     call = Call("AJ_1", "room", META)
     sink = RecordingSink()
     call.publisher = TranscriptPublisher(sink, session_id="S1")
+    ctx.proc.userdata[CALL_KEY] = call
     await hang_up(cast(JobContext, ctx), call, "caller-1")
     assert call.ended_reason == "caller_hangup"
-    assert sink.packets and b'"type":"end"' in sink.packets[-1]
     assert ctx.shutdown_reasons == ["caller_hangup"]
+    assert sink.packets == []  # nothing before the session closed
+    await worker.on_session_end(cast(JobContext, ctx))  # the room is still connected
+    assert len(sink.packets) == 1 and b'"type":"end"' in sink.packets[-1]
 
 
 async def test_max_duration_says_the_closing_line_then_ends(tmp_path: Path) -> None:

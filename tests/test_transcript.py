@@ -707,7 +707,7 @@ async def test_end_call_rpc_refuses_other_participants(logs: Logs) -> None:
     assert events(logs, "transcript.end_call_refused")[0]["caller_identity"] == "supervisor"
 
 
-async def test_end_call_rpc_accepts_the_caller_before_anyone_is_linked() -> None:
+async def test_end_call_rpc_refuses_everyone_before_anyone_is_linked() -> None:
     participant = FakeLocalParticipant()
     ended: list[str] = []
 
@@ -715,9 +715,10 @@ async def test_end_call_rpc_accepts_the_caller_before_anyone_is_linked() -> None
         ended.append(caller)
 
     register_end_call_rpc(participant, on_end_call, allowed_identity=lambda: None)
-    assert await participant.invoke("someone") == "ok"
+    with pytest.raises(rtc.RpcError):
+        await participant.invoke("someone")
     await asyncio.sleep(0.01)
-    assert ended == ["someone"]
+    assert ended == []
 
 
 async def test_end_call_rpc_runs_the_end_in_the_owner_task_when_given() -> None:
@@ -735,7 +736,9 @@ async def test_end_call_rpc_runs_the_end_in_the_owner_task_when_given() -> None:
         tasks.append(task)
         return task
 
-    register_end_call_rpc(participant, on_end_call, allowed_identity=lambda: None, spawn=spawn)
+    register_end_call_rpc(
+        participant, on_end_call, allowed_identity=lambda: "trainee", spawn=spawn
+    )
     assert await participant.invoke("trainee") == "ok"
     await asyncio.gather(*tasks)
     assert spawned == ["transcript.end_call"] and ended == ["trainee"]
@@ -747,7 +750,7 @@ async def test_a_failing_end_is_logged_not_raised(logs: Logs) -> None:
     async def on_end_call(_caller: str) -> None:
         raise RuntimeError("shutdown failed")
 
-    register_end_call_rpc(participant, on_end_call, allowed_identity=lambda: None)
+    register_end_call_rpc(participant, on_end_call, allowed_identity=lambda: "trainee")
     assert await participant.invoke("trainee") == "ok"
     await asyncio.sleep(0.01)
     assert events(logs, "transcript.end_call_failed")[0]["error_type"] == "RuntimeError"
