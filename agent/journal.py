@@ -196,17 +196,28 @@ class Journal:
         # Transcripts are personal data: create the file private; SQLite gives the -wal and -shm
         # files the database file's permissions.
         os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-        self._conn = sqlite3.connect(
+        self._conn = self._connect()
+        # append_turn runs on the event loop: it gets its own connection and lock, so it never
+        # waits behind a checkpoint's fsync or a claim's process checks that hold `_lock` in a
+        # thread (SQLite itself serializes the writes, briefly).
+        self._append_lock = threading.Lock()
+        self._append_conn: sqlite3.Connection | None = None
+        try:
+            self._setup()
+            self._append_conn = self._connect()
+            self._append_conn.execute("PRAGMA synchronous = NORMAL")
+            self._append_conn.execute("PRAGMA wal_autocheckpoint = 0")
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(
             self.path,
             timeout=BUSY_TIMEOUT_MS / 1000,
             isolation_level=None,  # autocommit: every transaction below is explicit
             check_same_thread=False,
         )
-        try:
-            self._setup()
-        except BaseException:
-            self._conn.close()
-            raise
 
     @classmethod
     def in_dir(cls, data_dir: str | os.PathLike[str], **kwargs: Any) -> Journal:
@@ -268,6 +279,9 @@ class Journal:
     _IS_MINE = "owner_host IS :host AND owner_pid IS :pid AND owner_start_time IS :start"
 
     def close(self) -> None:
+        with self._append_lock:
+            if self._append_conn is not None:
+                self._append_conn.close()
         with self._lock:
             self._conn.close()
 
@@ -332,9 +346,12 @@ class Journal:
             turn.ended_at.isoformat(),
             int(turn.interrupted),
         )
-        with self._lock:
+        assert self._append_conn is not None
+        with self._append_lock:
             # A single statement in autocommit mode is its own transaction: no BEGIN needed.
-            self._conn.execute("INSERT OR REPLACE INTO turns VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+            self._append_conn.execute(
+                "INSERT OR REPLACE INTO turns VALUES (?, ?, ?, ?, ?, ?, ?)", row
+            )
             self._appends_since_checkpoint += 1
             overdue = self._appends_since_checkpoint >= APPENDS_PER_FORCED_CHECKPOINT
         if overdue:
