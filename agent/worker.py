@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,7 @@ from agent.call import (
 )
 from agent.config import Settings, load_settings
 from agent.delivery import backstop, keep_lease, recover_pending
-from agent.journal import Journal
+from agent.journal import LEASE_SECONDS, Journal
 from agent.log import configure_logging, get_logger
 from agent.models import JobMetadata
 from agent.persona import ApologyAgent, PersonaAgent
@@ -47,6 +48,7 @@ from agent.transcript import (
 log = get_logger(__name__)
 
 PROCESS_KEY = "process"
+SESSION_END_MARGIN = 6.0
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ class WorkerServer(AgentServer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._recovery: set[asyncio.Task[Any]] = set()
+        self._drained = False
         self.on("worker_started", self._on_started)
 
     async def run(self, *, devmode: bool = False, unregistered: bool = False) -> None:
@@ -80,22 +83,31 @@ class WorkerServer(AgentServer):
 
     def _on_started(self) -> None:
         if self.settings is not None:
-            task = asyncio.create_task(recover_in_main(self.settings), name="recovery.startup")
+            task = asyncio.create_task(startup_recovery(self.settings), name="recovery.startup")
             self._recovery.add(task)
             task.add_done_callback(self._recovery.discard)
 
     async def drain(self, timeout: NotGivenOr[int | None] = NOT_GIVEN) -> None:
-        try:
-            await super().drain(timeout)
-        finally:
-            if self.settings is not None:
-                await recover_in_main(self.settings)
+        self._drained = True
+        await super().drain(timeout)
 
     async def aclose(self) -> None:
         for task in list(self._recovery):
             task.cancel()
         await asyncio.gather(*self._recovery, return_exceptions=True)
         await super().aclose()
+        # After a drain every job process has exited (a timed-out drain's jobs were told to stop
+        # by super().aclose()): whatever they could not deliver is in the journal now.
+        if self._drained and self.settings is not None:
+            await recover_in_main(self.settings)
+
+
+async def startup_recovery(settings: Settings) -> None:
+    """At worker start, and once more when the leases of a just-died container's rows have run
+    out (a live lease protects a row until then)."""
+    await recover_in_main(settings)
+    await asyncio.sleep(LEASE_SECONDS + 1)
+    await recover_in_main(settings)
 
 
 async def recover_in_main(settings: Settings) -> None:
@@ -196,7 +208,19 @@ async def entrypoint(ctx: JobContext) -> None:
         started_at=call.started_at,
     )
     call.spawn(keep_lease(proc.journal, call.job_id), "journal.lease")
+    try:
+        await start_conversation(ctx, call, proc)
+    except Exception:
+        # the call is journaled: it ends as an agent error and its transcript is still delivered
+        log.exception("call.start_failed")
+        call.end_reason("agent_error")
+        ctx.shutdown("agent_error")
 
+
+async def start_conversation(ctx: JobContext, call: Call, proc: ProcessState) -> None:
+    """The persona's session: transcript wiring, end-of-call handlers, then the two timers."""
+    assert call.scenario is not None and call.session is not None
+    settings = proc.settings
     # the call is also the session's typed userdata, so tools and agents reach it directly
     session: AgentSession[Call] = build_session(
         settings, proc.vad, scenario=call.scenario, userdata=call
@@ -208,7 +232,7 @@ async def entrypoint(ctx: JobContext) -> None:
     await session.start(
         agent=PersonaAgent(call.scenario),
         room=ctx.room,
-        room_options=_room_options(metadata),
+        room_options=_room_options(call.metadata),
         session_host=False,
         record=settings.livekit_recording,
     )
@@ -291,12 +315,16 @@ async def on_session_end(ctx: JobContext) -> None:
         log.info("call.ended_without_session")
         return
     settings = process_state(ctx).settings
+    started = time.monotonic()
     if call.ended_reason is None:
         call.end_reason("job_terminated" if ctx.room.isconnected() else "room_closed")
     await call.cancel_tasks()
     if call.publisher is not None:
         await call.publisher.finish(send_end=ctx.room.isconnected())
-    await deliver_transcript(call, deadline=settings.delivery_deadline)
+    # The library cancels this hook at session_end_timeout: leave room for the journal steps
+    # around the post and for the call.ended line.
+    left = settings.session_end_timeout - (time.monotonic() - started) - SESSION_END_MARGIN
+    await deliver_transcript(call, deadline=max(1.0, min(settings.delivery_deadline, left)))
     _log_call_ended(call)
 
 
