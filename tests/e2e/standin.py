@@ -89,6 +89,8 @@ PROTOCOL_VERSION: Final = 16
 
 # a subscriber that has not answered an offer within this long is given up on
 SUBSCRIBER_ANSWER_TIMEOUT: Final = 10.0
+# a subscriber PC gets this long to connect before a track is added to it
+SUBSCRIBER_CONNECT_TIMEOUT: Final = 10.0
 # after a server-sent leave, the client gets this long to close its signal socket itself
 LEAVE_GRACE: Final = 1.0
 # data packets buffered per subscriber channel until that channel opens
@@ -124,6 +126,26 @@ def participant_token(
     if attributes:
         token = token.with_attributes(attributes)
     return token.to_jwt()
+
+
+async def _wait_connected(pc: Any, timeout: float) -> bool:
+    """Wait until an aiortc peer connection is connected; False if it fails, closes or times
+    out first."""
+    if pc.connectionState == "connected":
+        return True
+    settled = asyncio.Event()
+
+    def on_change() -> None:
+        if pc.connectionState in ("connected", "failed", "closed"):
+            settled.set()
+
+    pc.on("connectionstatechange", on_change)
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(settled.wait(), timeout)
+    finally:
+        pc.remove_listener("connectionstatechange", on_change)
+    return bool(pc.connectionState == "connected")
 
 
 # ------------------------------------------------------------------------------- records
@@ -1053,6 +1075,13 @@ class StandIn:
                 return
             if pub is not None and track is not None:
                 if track.info.sid in sub.subscribed or track.remote is None:
+                    return
+                # aiortc starts a sender only from the connect task of an answer that finds the
+                # DTLS transport already connected: a track added while the first negotiation
+                # (data channels) is still connecting would never be sent, and its subscriber
+                # would hear silence for the whole call. So add tracks to connected PCs only.
+                if not await _wait_connected(sub.sub_pc, SUBSCRIBER_CONNECT_TIMEOUT):
+                    log.warning("%s: subscriber PC never connected", sub.identity)
                     return
                 sub.subscribed.add(track.info.sid)
                 sender = sub.sub_pc.addTrack(self._relay.subscribe(track.remote))
