@@ -9,6 +9,7 @@ LiveKit CLI itself exits 0 when it gives up connecting.
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 EXIT_CONFIG = 2
@@ -32,6 +33,7 @@ def main(argv: list[str]) -> int:
 
     from agent.config import RUN_COMMANDS, SettingsError, check_data_dir, load_settings
     from agent.log import configure_logging
+    from agent.pipeline import skip_unused_model_preload
     from agent.worker import WorkerServer, build_server, entrypoint, prewarm
 
     wants_help = "--help" in argv or "-h" in argv
@@ -49,6 +51,7 @@ def main(argv: list[str]) -> int:
         server = WorkerServer(setup_fnc=prewarm)
         server.rtc_session(entrypoint)
 
+    skip_unused_model_preload(os.environ)
     sys.argv = argv
     code: int | str | None = 0
     try:

@@ -7,6 +7,7 @@ what is tested is what runs.
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from typing import Any, TypeVar
 
 from livekit.agents import AgentSession, APIConnectOptions, llm, stt, tts, vad
@@ -21,6 +22,16 @@ T = TypeVar("T")
 # The library's default (3 retries, 2 s apart, 5 s read timeout) means ~25 s of silence before
 # an LLM failure surfaces; a caller should hear the apology line well before that.
 SESSION_CLOSE_TRANSCRIPT_TIMEOUT = 5.0
+
+
+PRELOAD_ENV = "LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE"
+
+
+def skip_unused_model_preload(environ: MutableMapping[str, str]) -> None:
+    """Our sessions end turns on the VAD, so the local end-of-turn model is never used; the
+    library would still preload its weights (~244 MB RSS) into the forkserver that every job
+    process forks from. An operator's explicit value wins."""
+    environ.setdefault(PRELOAD_ENV, "0")
 
 
 def _openai_kwargs(settings: Settings) -> dict[str, Any]:

@@ -23,3 +23,14 @@ def test_build_server_registers_explicit_dispatch_and_options() -> None:
 def test_hooks_pickle_by_reference() -> None:
     for hook in (worker.prewarm, worker.entrypoint, worker.on_session_end):
         assert pickle.loads(pickle.dumps(hook)) is hook
+
+
+def test_the_unused_end_of_turn_model_is_not_preloaded_unless_asked() -> None:
+    from agent.pipeline import PRELOAD_ENV, skip_unused_model_preload
+
+    environ: dict[str, str] = {}
+    skip_unused_model_preload(environ)
+    assert environ == {PRELOAD_ENV: "0"}
+    operator = {PRELOAD_ENV: "1"}
+    skip_unused_model_preload(operator)
+    assert operator == {PRELOAD_ENV: "1"}
