@@ -226,7 +226,7 @@ class Journal:
     def _setup(self) -> None:
         conn = self._conn
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = self._enable_wal(conn)
         if str(mode).lower() != "wal":
             raise RuntimeError(f"journal: SQLite refused WAL mode (got {mode!r}) at {self.path}")
         conn.execute("PRAGMA synchronous = NORMAL")
@@ -247,6 +247,22 @@ class Journal:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # ------------------------------------------------------------------ plumbing
+
+    @staticmethod
+    def _enable_wal(conn: sqlite3.Connection) -> str:
+        """Switching a new file to WAL needs a moment of exclusive access, which the busy
+        timeout does not cover: job processes opening a fresh journal together see "database
+        is locked". Retry briefly; once the file is in WAL mode this returns at once."""
+        delay = 0.01
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
 
     def _owner_alive_cached(
         self, host: str | None, pid: int | None, start_time: float | None
