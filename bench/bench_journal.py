@@ -7,14 +7,15 @@ production: WAL, synchronous=NORMAL, in a temporary directory. Delivery goes thr
 loopback `tests.support.backend_stub.BackendStub`, which validates every body and key.
 
     uv run python bench/bench_journal.py [--turns N] [--transcript-turns N] [--rounds N]
-                                         [--json out.json] [--smoke]
+                                         [--json PATH] [--smoke]
+
+The JSON goes to bench/results/bench_journal.json unless --json says otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import platform
@@ -38,6 +39,7 @@ from agent.backend import HttpBackend
 from agent.delivery import deliver
 from agent.journal import APPENDS_PER_FORCED_CHECKPOINT, Journal
 from agent.models import Session, TranscriptPayload, Turn, utc_now
+from bench._common import OtherLoad, add_output_args, machine_info, write_result
 from tests.support.backend_stub import BackendStub
 
 STUB_KEY = "bench-internal-key"
@@ -86,6 +88,8 @@ def summary_ms(samples_ns: list[int]) -> dict[str, float]:
     ms = [s / 1e6 for s in samples_ns]
     return {
         "median_ms": round(statistics.median(ms), 4),
+        "min_ms": round(min(ms), 4),
+        "p10_ms": round(percentile(ms, 0.10), 4),
         "p90_ms": round(percentile(ms, 0.90), 4),
         "p99_ms": round(percentile(ms, 0.99), 4),
         "max_ms": round(max(ms), 4),
@@ -171,8 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--turns", type=int, default=2000, help="turns appended (default 2000)")
     parser.add_argument("--transcript-turns", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=10, help="timed deliveries (default 10)")
-    parser.add_argument("--json", type=Path, help="also write the figures here")
-    parser.add_argument("--smoke", action="store_true", help="tiny input, to check it runs")
+    add_output_args(parser, __file__)
     args = parser.parse_args(argv)
     if args.smoke:
         args.turns, args.transcript_turns, args.rounds = 50, 20, 2
@@ -180,6 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     # Quiet: the delivery path logs each delivery at info level.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
+    other = OtherLoad()
     with tempfile.TemporaryDirectory(prefix="bench-journal-") as tmp:
         append = bench_append(args.turns, Path(tmp) / "append")
         delivery = asyncio.run(
@@ -191,6 +195,8 @@ def main(argv: list[str] | None = None) -> None:
         "sqlite": sqlite3.sqlite_version,
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
+        "machine": machine_info(),
+        "other_processes_cores_busy": other.cores_busy(),
         "smoke": args.smoke,
         "journal": append,
         "delivery": delivery,
@@ -200,7 +206,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"journal: {append['turns']} turns appended (mean {append['mean_text_chars']} chars),")
     print(f"  WAL + synchronous=NORMAL, SQLite {sqlite3.sqlite_version}")
     print(
-        f"  append_turn   median {a['median_ms']:.3f} ms  p90 {a['p90_ms']:.3f} ms  "
+        f"  append_turn   median {a['median_ms']:.3f} ms  p10 {a['p10_ms']:.3f} ms  "
+        f"p90 {a['p90_ms']:.3f} ms  "
         f"p99 {a['p99_ms']:.3f} ms  max {a['max_ms']:.3f} ms   (target: median <= 2 ms)"
     )
     print(
@@ -219,11 +226,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(
         f"  deliver (finish_call + POST + mark_delivered) over {delivery['rounds']} rounds: "
-        f"median {d['median_ms']:.1f} ms  p90 {d['p90_ms']:.1f} ms  max {d['max_ms']:.1f} ms"
+        f"median {d['median_ms']:.1f} ms  min {d['min_ms']:.1f} ms  p90 {d['p90_ms']:.1f} ms  "
+        f"max {d['max_ms']:.1f} ms"
     )
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    write_result(args.json, result)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,237 @@
+"""Cold start: T(d) = entrypoint start -> first greeting audio frame at the session's audio
+output, in-process, zero-latency fake providers, both backend calls delayed by d. Reports
+(T(d) - T(0)) / d (design target <= 1.25; calls made one after the other would give about 2).
+
+Rule: prints figures and writes JSON; never asserts. The timed path is the project's: job
+metadata parsed, `make_backend` (the real `HttpBackend` against the loopback `BackendStub`, whose
+`get_scenario` and `create_session` answers are each delayed by d with `Fault(delay=d)`), the
+background recovery task, `fetch_and_connect` (one gather with `FakeJobContext.connect()`), the
+journal row, `build_session` with injected zero-latency fakes and the prewarmed Silero VAD, the
+transcript wiring, `session.start(PersonaAgent)` and its `on_enter` greeting, up to the first frame
+`CaptureAudioOutput` receives. `ctx.connect()` takes 0 s by default (`--connect-delay-ms` to
+change it): the design's definition delays only the two backend calls.
+
+The "sequential" arm is a control: the same path with the two backend calls and the connect
+awaited one after the other instead of `fetch_and_connect`. Arms and delays are interleaved in
+a shuffled order in every round, after unmeasured warm-up rounds.
+
+    uv run python bench/bench_cold_start.py [--runs 15] [--delay-ms 200] [--connect-delay-ms 0]
+                                            [--json PATH] [--smoke]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from livekit.agents import vad
+from livekit.plugins import silero
+from pydantic import SecretStr
+
+from agent.backend import Backend, make_backend
+from agent.config import Settings
+from agent.delivery import recover_pending
+from agent.journal import Journal
+from agent.models import JobMetadata, Scenario, Session
+from agent.startup import fetch_and_connect, open_session, parse_job_metadata
+from bench._common import (
+    BenchJobContext,
+    OtherLoad,
+    ProjectCall,
+    add_output_args,
+    bench_settings,
+    fmt,
+    machine_info,
+    make_job_context,
+    new_call,
+    quiet_logging,
+    start_project_session,
+    summarize,
+    write_result,
+    zero_latency_providers,
+)
+from tests.support.backend_stub import BackendStub, Fault
+
+Arm = Literal["gather", "sequential"]
+ARMS: tuple[Arm, ...] = ("gather", "sequential")
+STUB_KEY = "bench-internal-service-key"
+FIRST_FRAME_TIMEOUT = 15.0
+
+
+async def sequential(
+    ctx: BenchJobContext, backend: Backend, metadata: JobMetadata
+) -> tuple[Scenario, Session]:
+    """The control: what `fetch_and_connect` must not be."""
+    scenario = await backend.get_scenario(metadata.scenario_id)
+    record = await open_session(backend, metadata, job_id=ctx.job.id, room_name=ctx.job.room.name)
+    await ctx.connect()
+    return scenario, record
+
+
+async def cold_start(
+    arm: Arm,
+    delay: float,
+    index: int,
+    *,
+    stub: BackendStub,
+    settings: Settings,
+    vad_model: vad.VAD,
+    data_dir: Path,
+    connect_delay: float,
+) -> float:
+    """One job start; seconds from the entrypoint's start to the first greeting frame."""
+    stub.queue("get_scenario", Fault(delay=delay))
+    stub.queue("create_session", Fault(delay=delay))
+    metadata_in = JobMetadata(scenario_id="default", user_id=f"user-{index}")
+    ctx = make_job_context(index, metadata_in, connect_delay=connect_delay)
+    # A fresh journal per start, as a fresh deployment has: recovery finds nothing to do.
+    journal = Journal.in_dir(data_dir / f"job-{index}")
+    providers = zero_latency_providers()
+    project: ProjectCall | None = None
+    started = time.time()
+    # ---- from here on: what `agent.worker.entrypoint` does, minus the room
+    metadata = parse_job_metadata(ctx.job.metadata, settings)
+    backend = make_backend(settings)
+    call = new_call(ctx, metadata, backend=backend, journal=journal)
+    call.spawn(recover_pending(journal, backend, deadline=settings.delivery_deadline), "rec")
+    try:
+        if arm == "gather":
+            scenario, record = await fetch_and_connect(ctx.as_job_context(), backend, metadata)
+        else:
+            scenario, record = await sequential(ctx, backend, metadata)
+        project = await start_project_session(
+            ctx,
+            call,
+            scenario=scenario,
+            session_record=record,
+            settings=settings,
+            vad_model=vad_model,
+            journal=journal,
+            providers=providers,
+            realtime_output=False,
+        )
+        await asyncio.wait_for(project.output.first_frame.wait(), FIRST_FRAME_TIMEOUT)
+        first = project.output.first_frame_at
+        assert first is not None
+        return first - started
+    finally:
+        if project is not None:
+            await project.aclose()
+        else:
+            await call.cancel_tasks()
+        await backend.aclose()
+        journal.close()
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    delay = args.delay_ms / 1000.0
+    connect_delay = args.connect_delay_ms / 1000.0
+    vad_model = silero.VAD.load()  # prewarm: once per process, outside the timing
+    samples: dict[tuple[Arm, float], list[float]] = {(a, d): [] for a in ARMS for d in (0.0, delay)}
+    other = OtherLoad()
+    order_rng = random.Random(20251122)
+    index = 0
+    with tempfile.TemporaryDirectory(prefix="bench-cold-start-") as tmp:
+        async with BackendStub(STUB_KEY) as stub:
+            settings = bench_settings(BACKEND_URL=stub.url, INTERNAL_SERVICE_KEY=STUB_KEY)
+            assert settings.internal_service_key == SecretStr(STUB_KEY)
+            for round_ in range(args.warmup + args.runs):
+                combos = list(samples)
+                order_rng.shuffle(combos)
+                for arm, d in combos:
+                    index += 1
+                    elapsed = await cold_start(
+                        arm,
+                        d,
+                        index,
+                        stub=stub,
+                        settings=settings,
+                        vad_model=vad_model,
+                        data_dir=Path(tmp),
+                        connect_delay=connect_delay,
+                    )
+                    if round_ >= args.warmup:
+                        samples[(arm, d)].append(elapsed)
+            requests = len(stub.requests)
+
+    arms: dict[str, Any] = {}
+    for arm in ARMS:
+        t0, td = samples[(arm, 0.0)], samples[(arm, delay)]
+        paired = [(b - a) / delay for a, b in zip(t0, td, strict=True)]
+        arms[arm] = {
+            "t0_ms": summarize(t0, scale=1000.0),
+            "td_ms": summarize(td, scale=1000.0),
+            "ratio_of_medians": round((statistics.median(td) - statistics.median(t0)) / delay, 3),
+            "ratio_per_round": summarize(paired, digits=3),
+            "t0_samples_ms": [round(v * 1000, 2) for v in t0],
+            "td_samples_ms": [round(v * 1000, 2) for v in td],
+        }
+    return {
+        "bench": "cold_start",
+        "definition": (
+            "T(d) = entrypoint start -> first greeting audio frame at session.output.audio; "
+            "ratio = (T(d) - T(0)) / d"
+        ),
+        "machine": machine_info(),
+        "smoke": args.smoke,
+        "delay_ms": args.delay_ms,
+        "connect_delay_ms": args.connect_delay_ms,
+        "delayed": ["GET scenario", "POST session"],
+        "runs": args.runs,
+        "warmup_rounds": args.warmup,
+        "target_ratio": 1.25,
+        "backend_requests": requests,
+        "other_processes_cores_busy": other.cores_busy(),
+        "arms": arms,
+    }
+
+
+def report(result: dict[str, Any]) -> None:
+    d = result["delay_ms"]
+    print(
+        f"cold start: entrypoint start -> first greeting frame; d = {d} ms on GET scenario and "
+        f"POST session, ctx.connect() {result['connect_delay_ms']} ms; {result['runs']} runs "
+        f"per cell, interleaved, after {result['warmup_rounds']} warm-up rounds"
+    )
+    for arm, figures in result["arms"].items():
+        label = "gather (project)" if arm == "gather" else "sequential (control)"
+        print(f"  {label}")
+        print(f"    T(0)  {fmt(figures['t0_ms'])}")
+        print(f"    T(d)  {fmt(figures['td_ms'])}")
+        per_round = figures["ratio_per_round"]
+        print(
+            f"    (T(d) - T(0)) / d = {figures['ratio_of_medians']:.2f} (medians); per round: "
+            f"median {per_round['median']:.2f}  p10 {per_round['p10']:.2f}  "
+            f"p90 {per_round['p90']:.2f}"
+        )
+    print(f"  target for the project: <= {result['target_ratio']} (sequential would be ~2)")
+    print(f"  other processes kept {result['other_processes_cores_busy']:.2f} cores busy meanwhile")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--runs", type=int, default=15, help="measured runs per cell")
+    parser.add_argument("--warmup", type=int, default=2, help="unmeasured rounds first")
+    parser.add_argument("--delay-ms", type=float, default=200.0, help="d, per backend call")
+    parser.add_argument("--connect-delay-ms", type=float, default=0.0, help="ctx.connect() time")
+    add_output_args(parser, __file__)
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.runs, args.warmup, args.delay_ms = 2, 1, 50.0
+    quiet_logging()
+    result = asyncio.run(run(args))
+    report(result)
+    write_result(args.json, result)
+
+
+if __name__ == "__main__":
+    main()
