@@ -13,7 +13,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from livekit.agents import AgentServer, AgentSession, JobContext, JobProcess, vad
+from livekit.agents import (
+    AgentServer,
+    AgentSession,
+    JobContext,
+    JobProcess,
+    get_job_context,
+    vad,
+)
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
 from livekit.agents.voice import room_io
 from livekit.agents.voice.events import CloseEvent, ErrorEvent
@@ -331,8 +338,6 @@ async def on_session_end(ctx: JobContext) -> None:
 async def _backstop(reason: str) -> None:
     """Shutdown callback: runs after the room disconnected, bounded by the parent's kill timer.
     Only if the journal still says undelivered (on_session_end timed out or was skipped)."""
-    from livekit.agents import get_job_context
-
     ctx = get_job_context()
     call = ctx.proc.userdata.get(CALL_KEY)
     if not isinstance(call, Call) or call.backend is None:
