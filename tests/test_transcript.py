@@ -736,9 +736,7 @@ async def test_end_call_rpc_runs_the_end_in_the_owner_task_when_given() -> None:
         tasks.append(task)
         return task
 
-    register_end_call_rpc(
-        participant, on_end_call, allowed_identity=lambda: "trainee", spawn=spawn
-    )
+    register_end_call_rpc(participant, on_end_call, allowed_identity=lambda: "trainee", spawn=spawn)
     assert await participant.invoke("trainee") == "ok"
     await asyncio.gather(*tasks)
     assert spawned == ["transcript.end_call"] and ended == ["trainee"]
