@@ -532,3 +532,54 @@ async def test_llm_failure_apology_then_next_turn_answered(stack: Stack) -> None
         held = await accepted_transcripts(stack, call.session_id)
         assert_transcript_matches(held[0], turns, complete=True, ended_reason="caller_hangup")
         print(f"scenario 7 (LLM failure) took {time.monotonic() - started:.1f}s")
+
+
+async def test_backend_down_at_start_the_caller_hears_an_apology_then_the_job_ends(
+    stack: Stack,
+) -> None:
+    """8. The backend is unreachable when the job starts: the caller hears a short apology (not
+    silence), nothing is journaled or delivered, and the job ends on its own."""
+    async with asyncio.timeout(TEST_BUDGET):
+        started = time.monotonic()
+        worker = await stack.start_worker()
+        await stack.backend.down()
+        caller = await stack.callers.join("caller-1", "room-apology", agent_name=AGENT_NAME)
+        job_id = await stack.standin.dispatch(
+            "room-apology", metadata(participantIdentity="caller-1"), AGENT_NAME
+        )
+        await wait_for_record(worker, "job.backend_unavailable", timeout=30)
+        heard_at = await caller.wait_for_audio(timeout=20)
+        assert near(caller.dominant_frequency(heard_at, heard_at + 0.8)), "apology not a tone"
+        await stack.standin.wait_until(
+            lambda: job_status_at(stack.standin, job_id, agentpb.JobStatus.JS_SUCCESS),
+            timeout=30,
+            what="the apology job to end",
+        )
+        ended = await wait_for_record(worker, "call.ended", timeout=10)
+        assert (ended["ended_reason"], ended["delivery"]) == ("backend_unavailable", "none")
+        assert caller.messages("turn") == []
+        await stack.backend.up()
+        assert await stack.backend.sessions() == []
+        print(f"scenario 8 (apology) took {time.monotonic() - started:.1f}s")
+
+
+async def test_nobody_joins_the_call_ends_as_no_show_with_a_zero_turn_transcript(
+    stack: Stack,
+) -> None:
+    """9. NO_SHOW_SECONDS pass and nobody joined: the call ends by itself and a zero-turn
+    transcript is still delivered with endedReason no_show."""
+    async with asyncio.timeout(TEST_BUDGET):
+        started = time.monotonic()
+        worker = await stack.start_worker(NO_SHOW_SECONDS="3")
+        job_id = await stack.standin.dispatch("room-empty", metadata(), AGENT_NAME)
+        await stack.standin.wait_until(
+            lambda: job_status_at(stack.standin, job_id, agentpb.JobStatus.JS_SUCCESS),
+            timeout=40,
+            what="the no-show job to end",
+        )
+        [session] = await stack.backend.sessions()
+        [stored] = await accepted_transcripts(stack, session["id"])
+        body = stored["transcript"]
+        assert (body["endedReason"], body["turnCount"], body["turns"]) == ("no_show", 0, [])
+        assert find_records(worker, "call.ended", ended_reason="no_show")
+        print(f"scenario 9 (no show) took {time.monotonic() - started:.1f}s")
