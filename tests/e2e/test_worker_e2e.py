@@ -583,3 +583,30 @@ async def test_nobody_joins_the_call_ends_as_no_show_with_a_zero_turn_transcript
         assert (body["endedReason"], body["turnCount"], body["turns"]) == ("no_show", 0, [])
         assert find_records(worker, "call.ended", ended_reason="no_show")
         print(f"scenario 9 (no show) took {time.monotonic() - started:.1f}s")
+
+
+async def test_max_call_seconds_ends_the_call_with_the_closing_line(stack: Stack) -> None:
+    """10. MAX_CALL_SECONDS: the agent says the closing line, the call ends by itself, and the
+    transcript says max_duration with the closing line as its last turn."""
+    async with asyncio.timeout(TEST_BUDGET):
+        started = time.monotonic()
+        await stack.start_worker(MAX_CALL_SECONDS="10", DRAIN_TIMEOUT="70")
+        call = await start_call(
+            stack, "room-long", "caller-1", metadata(participantIdentity="caller-1")
+        )
+        closing: dict[str, Any] = await call.caller.wait_for_message(
+            lambda m: m["type"] == "turn" and m["text"] == load_prompt("closing"),
+            timeout=30,
+            what="the closing line",
+        )
+        await stack.standin.wait_until(
+            lambda: job_status_at(stack.standin, call.job_id, agentpb.JobStatus.JS_SUCCESS),
+            timeout=30,
+            what="the job to end",
+        )
+        [stored] = await accepted_transcripts(stack, call.session_id)
+        body = stored["transcript"]
+        assert body["endedReason"] == "max_duration" and body["complete"] is True
+        assert body["turns"][-1]["text"] == closing["text"]
+        assert_seq_continuous(body["turns"])
+        print(f"scenario 10 (max duration) took {time.monotonic() - started:.1f}s")
