@@ -41,6 +41,7 @@ from agent.journal import Journal
 from agent.models import JobMetadata, Scenario, Session
 from agent.persona import PersonaAgent
 from agent.pipeline import build_session
+from agent.prompts import load_scenario
 from agent.worker import attach_transcript
 from tests.support.fake_job import FakeJob, FakeJobContext, FakeProc, FakeRoomInfo
 from tests.support.fakes import (
@@ -528,3 +529,34 @@ async def start_project_session(
     call.spawn(end_after_no_show(job_ctx, call, settings.no_show_seconds), "call.no_show")
     call.spawn(end_at_max_duration(job_ctx, call, settings.max_call_seconds), "call.max_duration")
     return ProjectCall(ctx=ctx, call=call, session=session, output=output)
+
+
+async def start_default_call(
+    index: int,
+    tag: str,
+    *,
+    settings: Settings,
+    vad_model: vad.VAD | None,
+    journal: Journal,
+    providers: Providers,
+    audio_input: io.AudioInput | None = None,
+) -> ProjectCall:
+    """A call of the bundled default scenario with session `sess-{tag}` (user `user-{tag}`),
+    started by `start_project_session`."""
+    metadata = JobMetadata(scenario_id="default", user_id=f"user-{tag}")
+    ctx = make_job_context(index, metadata)
+    call = new_call(ctx, metadata, backend=None, journal=journal)
+    record = Session(
+        id=f"sess-{tag}", user_id=metadata.user_id, scenario_id="default", attempt_number=1
+    )
+    return await start_project_session(
+        ctx,
+        call,
+        scenario=load_scenario("default"),
+        session_record=record,
+        settings=settings,
+        vad_model=vad_model,
+        journal=journal,
+        providers=providers,
+        audio_input=audio_input,
+    )

@@ -56,8 +56,6 @@ from livekit.plugins import silero
 
 from agent.config import Settings
 from agent.journal import Journal
-from agent.models import JobMetadata, Session
-from agent.prompts import load_scenario
 from bench._common import (
     REPO_ROOT,
     LoopingWavInput,
@@ -69,10 +67,8 @@ from bench._common import (
     add_output_args,
     bench_settings,
     machine_info,
-    make_job_context,
-    new_call,
     quiet_logging,
-    start_project_session,
+    start_default_call,
     summarize,
     write_result,
     zero_latency_providers,
@@ -108,19 +104,9 @@ async def run_level(n: int, seconds: float, settings: Settings, data_dir: Path) 
             mic = LoopingWavInput(lead_silence=1.0 + i * period / n, gap=GAP_SECONDS, loops=loops)
             journal = Journal.in_dir(data_dir / f"n{n}")
             journals.append(journal)
-            metadata = JobMetadata(scenario_id="default", user_id=f"user-{n}-{i}")
-            ctx = make_job_context(n * 100 + i, metadata)
-            call = new_call(ctx, metadata, backend=None, journal=journal)
-            project = await start_project_session(
-                ctx,
-                call,
-                scenario=load_scenario("default"),
-                session_record=Session(
-                    id=f"sess-{n}-{i}",
-                    user_id=metadata.user_id,
-                    scenario_id="default",
-                    attempt_number=1,
-                ),
+            project = await start_default_call(
+                n * 100 + i,
+                f"{n}-{i}",
                 settings=settings,
                 vad_model=vad_model,
                 journal=journal,

@@ -42,8 +42,6 @@ from livekit.plugins import silero
 
 from agent.config import Settings
 from agent.journal import Journal
-from agent.models import JobMetadata, Session
-from agent.prompts import load_scenario
 from bench._common import (
     STARTER_INSTRUCTIONS,
     LoopingWavInput,
@@ -54,10 +52,8 @@ from bench._common import (
     close_session_fast,
     fmt,
     machine_info,
-    make_job_context,
-    new_call,
     quiet_logging,
-    start_project_session,
+    start_default_call,
     summarize,
     write_result,
     zero_latency_providers,
@@ -97,19 +93,9 @@ async def run_session(
     journal: Journal | None = None
     if arm == "ours":
         journal = Journal.in_dir(data_dir / f"{arm}-{index}")
-        metadata = JobMetadata(scenario_id="default", user_id=f"user-{index}")
-        ctx = make_job_context(index, metadata)
-        call = new_call(ctx, metadata, backend=None, journal=journal)
-        project = await start_project_session(
-            ctx,
-            call,
-            scenario=load_scenario("default"),
-            session_record=Session(
-                id=f"sess-{index}",
-                user_id=metadata.user_id,
-                scenario_id="default",
-                attempt_number=1,
-            ),
+        project = await start_default_call(
+            index,
+            str(index),
             settings=settings,
             vad_model=vad_model,
             journal=journal,
