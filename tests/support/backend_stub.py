@@ -1,9 +1,11 @@
 """A stand-in for the platform backend's internal API, on loopback, with fault injection.
 
 Rule: it behaves like the real backend where the contract says how (the key checked with
-`hmac.compare_digest`, request bodies validated with our pydantic models, Idempotency-Key replays,
-transcript ranking, 409 for an equal or better transcript) and it records every request, so tests
-assert on what actually went over the wire. It is test infrastructure: no auth on `/_control`.
+`hmac.compare_digest`, request bodies validated with the JSON Schemas written by hand from
+DESIGN.md in tests/contract/ (never with agent.models, so a drift of our models cannot pass
+unseen), Idempotency-Key replays, transcript ranking, 409 for an equal or better transcript) and
+it records every request, so tests assert on what actually went over the wire. It is test
+infrastructure: no auth on `/_control`.
 
 Internal API (every request needs `X-Internal-Service-Key`, else 401):
 - `GET  /api/internal/scenarios/{scenarioId}` -> Scenario (404 unknown). The bundled `default`
@@ -31,7 +33,7 @@ listener that stays up while the API is down):
 - `GET    /_control/health`                 -> `{"ok": true, "down": bool, "port": N}`
 - `POST   /_control/faults`                 body `{"route", "status"?, "json"?, "text"?,
                                             "delay"?, "headers"?, "oversize"?, "chunked"?,
-                                            "times"?}`
+                                            "contentType"?, "times"?}`
                                             queues `times` (default 1) copies of the fault
 - `DELETE /_control/faults`                 clears every queue
 - `POST   /_control/down`, `/_control/up`   stop / restart the API listener (same port)
@@ -69,10 +71,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from agent.models import Scenario, Session, SessionCreate, TranscriptPayload
+from agent.models import Scenario, Session, TranscriptPayload
 from agent.prompts import DEFAULT_SCENARIO_ID, load_scenario
+from tests.contract.oracle import Body, contract_errors
 
 KEY_HEADER = "X-Internal-Service-Key"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -93,6 +96,8 @@ class Fault:
       as given after `delay`; the status defaults to 200 when only a body is given.
     - `chunked`: send the body with chunked transfer encoding (no Content-Length), so a client
       can only find out the size by reading.
+    - `content_type`: the answer's Content-Type (e.g. `text/html` for a proxy's login page on
+      200; `text=""` gives an empty body, as for 204).
     """
 
     status: int | None = None
@@ -102,6 +107,7 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     oversize: int | None = None
     chunked: bool = False
+    content_type: str = "application/json"
 
     @property
     def answers(self) -> bool:
@@ -124,7 +130,7 @@ class Fault:
         else:
             body = json.dumps({"error": f"injected {status}"}).encode()
         response = web.Response(
-            status=status, body=body, content_type="application/json", headers=self.headers
+            status=status, body=body, content_type=self.content_type, headers=self.headers
         )
         if self.chunked:
             response.enable_chunked_encoding()
@@ -160,15 +166,19 @@ class RecordedRequest:
 class StoredTranscript:
     source: str
     idempotency_key: str
-    payload: TranscriptPayload
+    body: dict[str, Any]  # as received, already checked against the contract
+
+    @property
+    def payload(self) -> TranscriptPayload:
+        """The body parsed with our model: a convenience for tests, not the validation."""
+        return TranscriptPayload.model_validate({**self.body, "source": "agent"})
 
     @property
     def rank(self) -> tuple[bool, bool, int]:
-        return (self.source == "agent", self.payload.complete, self.payload.turn_count)
+        return (self.source == "agent", bool(self.body["complete"]), int(self.body["turnCount"]))
 
     def to_control(self) -> dict[str, Any]:
-        wire = self.payload.to_wire()
-        wire["source"] = self.source
+        wire = {**self.body, "source": self.source}
         return {"source": self.source, "idempotencyKey": self.idempotency_key, "transcript": wire}
 
 
@@ -198,11 +208,13 @@ class _InvalidBody(Exception):
         super().__init__(message)
 
 
-def _validate(model: type[BaseModel], data: Any) -> Any:
-    try:
-        return model.model_validate(data)
-    except ValidationError as error:
-        raise _InvalidBody(_describe(error)) from None
+def _check(body: Body, data: Any) -> dict[str, Any]:
+    """`data` if it follows the contract schema (tests/contract/), else 422 naming each problem."""
+    problems = contract_errors(body, data)
+    if problems:
+        raise _InvalidBody("; ".join(problems[:20]))
+    assert isinstance(data, dict)
+    return data
 
 
 class BackendStub:
@@ -410,25 +422,27 @@ class BackendStub:
         key = request.headers.get(IDEMPOTENCY_HEADER, "")
         if not key.startswith("create:") or len(key) == len("create:"):
             return _error(422, "invalid_idempotency_key", "expected create:{jobId}")
-        body: SessionCreate = _validate(SessionCreate, data)
-        if body.assignment_id is not None:
-            owner = self.assignments.get(body.assignment_id)
-            if owner is not None and owner != body.user_id:
+        body = _check("session_create", data)
+        user_id, scenario_id = body["userId"], body["scenarioId"]
+        assignment_id = body.get("assignmentId")
+        if assignment_id is not None:
+            owner = self.assignments.get(assignment_id)
+            if owner is not None and owner != user_id:
                 return _error(403, "forbidden", "the user does not own this assignment")
         attempts = [
             s.attempt_number
             for s in self.sessions.values()
-            if s.user_id == body.user_id and s.scenario_id == body.scenario_id
+            if s.user_id == user_id and s.scenario_id == scenario_id
         ]
         session_id = f"sess-{next(self._ids)}"
         while session_id in self.sessions:  # a test may have added one by hand
             session_id = f"sess-{next(self._ids)}"
         session = Session(
             id=session_id,
-            user_id=body.user_id,
-            scenario_id=body.scenario_id,
+            user_id=user_id,
+            scenario_id=scenario_id,
             attempt_number=max(attempts, default=0) + 1,
-            assignment_id=body.assignment_id,
+            assignment_id=assignment_id,
         )
         self.sessions[session.id] = session
         return web.json_response(session.to_wire(), status=201)
@@ -444,27 +458,29 @@ class BackendStub:
         session = self.sessions.get(session_id)
         if session is None:
             return _error(404, "not_found", f"no session {session_id!r}")
-        if not isinstance(data, dict):
-            raise _InvalidBody("(root): Input should be an object")
-        source = data.get("source", "agent")
-        if source not in ("agent", "browser"):
-            raise _InvalidBody("source: Input should be 'agent' or 'browser'")
-        # Our model knows only the agent's copy; the browser's has the same shape.
-        payload: TranscriptPayload = _validate(TranscriptPayload, {**data, "source": "agent"})
-        if payload.attempt_number != session.attempt_number:
+        # The contract is the agent's copy; the browser's has the same shape.
+        source = data.get("source") if isinstance(data, dict) else None
+        body = _check("transcript", {**data, "source": "agent"} if source == "browser" else data)
+        # What a schema cannot say, from the text: seq runs 1..n, turnCount = number of turns.
+        turns = body["turns"]
+        if [turn["seq"] for turn in turns] != list(range(1, len(turns) + 1)):
+            raise _InvalidBody("turns: seq must run 1..n without gaps")
+        if body["turnCount"] != len(turns):
+            raise _InvalidBody("turnCount: must equal the number of turns")
+        if body["attemptNumber"] != session.attempt_number:
             raise _InvalidBody(
-                f"attemptNumber: {payload.attempt_number} is not the session's attempt "
+                f"attemptNumber: {body['attemptNumber']} is not the session's attempt "
                 f"{session.attempt_number}"
             )
         key = request.headers.get(IDEMPOTENCY_HEADER, "")
-        expected = expected_transcript_key(session_id, {**payload.to_wire(), "source": source})
+        expected = expected_transcript_key(session_id, data)
         if not hmac.compare_digest(key, expected):
             return _error(
                 422,
                 "invalid_idempotency_key",
                 "expected sha256(sessionId|attemptNumber|source|complete|turnCount)",
             )
-        incoming = StoredTranscript(source=source, idempotency_key=key, payload=payload)
+        incoming = StoredTranscript(source=str(source), idempotency_key=key, body=data)
         best = self.best_transcript(session_id)
         if best is not None and best.rank >= incoming.rank:
             return _error(409, "already_delivered", "an equal or better transcript is held")
@@ -508,6 +524,7 @@ class BackendStub:
             headers={str(k): str(v) for k, v in (data.get("headers") or {}).items()},
             oversize=data.get("oversize"),
             chunked=bool(data.get("chunked", False)),
+            content_type=str(data.get("contentType", "application/json")),
         )
         times = int(data.get("times", 1))
         self.queue(route, *([fault] * times))
