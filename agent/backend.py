@@ -5,12 +5,20 @@ models and our `BackendError` family only, never httpx exceptions or raw JSON. T
 travels only in the `X-Internal-Service-Key` header: it is never logged, never put in an
 exception's text and never sent over plain http except to localhost.
 
-Status semantics (both implementations): 2xx done; 409 on a transcript means the backend already
-holds an equal or better one (done, not an error); 425/429/5xx, timeouts and connection errors are
-transient and retried with exponential backoff and full jitter, honouring Retry-After, until the
-call's deadline, then `BackendUnavailable`; 401/403 raise `BackendAuthError` at once; any other
-status raises `BackendRejected` with the server's reason. A 2xx body that is not JSON, is too
-large or does not match its model raises `BackendResponseInvalid` naming the field.
+Status semantics (DESIGN.md, "Status semantics"):
+- a transcript POST is done on a 2xx that acknowledges it (a JSON object body, or 204 No
+  Content) and on 409 whatever its body (the backend already holds an equal or better one). A 2xx
+  with any other body (an HTML login page from a proxy, an empty 200, a JSON array, invalid JSON)
+  acknowledges nothing: it is transient like the next item.
+- 408/425/429/5xx, timeouts and connection errors are transient: retried with exponential backoff
+  and full jitter, honouring Retry-After, until the call's deadline, then `BackendUnavailable`.
+- 401/403, 3xx (never followed), 404 and 405 are configuration errors (wrong key, URL or route):
+  `BackendMisconfigured` at once (`BackendAuthError` for 401/403), never retried within the call,
+  logged once at error level naming the cause.
+- any other 4xx raises `BackendRejected` with the server's reason, capped, the key redacted and,
+  for a transcript, any echo of its turns' text replaced (see `strip_echoes`).
+For the other routes a 2xx body that is not JSON, is too large or does not match its model raises
+`BackendResponseInvalid` naming the field.
 """
 
 from __future__ import annotations
@@ -23,21 +31,22 @@ import os
 import random as _random
 import re
 import sqlite3
+import stat
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import httpx
 import structlog
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from agent.config import Settings, is_local_host
+from agent.config import Settings, check_backend_url, check_header_secret
 from agent.models import Scenario, Session, SessionCreate, TranscriptPayload, utc_now
 from agent.prompts import PROMPTS_DIR, PromptError, load_scenario
 
@@ -47,16 +56,36 @@ class BackendError(Exception):
 
 
 class BackendUnavailable(BackendError):
-    """Transient failures (425/429/5xx/timeouts/connection errors) outlasted the deadline."""
+    """Transient failures (408/425/429/5xx, timeouts, connection errors, a 2xx that does not
+    acknowledge a transcript) outlasted the deadline."""
 
 
-class BackendAuthError(BackendError):
-    """401/403: a configuration error (wrong INTERNAL_SERVICE_KEY) or a forbidden resource."""
+def misconfiguration_cause(status: int) -> str:
+    """What an operator has to fix for a status that no retry can cure (see `_classify`)."""
+    if status == 401:
+        return "wrong INTERNAL_SERVICE_KEY"
+    if status == 403:
+        return "forbidden: wrong INTERNAL_SERVICE_KEY or not allowed"
+    if status in (404, 405):
+        return "BACKEND_URL or route wrong"
+    return f"{status} not expected (BACKEND_URL wrong?)"
 
-    def __init__(self, status: int, reason: str) -> None:
+
+class BackendMisconfigured(BackendError):
+    """401/403, 3xx (never followed), 404, 405: nothing succeeds until the configuration (the
+    key, BACKEND_URL or the backend's routes) is fixed. Not retried within a call; a transcript
+    stays pending for a later recovery, never a dead letter. `cause` names what to fix."""
+
+    def __init__(self, status: int, reason: str, *, cause: str | None = None) -> None:
         self.status = status
         self.reason = reason
-        super().__init__(f"backend answered {status}: {reason}")
+        self.cause = cause or misconfiguration_cause(status)
+        text = f"backend answered {status}: {self.cause}"
+        super().__init__(f"{text} ({reason})" if reason and reason != self.cause else text)
+
+
+class BackendAuthError(BackendMisconfigured):
+    """401/403: a wrong INTERNAL_SERVICE_KEY, or a resource this caller may not use."""
 
 
 class BackendRejected(BackendError):
@@ -91,8 +120,9 @@ class Backend(Protocol):
     async def post_transcript(
         self, session_id: str, payload: TranscriptPayload, *, deadline: float
     ) -> DeliveryReceipt:
-        """Deliver within `deadline` seconds. 2xx -> delivered, 409 -> already_delivered;
-        otherwise raises BackendUnavailable / BackendAuthError / BackendRejected."""
+        """Deliver within `deadline` seconds. An acknowledging 2xx -> delivered, 409 ->
+        already_delivered; otherwise raises BackendUnavailable / BackendMisconfigured /
+        BackendRejected (the reason free of the payload's turn text)."""
         ...
 
     async def aclose(self) -> None: ...
@@ -114,9 +144,18 @@ MAX_RESPONSE_BYTES = 1 << 20  # the largest legitimate body (a scenario) is ~50 
 REASON_LIMIT = 500  # characters of the server's reason kept in exceptions and logs
 MAX_ERRORS_SHOWN = 5
 
-# Transient statuses: retried within the deadline. Every other non-2xx status is final.
-_TRANSIENT_4XX = frozenset({425, 429})
+# Transient statuses (and every 5xx): retried within the deadline. Every other status is final,
+# sorted by `HttpBackend._classify`.
+_TRANSIENT_4XX = frozenset({408, 425, 429})
 _AUTH = frozenset({401, 403})
+# Configuration errors besides 3xx: no retry helps until someone fixes the key, URL or route.
+_MISCONFIGURED_4XX = frozenset({401, 403, 404, 405})
+
+# Echo stripping (see `strip_echoes`): runs this long are hidden; shorter whole texts from
+# ECHO_MIN_TEXT characters on are hidden too.
+ECHO_MIN_RUN = 8
+ECHO_MIN_TEXT = 4
+ECHO_MARK = "[transcript text]"
 
 
 def transcript_idempotency_key(session_id: str, payload: TranscriptPayload) -> str:
@@ -149,6 +188,75 @@ def _segment(value: str) -> str:
 def _one_line(text: str, limit: int = REASON_LIMIT) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def strip_echoes(reason: str, texts: Iterable[str]) -> str:
+    """`reason` with every echo of `texts` (a transcript's turn texts) replaced by ECHO_MARK, so a
+    server that quotes the body it refused never puts the caller's words in a log or a journal.
+
+    An echo is any run of at least ECHO_MIN_RUN consecutive characters of `reason` that also
+    occurs in one of the texts, and any whole text of ECHO_MIN_TEXT to ECHO_MIN_RUN - 1
+    characters. Both sides are compared with whitespace collapsed (as `_one_line` does), each text
+    raw and as the inside of a JSON string literal (how a validator quotes it: `\"`, `\n`,
+    `\u00e9`). Overlapping echoes merge into one mark. Texts under ECHO_MIN_TEXT characters ("ok")
+    are not looked for: hiding them would mangle reasons and hide nothing. A false match only
+    shortens the reason.
+    """
+    grams: dict[int, set[str]] = {}
+    for text in texts:
+        variants = {text, json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1]}
+        for variant in variants:
+            variant = " ".join(variant.split())
+            if len(variant) < ECHO_MIN_TEXT:
+                continue
+            size = min(ECHO_MIN_RUN, len(variant))
+            found = grams.setdefault(size, set())
+            found.update(variant[i : i + size] for i in range(len(variant) - size + 1))
+    hidden = [False] * len(reason)
+    for size, found in grams.items():
+        for start in range(len(reason) - size + 1):
+            if reason[start : start + size] in found:
+                hidden[start : start + size] = [True] * size
+    if not any(hidden):
+        return reason
+    parts: list[str] = []
+    for index, char in enumerate(reason):
+        if not hidden[index]:
+            parts.append(char)
+        elif index == 0 or not hidden[index - 1]:
+            parts.append(ECHO_MARK)
+    return "".join(parts)
+
+
+def acknowledgement_problem(
+    status: int, body: bytes, oversized: bool, content_type: str = ""
+) -> str | None:
+    """None when a 2xx acknowledges a stored transcript (204, or a JSON object body); otherwise
+    what is wrong with it, without quoting the body (a proxy's page may carry anything)."""
+    if status == 204:
+        return None
+    prefix = f"{status} is not an acknowledgement:"
+    if oversized:
+        return f"{prefix} body too large"
+    if not body.strip():
+        return f"{prefix} empty body"
+    try:
+        data: Any = json.loads(body)
+    except (ValueError, RecursionError):
+        return f"{prefix} body is not JSON ({content_type or 'no Content-Type'})"
+    if not isinstance(data, dict):
+        return f"{prefix} JSON {_json_kind(data)}, not an object"
+    return None
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    return "null" if value is None else "number"
 
 
 def describe_validation_error(error: ValidationError) -> str:
@@ -196,6 +304,7 @@ class _Reply:
     body: bytes
     oversized: bool
     attempts: int
+    location: str | None = None  # the Location header of a 3xx (never followed)
 
 
 class _Transient(Exception):
@@ -233,23 +342,13 @@ class HttpBackend:
         random: Callable[[], float] = _random.random,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        parts = urlsplit(base_url)
-        # Settings validated this already; checked again because this is where the key leaves.
-        if not parts.hostname or not (
-            parts.scheme == "https" or (parts.scheme == "http" and is_local_host(base_url))
-        ):
-            raise ValueError(
-                "backend URL must be https:// (plain http:// only for localhost), "
-                f"got scheme {parts.scheme!r} for host {parts.hostname!r}"
-            )
-        if parts.username or parts.password or parts.query or parts.fragment:
-            raise ValueError("backend URL must not carry credentials, a query or a fragment")
-        secret = key.get_secret_value()
-        if not secret or not secret.isascii() or not secret.isprintable():
-            raise ValueError("INTERNAL_SERVICE_KEY must be non-empty printable ASCII")
+        # Settings validated both already, with these same functions; checked again because
+        # this is where the key leaves, and a value that passed boot must pass here too.
+        origin = check_backend_url(base_url, "BACKEND_URL")
+        check_header_secret(key.get_secret_value(), "INTERNAL_SERVICE_KEY")
         if timeout <= 0 or default_deadline <= 0 or max_response_bytes <= 0:
             raise ValueError("timeout, default_deadline and max_response_bytes must be positive")
-        self._origin = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+        self._origin = origin
         self._key = key
         self._timeout = timeout
         self._default_deadline = default_deadline
@@ -321,6 +420,8 @@ class HttpBackend:
         self, session_id: str, payload: TranscriptPayload, *, deadline: float
     ) -> DeliveryReceipt:
         path = TRANSCRIPT_PATH.format(sessionId=_segment(session_id))
+        # 409 is done whatever its body: only the backend's ranking answers it (a proxy's page
+        # comes as 2xx or 3xx), and refusing it would keep a held transcript pending for ever.
         reply = await self._call(
             "POST",
             TRANSCRIPT_PATH,
@@ -329,6 +430,8 @@ class HttpBackend:
             idempotency_key=transcript_idempotency_key(session_id, payload),
             deadline=deadline,
             done_statuses=frozenset({409}),
+            require_ack=True,
+            echoes=[turn.text for turn in payload.turns],
         )
         status: DeliveryStatus = "already_delivered" if reply.status == 409 else "delivered"
         return DeliveryReceipt(status=status, attempts=reply.attempts)
@@ -345,9 +448,13 @@ class HttpBackend:
         idempotency_key: str | None = None,
         deadline: float | None,
         done_statuses: frozenset[int] = frozenset(),
+        require_ack: bool = False,
+        echoes: Iterable[str] = (),
     ) -> _Reply:
         """One logical call: retries transient failures until the deadline, then classifies
-        the final status. Returns a 2xx (or a `done_statuses`) reply; raises otherwise."""
+        the final status. Returns a 2xx (or a `done_statuses`) reply; raises otherwise.
+        `require_ack`: a 2xx counts only when it acknowledges (`acknowledgement_problem`), else
+        it is transient. `echoes`: texts no reason may quote (`strip_echoes`)."""
         budget = self._default_deadline if deadline is None else deadline
         headers = {KEY_HEADER: self._key.get_secret_value()}
         if content is not None:
@@ -364,7 +471,9 @@ class HttpBackend:
                 break
             attempt += 1
             try:
-                reply = await self._attempt(method, path, content, headers, remaining, attempt)
+                reply = await self._attempt(
+                    method, path, content, headers, remaining, attempt, require_ack=require_ack
+                )
             except _Transient as failure:
                 last = failure.cause
                 delay = self._backoff(attempt)
@@ -381,13 +490,13 @@ class HttpBackend:
                     method=method,
                     path=template,
                     status=failure.status,
-                    error=None if failure.status else failure.cause,
+                    error=None if failure.cause == str(failure.status) else failure.cause,
                     attempt=attempt,
                     delay=round(delay, 3),
                 )
                 await self._sleep(delay)
                 continue
-            self._classify(reply, method, template, done_statuses)
+            self._classify(reply, method, template, done_statuses, echoes)
             self._log.debug(
                 "backend.request_done",
                 method=method,
@@ -419,6 +528,8 @@ class HttpBackend:
         headers: Mapping[str, str],
         remaining: float,
         attempt: int,
+        *,
+        require_ack: bool = False,
     ) -> _Reply:
         # httpx's timeout bounds each phase; asyncio.timeout bounds the whole attempt (a body
         # trickled byte by byte must not outlive the call's deadline).
@@ -436,14 +547,26 @@ class HttpBackend:
                             retry_after=parse_retry_after(response.headers.get("Retry-After")),
                         )
                     body, oversized = await self._read_capped(response)
+                    content_type = response.headers.get("Content-Type", "").split(";")[0]
+                    location = response.headers.get("Location")
         except (TimeoutError, httpx.TimeoutException):
             raise _Transient("timeout") from None
         except httpx.DecodingError:
             # A body that claims a content encoding it does not have.
+            if require_ack:
+                raise _Transient("response body could not be decoded") from None
             raise BackendResponseInvalid(f"{method}: response body could not be decoded") from None
         except httpx.TransportError as error:
             raise _Transient(type(error).__name__) from None
-        return _Reply(status=status, body=body, oversized=oversized, attempts=attempt)
+        if require_ack and 200 <= status < 300:
+            # A 2xx that is not the backend's acknowledgement (a proxy's login page, an empty
+            # 200) stored nothing we know of: treating it as done would lose the transcript.
+            problem = acknowledgement_problem(status, body, oversized, content_type.strip()[:100])
+            if problem is not None:
+                raise _Transient(problem, status=status)
+        return _Reply(
+            status=status, body=body, oversized=oversized, attempts=attempt, location=location
+        )
 
     async def _read_capped(self, response: httpx.Response) -> tuple[bytes, bool]:
         """The body, stopping once past the cap (a runaway body is never held in memory)."""
@@ -466,31 +589,72 @@ class HttpBackend:
         ceiling = min(self._backoff_cap, self._backoff_base * 2.0 ** min(attempt - 1, 30))
         return self._random() * ceiling
 
-    def _reason(self, reply: _Reply) -> str:
+    def _reason(self, reply: _Reply, echoes: Iterable[str] = ()) -> str:
         text = reply.body.decode("utf-8", errors="replace")
         # Defensive: a server that echoes request headers must not put the key in our logs.
         text = text.replace(self._key.get_secret_value(), "[redacted]")
+        # Echoes are stripped before the cap (a quote cut by the cap is still found), on a prefix
+        # only: a reason is capped anyway and a 1 MB body must not cost a long search.
+        text = strip_echoes(" ".join(text.split())[: 4 * REASON_LIMIT], echoes)
         return _one_line(text) or httpx.codes.get_reason_phrase(reply.status) or "no reason given"
 
+    def _location_host(self, location: str | None) -> str:
+        # Only the host: the rest of a login redirect may carry a token or a return URL.
+        if not location:
+            return "nowhere (no Location header)"
+        try:
+            host = httpx.URL(self._origin + "/").join(location.strip()).host
+        except (httpx.InvalidURL, ValueError, TypeError):
+            host = ""
+        return host[:253] or "an unreadable Location"
+
     def _classify(
-        self, reply: _Reply, method: str, template: str, done_statuses: frozenset[int]
+        self,
+        reply: _Reply,
+        method: str,
+        template: str,
+        done_statuses: frozenset[int],
+        echoes: Iterable[str] = (),
     ) -> None:
-        if 200 <= reply.status < 300 or reply.status in done_statuses:
+        status = reply.status
+        if 200 <= status < 300 or status in done_statuses:
             return
-        reason = self._reason(reply)
-        failure = "auth" if reply.status in _AUTH else "rejected"
+        if 300 <= status < 400 or status in _MISCONFIGURED_4XX:
+            # A configuration error: the one loud line an operator needs, naming what to fix.
+            error: BackendError
+            if status < 400:
+                # Never followed (the key would go wherever it points); its body only repeats
+                # the target, so the host is all we keep.
+                cause = f"redirect to {self._location_host(reply.location)} (not followed)"
+                reason = ""
+                error = BackendMisconfigured(status, reason, cause=cause)
+            else:
+                reason = self._reason(reply, echoes)
+                kind = BackendAuthError if status in _AUTH else BackendMisconfigured
+                error = kind(status, reason)
+                cause = misconfiguration_cause(status)
+            self._log.error(
+                "backend.request_failed",
+                failure="misconfigured",
+                method=method,
+                path=template,
+                status=status,
+                attempts=reply.attempts,
+                cause=cause,
+                reason=reason,
+            )
+            raise error
+        reason = self._reason(reply, echoes)
         self._log.error(
             "backend.request_failed",
-            failure=failure,
+            failure="rejected",
             method=method,
             path=template,
-            status=reply.status,
+            status=status,
             attempts=reply.attempts,
             reason=reason,
         )
-        if reply.status in _AUTH:
-            raise BackendAuthError(reply.status, reason)
-        raise BackendRejected(reply.status, reason)
+        raise BackendRejected(status, reason)
 
     def _parse(self, reply: _Reply, model: type[_M], method: str, template: str) -> _M:
         problem: str | None = None
@@ -500,7 +664,8 @@ class HttpBackend:
         else:
             try:
                 data: Any = json.loads(reply.body)
-            except ValueError as error:
+            except (ValueError, RecursionError) as error:
+                # An HTML page (a proxy's login) on a 2xx lands here: an error, not a crash.
                 problem = f"response is not JSON ({type(error).__name__})"
             else:
                 try:
@@ -558,7 +723,8 @@ class LocalBackend:
 
     SQLite rather than JSON for the sessions because job processes run side by side and the
     attempt numbering must not race; every file operation runs in a thread so the event loop
-    (which may carry the LiveKit connection) never blocks on disk.
+    (which may carry the LiveKit connection) never blocks on disk. Transcripts hold what the
+    caller said: files are created 0600 and directories 0700, whatever the process umask.
     """
 
     def __init__(self, data_dir: Path, *, prompts_dir: Path = PROMPTS_DIR) -> None:
@@ -618,10 +784,21 @@ class LocalBackend:
             )
 
     def _connect(self) -> sqlite3.Connection:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # Private to the worker's user whatever the umask: a new data dir 0700 and the database
+        # created 0600 before SQLite opens it (its -journal/-wal files copy the file's mode).
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.close(os.open(self.db_path, os.O_RDWR | os.O_CREAT, 0o600))
         db = sqlite3.connect(self.db_path, timeout=10, isolation_level=None)
         db.executescript(_SCHEMA)
         return db
+
+    def _private_transcripts_dir(self) -> None:
+        """The transcripts directory, 0700: made so, or closed if an older version left it open
+        (the directory's mode guards every file in it, whatever mode those files have)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.transcripts_dir.mkdir(exist_ok=True, mode=0o700)
+        if stat.S_IMODE(self.transcripts_dir.stat().st_mode) & 0o077:
+            self.transcripts_dir.chmod(0o700)
 
     @staticmethod
     def _session_from_row(row: tuple[Any, ...]) -> Session:
@@ -706,7 +883,7 @@ class LocalBackend:
                 f"attemptNumber: {payload.attempt_number} is not the session's attempt "
                 f"{session.attempt_number}",
             )
-        self.transcripts_dir.mkdir(parents=True, exist_ok=True)
+        self._private_transcripts_dir()
         stem = _transcript_stem(session_id)
         if any(held >= _rank(payload) for held in self._held_ranks(stem, payload.attempt_number)):
             return "already_delivered"
@@ -721,7 +898,9 @@ class LocalBackend:
         # new file, never half of it. The dot prefix keeps temp files out of the glob above.
         temp = self.transcripts_dir / f".{stem}.{key}.{uuid.uuid4().hex}.tmp"
         try:
-            with temp.open("w", encoding="utf-8") as handle:
+            # 0600 from the start (os.replace keeps it): transcripts hold what the caller said
+            descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with open(descriptor, "w", encoding="utf-8") as handle:
                 json.dump(document, handle, ensure_ascii=False, indent=2)
                 handle.flush()
                 os.fsync(handle.fileno())

@@ -1,13 +1,15 @@
 """Transcript delivery with nothing lost: journal first, backend second, delete last.
 
 Rule: a transcript is written to the journal (`finish_call`) before the first byte goes to the
-backend, and removed only after the backend acknowledged it (2xx, or 409: it already holds an
-equal or better one). Every failure keeps it: a rejection (other 4xx) as a dead letter with the
-server's reason, anything else as pending, released so that a later recovery (worker start, next
-job, drain) can claim it. While a delivery is in flight its process holds the row's lease, so no
-other process posts the same transcript. All SQLite work goes through `asyncio.to_thread`: the
-worker's main loop also carries the LiveKit connection. Logs carry ids and counts, never
-transcript text or secrets.
+backend, and removed only after the backend acknowledged it (a 2xx with a JSON object body or 204,
+or 409: it already holds an equal or better one). Every failure keeps it: a rejection (other 4xx)
+as a dead letter with the server's reason (capped, no turn text in it), anything else as pending,
+released so that a later recovery (worker start, next job, drain) can claim it. That includes a
+configuration error (401/403, 3xx, 404, 405: outcome `misconfigured`), which recovery retries
+once the key, URL or route is fixed. While a delivery is in flight its process holds the row's
+lease, so no other process posts the same transcript. All SQLite work goes through
+`asyncio.to_thread`: the worker's main loop also carries the LiveKit connection. Logs carry ids
+and counts, never transcript text or secrets.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ import structlog
 
 from agent.backend import (
     Backend,
-    BackendAuthError,
+    BackendMisconfigured,
     BackendRejected,
     BackendResponseInvalid,
     BackendUnavailable,
+    strip_echoes,
 )
 from agent.journal import LEASE_REFRESH_SECONDS, LEASE_SECONDS, CallHeldElsewhere, Journal
 from agent.models import EndedReason, TranscriptPayload
@@ -40,7 +43,7 @@ def _log() -> structlog.stdlib.BoundLogger:
     return logger
 
 
-OutcomeStatus = Literal["delivered", "already_delivered", "deferred", "rejected", "unauthorized"]
+OutcomeStatus = Literal["delivered", "already_delivered", "deferred", "rejected", "misconfigured"]
 # Outcomes after which the journal no longer holds the transcript as undelivered.
 SETTLED: frozenset[OutcomeStatus] = frozenset({"delivered", "already_delivered", "rejected"})
 MAX_DETAIL_CHARS = 300
@@ -187,23 +190,27 @@ async def deliver(
             await _release_shielded(journal, call_id)
         raise
     except BackendRejected as error:
-        reason = _clip(f"{error.status}: {error.reason}")
+        # The server may quote the body it refused: no turn text goes into the dead letter or
+        # the log (HttpBackend strips it already; this holds for any Backend).
+        echo_free = strip_echoes(error.reason, [turn.text for turn in held.turns])
+        reason = _clip(f"{error.status}: {echo_free}")
         if journaled:
             await _journal_step(journal.mark_dead, call_id, reason)
         _log().error("delivery.rejected", status=error.status, reason=reason, **fields)
         return DeliveryOutcome(call_id, session_id, "rejected", attempts, reason)
-    except BackendAuthError as error:
+    except BackendMisconfigured as error:
+        # Pending, not dead: nothing is wrong with the transcript, and once the key, URL or route
+        # is fixed a recovery delivers it. The backend logged the loud line naming the cause.
         if journaled:
             await _journal_step(journal.release, call_id)
-        _log().error(
-            "delivery.unauthorized", status=error.status, reason=_clip(error.reason), **fields
-        )
-        return DeliveryOutcome(call_id, session_id, "unauthorized", attempts, str(error.status))
+        _log().warning("delivery.misconfigured", status=error.status, cause=error.cause, **fields)
+        detail = _clip(f"{error.status}: {error.cause}")
+        return DeliveryOutcome(call_id, session_id, "misconfigured", attempts, detail)
     except (BackendUnavailable, BackendResponseInvalid, TimeoutError) as error:
         if journaled:
             await _journal_step(journal.release, call_id)
         cause = "timeout" if isinstance(error, TimeoutError) else type(error).__name__
-        _log().warning("delivery.deferred", cause=cause, **fields)
+        _log().warning("delivery.deferred", cause=cause, error=_clip(str(error)), **fields)
         return DeliveryOutcome(call_id, session_id, "deferred", attempts, cause)
     except Exception as error:
         # Not one of the backend's documented errors (a bug): keep the transcript, say so.
@@ -212,7 +219,9 @@ async def deliver(
         _log().exception("delivery.failed", error_type=type(error).__name__, **fields)
         return DeliveryOutcome(call_id, session_id, "deferred", attempts, type(error).__name__)
 
-    removed = await _journal_step(journal.mark_delivered, call_id) if journaled else False
+    # With what was posted: if the journal meanwhile got a better transcript for this call (its
+    # owner finished while we delivered a rebuild), the row stays pending for the next recovery.
+    removed = await _journal_step(journal.mark_delivered, call_id, held) if journaled else False
     _log().info(
         "delivery.delivered",
         status=receipt.status,
@@ -230,9 +239,13 @@ async def recover_pending(
     journal: Journal, backend: Backend, *, deadline: float
 ) -> list[DeliveryOutcome]:
     """Claim every recoverable transcript (dead calls and deferred deliveries of any process)
-    and deliver each within `deadline` seconds. On the first deferred or unauthorized outcome
+    and deliver each within `deadline` seconds. On the first deferred or misconfigured outcome
     the rest are released untouched: the backend is down or misconfigured, and trying each
-    in turn would only spend the deadline N times. Safe to run from several processes at once."""
+    in turn would only spend the deadline N times. Safe to run from several processes at once.
+    Turns whose call row is gone (a hung owner's late appends) are swept first."""
+    swept = await asyncio.to_thread(journal.sweep_orphan_turns)
+    if swept:
+        _log().info("recovery.orphan_turns_swept", count=swept)
     claimed = await asyncio.to_thread(journal.claim_recoverable)
     if not claimed:
         _log().debug("recovery.nothing_to_do")
@@ -247,7 +260,7 @@ async def recover_pending(
                 journal, backend, item.call_id, item.session_id, item.payload, deadline=deadline
             )
             outcomes.append(outcome)
-            if outcome.status in ("deferred", "unauthorized"):
+            if outcome.status in ("deferred", "misconfigured"):
                 break
     finally:
         # Released also when cancelled (a drain, a job ending), so nothing stays leased to us.
@@ -260,7 +273,7 @@ async def recover_pending(
         "already_delivered": counts["already_delivered"],
         "deferred": counts["deferred"],
         "rejected": counts["rejected"],
-        "unauthorized": counts["unauthorized"],
+        "misconfigured": counts["misconfigured"],
         "not_attempted": len(remaining),
     }
     if all(outcome.status in ("delivered", "already_delivered") for outcome in outcomes) and (

@@ -28,12 +28,14 @@ from agent.backend import (
     SESSION_PATH,
     TRANSCRIPT_PATH,
     BackendAuthError,
+    BackendMisconfigured,
     BackendRejected,
     BackendResponseInvalid,
     BackendUnavailable,
     HttpBackend,
     LocalBackend,
     make_backend,
+    strip_echoes,
     transcript_idempotency_key,
 )
 from agent.config import Settings
@@ -220,12 +222,13 @@ async def test_403_raises_auth_error_with_the_reason_without_retry(
     assert len(stub.requests) == 1
 
 
-async def test_404_is_rejected_keeping_the_server_reason(
+async def test_404_is_a_configuration_error_keeping_the_server_reason(
     backend: HttpBackend, stub: BackendStub
 ) -> None:
-    with pytest.raises(BackendRejected) as caught:
+    with pytest.raises(BackendMisconfigured) as caught:
         await backend.get_scenario("no-such-scenario")
     assert caught.value.status == 404
+    assert caught.value.cause == "BACKEND_URL or route wrong"
     assert "no scenario 'no-such-scenario'" in caught.value.reason
     assert len(stub.requests) == 1
 
@@ -247,21 +250,22 @@ async def test_a_long_server_reason_is_truncated(backend: HttpBackend, stub: Bac
     assert 100 < len(caught.value.reason) <= 500
 
 
-async def test_a_redirect_is_not_followed_and_is_rejected(
+async def test_a_redirect_is_not_followed_and_is_a_configuration_error(
     backend: HttpBackend, stub: BackendStub
 ) -> None:
     # Following it would send the key wherever the Location points.
     stub.queue("get_scenario", Fault(status=307, headers={"Location": "http://127.0.0.1:9/x"}))
-    with pytest.raises(BackendRejected) as caught:
+    with pytest.raises(BackendMisconfigured) as caught:
         await backend.get_scenario("default")
     assert caught.value.status == 307
+    assert caught.value.cause == "redirect to 127.0.0.1 (not followed)"
     assert len(stub.requests) == 1
 
 
 # --------------------------------------------------------------------------- transient failures
 
 
-@pytest.mark.parametrize("status", [425, 500, 502, 503])
+@pytest.mark.parametrize("status", [408, 425, 429, 500, 502, 503, 504])
 async def test_transient_status_is_retried_then_succeeds(
     status: int, backend: HttpBackend, stub: BackendStub, fake_time: FakeTime
 ) -> None:
@@ -407,6 +411,169 @@ async def test_an_oversized_body_raises_response_invalid(
         await backend.get_scenario("default")
 
 
+# --------------------------------------------------------------------------- acknowledgements
+
+SIGN_IN_PAGE = "<!doctype html><html><body><form>Sign in</form></body></html>"
+
+# 2xx answers that do not acknowledge a transcript (DESIGN.md: only a JSON object body or 204 do).
+NOT_ACKNOWLEDGEMENTS = {
+    "html_200": Fault(status=200, text=SIGN_IN_PAGE, content_type="text/html"),
+    "empty_200": Fault(status=200, text=""),
+    "json_array_200": Fault(status=200, json=["stored"]),
+    "json_string_200": Fault(status=200, json="ok"),
+    "json_number_201": Fault(status=201, json=1),
+    "json_null_200": Fault(status=200, text="null"),
+    "invalid_json_200": Fault(status=200, text='{"id": '),
+}
+
+
+@pytest.mark.parametrize("fault", NOT_ACKNOWLEDGEMENTS.values(), ids=NOT_ACKNOWLEDGEMENTS.keys())
+async def test_a_2xx_without_acknowledgement_is_retried_like_a_transient_failure(
+    fault: Fault, backend: HttpBackend, stub: BackendStub, fake_time: FakeTime
+) -> None:
+    stub.queue("post_transcript", fault)
+    receipt = await backend.post_transcript("s1", transcript(), deadline=5)
+    assert (receipt.status, receipt.attempts) == ("delivered", 2)
+    assert fake_time.sleeps == [0.25]  # backoff (with jitter) as for a 503
+    assert len(stub.transcripts["s1"]) == 1
+
+
+async def test_html_200_until_the_deadline_raises_unavailable_naming_the_problem(
+    backend: HttpBackend, stub: BackendStub
+) -> None:
+    stub.queue("post_transcript", *[NOT_ACKNOWLEDGEMENTS["html_200"]] * 20)
+    with capture_logs() as logs, pytest.raises(BackendUnavailable) as caught:
+        await backend.post_transcript("s1", transcript(), deadline=3)
+    assert "200 is not an acknowledgement: body is not JSON (text/html)" in str(caught.value)
+    assert "Sign in" not in str(caught.value)
+    assert len(stub.requests) == 4
+    retries = [e for e in logs if e["event"] == "backend.retrying"]
+    assert retries[0]["status"] == 200 and "not an acknowledgement" in retries[0]["error"]
+    assert stub.transcripts["s1"] == []
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [Fault(status=204, text=""), Fault(status=200, json={"ok": True}), Fault(status=202, json={})],
+    ids=["204", "json_object_200", "empty_object_202"],
+)
+async def test_a_json_object_or_204_acknowledges_the_transcript(
+    fault: Fault, backend: HttpBackend, stub: BackendStub
+) -> None:
+    stub.queue("post_transcript", fault)
+    receipt = await backend.post_transcript("s1", transcript(), deadline=5)
+    assert (receipt.status, receipt.attempts) == ("delivered", 1)
+
+
+async def test_409_is_done_whatever_its_body(backend: HttpBackend, stub: BackendStub) -> None:
+    stub.queue("post_transcript", Fault(status=409, text="Conflict", content_type="text/plain"))
+    receipt = await backend.post_transcript("s1", transcript(), deadline=5)
+    assert (receipt.status, receipt.attempts) == ("already_delivered", 1)
+
+
+async def test_html_200_to_get_scenario_is_an_error_naming_the_problem(
+    backend: HttpBackend, stub: BackendStub
+) -> None:
+    stub.queue("get_scenario", NOT_ACKNOWLEDGEMENTS["html_200"])
+    with pytest.raises(BackendResponseInvalid, match="Scenario: response is not JSON"):
+        await backend.get_scenario("default")
+
+
+async def test_deeply_nested_json_is_an_error_not_a_crash(
+    backend: HttpBackend, stub: BackendStub
+) -> None:
+    stub.queue("get_session", Fault(text="[" * 200_000))
+    with pytest.raises(BackendResponseInvalid, match="Session: response is not JSON"):
+        await backend.get_session("s1")
+
+
+# --------------------------------------------------------------------------- configuration errors
+
+LOGIN_REDIRECT = "https://login.example.com/sso?return=/api&token=SECRET-TOKEN"
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "cause"),
+    [
+        (Fault(status=403, json={"error": "forbidden"}), 403, "wrong INTERNAL_SERVICE_KEY"),
+        (Fault(status=404, text="<h1>Not Found</h1>", content_type="text/html"), 404, "route"),
+        (Fault(status=405, text=""), 405, "BACKEND_URL or route wrong"),
+        (Fault(status=301, headers={"Location": LOGIN_REDIRECT}), 301, "login.example.com"),
+        (Fault(status=302, headers={"Location": LOGIN_REDIRECT}), 302, "login.example.com"),
+        (Fault(status=307, headers={"Location": "/elsewhere?x=1"}), 307, "redirect to 127.0.0.1"),
+        (Fault(status=308, headers={"Location": LOGIN_REDIRECT}), 308, "login.example.com"),
+        (Fault(status=303), 303, "redirect to nowhere"),
+    ],
+    ids=["403", "404", "405", "301", "302", "307_relative", "308", "303_no_location"],
+)
+async def test_a_configuration_error_is_not_retried_and_logged_once_naming_the_cause(
+    fault: Fault, status: int, cause: str, backend: HttpBackend, stub: BackendStub
+) -> None:
+    stub.queue("post_transcript", fault)
+    with capture_logs() as logs, pytest.raises(BackendMisconfigured) as caught:
+        await backend.post_transcript("s1", transcript(), deadline=5)
+    assert not isinstance(caught.value, BackendRejected)
+    assert caught.value.status == status and cause in caught.value.cause
+    assert len(stub.requests) == 1
+    (loud,) = [e for e in logs if e["log_level"] == "error"]
+    assert loud["status"] == status and cause in loud["cause"]
+    assert "SECRET-TOKEN" not in repr(logs) + str(caught.value)
+
+
+async def test_a_wrong_key_is_named_as_the_cause(
+    make_client: MakeClient, stub: BackendStub
+) -> None:
+    client = make_client(key="wrong-key-wrong-key")
+    with capture_logs() as logs, pytest.raises(BackendAuthError) as caught:
+        await client.post_transcript("s1", transcript(), deadline=5)
+    assert isinstance(caught.value, BackendMisconfigured)
+    assert caught.value.cause == "wrong INTERNAL_SERVICE_KEY"
+    (loud,) = [e for e in logs if e["log_level"] == "error"]
+    assert loud["cause"] == "wrong INTERNAL_SERVICE_KEY" and loud["failure"] == "misconfigured"
+
+
+# --------------------------------------------------------------------------- rejections
+
+
+@pytest.mark.parametrize("status", [400, 413, 422])
+async def test_a_rejection_reason_never_quotes_the_transcript(
+    status: int, backend: HttpBackend, stub: BackendStub
+) -> None:
+    payload = transcript(3, text="my card number is 4111 1111")
+    refused = {"message": "turns.1.text: too long", "input": "number is 4111 1111 2"}
+    stub.queue("post_transcript", Fault(status=status, json=refused))
+    with capture_logs() as logs, pytest.raises(BackendRejected) as caught:
+        await backend.post_transcript("s1", payload, deadline=5)
+    assert caught.value.status == status
+    assert caught.value.reason == (
+        '{"message": "turns.1.text: too long", "input": "[transcript text]"}'
+    )
+    assert "4111" not in repr(logs) + str(caught.value)
+    assert len(stub.requests) == 1
+
+
+def test_strip_echoes_replaces_runs_of_eight_characters_found_in_a_turn() -> None:
+    texts = ["I live at 12 Baker Street, London", "ok"]
+    assert strip_echoes("bad input 'at 12 Baker Street' here", texts) == (
+        "bad input '[transcript text]' here"
+    )
+    # seven characters in common ("Street," is not in the reason) stay: too short to tell
+    assert strip_echoes("field Street! invalid", texts) == "field Street! invalid"
+    # short texts under four characters ("ok") are not looked for
+    assert strip_echoes("ok: false", texts) == "ok: false"
+
+
+def test_strip_echoes_finds_short_whole_texts_escaped_quotes_and_collapsed_spaces() -> None:
+    texts = ["Paris", 'she said "no way"', "café au\n\nlait please"]
+    assert strip_echoes("city Paris unknown", texts) == "city [transcript text] unknown"
+    assert strip_echoes('{"input":"she said \\"no way\\""}', texts) == (
+        '{"input":"[transcript text]"}'
+    )
+    assert strip_echoes('"caf\\u00e9 au lait"', texts) == '"[transcript text]"'
+    assert strip_echoes("caf\u00e9 au lait please!", texts) == "[transcript text]!"
+    assert strip_echoes("nothing to hide", []) == "nothing to hide"
+
+
 # --------------------------------------------------------------------------- the key
 
 
@@ -472,10 +639,11 @@ async def test_a_retry_is_logged_with_method_path_template_status_attempt_and_de
 async def test_a_final_failure_is_logged_with_the_path_template(
     backend: HttpBackend, stub: BackendStub
 ) -> None:
+    stub.queue("get_session", Fault(status=400, json={"message": "bad id"}))
     with capture_logs() as logs, pytest.raises(BackendRejected):
         await backend.get_session("nobody")
     (failed,) = [e for e in logs if e["event"] == "backend.request_failed"]
-    assert (failed["path"], failed["status"], failed["failure"]) == (SESSION_PATH, 404, "rejected")
+    assert (failed["path"], failed["status"], failed["failure"]) == (SESSION_PATH, 400, "rejected")
     assert failed["log_level"] == "error"
 
 
