@@ -3,15 +3,25 @@
 Rule: nothing reads `os.environ` after `load_settings()`; the validated `Settings` object is passed
 explicitly to the server, the plugins and the backend client. Secrets are `SecretStr` so a repr or a
 log line never shows them, and a validation failure is reported by variable name, never by value.
+Each URL and header-key rule is one function (`check_backend_url`, `check_header_secret`, ...)
+that the clients apply too, so nothing that passes boot is refused on the first call.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
-from typing import Literal
-from urllib.parse import urlsplit
+from typing import ClassVar, Literal
+from urllib.parse import SplitResult, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The commands that run a worker or a job and therefore need credentials.
@@ -25,22 +35,106 @@ HINTS: dict[str, str] = {
     "LIVEKIT_API_KEY": "an API key of the LiveKit project (Settings > Keys)",
     "LIVEKIT_API_SECRET": "the API secret that belongs to LIVEKIT_API_KEY",
     "OPENAI_API_KEY": "an OpenAI API key (sk-...)",
-    "OPENAI_BASE_URL": "an https:// URL of an OpenAI-compatible API (http only for localhost)",
+    "OPENAI_BASE_URL": "an https:// URL of an OpenAI-compatible API (http only to localhost)",
     "AGENT_NAME": "the agent name LiveKit dispatches by, e.g. roleplay-agent (required for start)",
-    "BACKEND_URL": "https://your-backend (plain http only for localhost); unset = embedded default",
+    "BACKEND_URL": "https://your-backend (plain http only to localhost, 127.x.x.x or [::1]); "
+    "unset = embedded default",
     "INTERNAL_SERVICE_KEY": "the backend's internal service key; set it with BACKEND_URL",
     "PORT": "a TCP port number for the health server (0-65535; 0 picks a free one)",
     "AGENT_DATA_DIR": "a writable directory for the journal (e.g. /data in the image)",
     "DRAIN_TIMEOUT": "seconds a draining worker waits for live calls (>= MAX_CALL_SECONDS)",
 }
 
-_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+# --------------------------------------------------------------------------- URL and key rules
+# One rule per kind of value, used by the Settings validators below AND by the clients that send
+# them (HttpBackend), so a value that passes boot is never refused on the first call. Each raises
+# ValueError("NAME: problem; fix"), never quoting the value (a URL may carry a password).
+
+_URL_SCHEMES = frozenset({"https", "http"})
+_LIVEKIT_SCHEMES = frozenset({"wss", "ws", "https", "http"})
 
 
-def is_local_host(url: str) -> bool:
-    """True for URLs that point at this machine (the only place plain http is allowed)."""
-    host = urlsplit(url).hostname or ""
-    return host in _LOCAL_HOSTS or host.endswith(".localhost")
+def is_loopback_host(host: str) -> bool:
+    """A literal loopback host: `localhost`, 127.0.0.0/8 or ::1 (DESIGN: the only hosts plain
+    http may carry a key to). `foo.localhost` is a name some resolver answers, not a literal."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_url_shape(url: str, name: str, schemes: frozenset[str], example: str) -> SplitResult:
+    """The structure every URL we dial must have: a scheme we speak, a host, no credentials,
+    query, fragment, backslash or whitespace (httpx and browsers disagree on what those mean,
+    and a userinfo would be sent as a second credential or leak in logs)."""
+
+    def bad(problem: str) -> ValueError:
+        return ValueError(f"{name}: {problem}; write it as {example}")
+
+    if any(char.isspace() or not char.isprintable() for char in url):
+        # urlsplit silently drops tabs and newlines: check the raw text first
+        raise bad("contains whitespace or a control character (a trailing newline?)")
+    if "\\" in url:
+        raise bad("contains a backslash (clients disagree on whether it is a /)")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise bad(
+            "is not a valid URL (check the brackets around an IPv6 host and the port)"
+        ) from None
+    if parts.scheme not in schemes:
+        raise bad(f"must start with {' or '.join(s + '://' for s in sorted(schemes))}")
+    if "@" in parts.netloc:
+        raise bad("must not contain credentials (user:password@); keys go in their own variable")
+    if "?" in url:
+        raise bad("must not have a query (?...)")
+    if "#" in url:
+        raise bad("must not have a fragment (#...)")
+    if not parts.hostname:
+        raise bad("has no host")
+    return parts
+
+
+def check_backend_url(url: str, name: str = "BACKEND_URL") -> str:
+    """The URL an API key is sent to (BACKEND_URL, OPENAI_BASE_URL): https://, or plain http://
+    only to a literal loopback host. Returns it without a trailing slash."""
+    example = "https://host[:port][/base] (plain http:// only to localhost, 127.x.x.x or [::1])"
+    parts = _check_url_shape(url, name, _URL_SCHEMES, example)
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname or ""):
+        raise ValueError(
+            f"{name}: plain http:// is allowed only to a literal loopback host (localhost, "
+            "127.0.0.0/8, [::1]): the key would cross the network in clear text; use https://"
+        )
+    return url.rstrip("/")
+
+
+def check_livekit_url(url: str, name: str = "LIVEKIT_URL") -> str:
+    """The LiveKit server URL: ws(s):// or http(s):// with a host (the library appends its own
+    path and query, so it must have neither credentials nor a query)."""
+    _check_url_shape(url, name, _LIVEKIT_SCHEMES, "wss://my-project.livekit.cloud")
+    return url
+
+
+def check_header_secret(value: str, name: str = "INTERNAL_SERVICE_KEY") -> str:
+    """A key sent in an HTTP header: non-empty printable ASCII with nothing around it. httpx
+    refuses non-ASCII header values, a line break would be header injection, and HTTP strips
+    surrounding whitespace, so the server would see another key than the one configured."""
+    if not value:
+        raise ValueError(f"{name}: is empty")
+    if value != value.strip():
+        raise ValueError(
+            f"{name}: has whitespace or a line break around it (a trailing newline from a "
+            "secret file?); remove it"
+        )
+    if not (value.isascii() and value.isprintable()):
+        raise ValueError(
+            f"{name}: must be printable ASCII (no accented letters, line breaks or control "
+            "characters); copy the key again"
+        )
+    return value
 
 
 class Settings(BaseSettings):
@@ -105,9 +199,7 @@ class Settings(BaseSettings):
     @field_validator("livekit_url")
     @classmethod
     def _check_livekit_url(cls, value: str) -> str:
-        if urlsplit(value).scheme not in {"ws", "wss", "http", "https"}:
-            raise ValueError("must start with wss://, ws://, https:// or http://")
-        return value
+        return check_livekit_url(value)
 
     @field_validator("openai_base_url", "backend_url", mode="before")
     @classmethod
@@ -127,25 +219,27 @@ class Settings(BaseSettings):
     @field_validator("openai_base_url")
     @classmethod
     def _check_openai_url(cls, value: str | None) -> str | None:
-        # the API key travels with every request: plain http only to this machine
+        # the API key travels with every request: the backend's rule applies. The value is kept
+        # as given (a trailing slash is the OpenAI client's business).
         if value is None:
             return None
-        scheme = urlsplit(value).scheme
-        if scheme == "https" or (scheme == "http" and is_local_host(value)):
-            return value
-        raise ValueError("must be an https:// URL (plain http:// only for localhost)")
+        check_backend_url(value, "OPENAI_BASE_URL")
+        return value
 
     @field_validator("backend_url")
     @classmethod
     def _check_backend_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        parts = urlsplit(value)
-        if parts.scheme == "https" and parts.hostname:
-            return value.rstrip("/")
-        if parts.scheme == "http" and is_local_host(value):
-            return value.rstrip("/")
-        raise ValueError("must be an https:// URL (plain http:// only for localhost)")
+        # the same function HttpBackend applies, so what passes here is never refused there
+        return None if value is None else check_backend_url(value, "BACKEND_URL")
+
+    @field_validator("internal_service_key", "openai_api_key")
+    @classmethod
+    def _check_header_secret(cls, value: SecretStr | None, info: ValidationInfo) -> object:
+        # both travel in HTTP headers on every request
+        if value is not None:
+            name = cls.model_fields[info.field_name or ""].alias or str(info.field_name)
+            check_header_secret(value.get_secret_value(), name)
+        return value
 
     @model_validator(mode="after")
     def _backend_pair(self) -> Settings:
@@ -190,6 +284,48 @@ class StartSettings(Settings):
     agent_name: str = Field(min_length=1, max_length=128, alias="AGENT_NAME")
 
 
+# `python -m agent journal ...` (agent/ops/journal_cli.py): the operator's commands.
+JOURNAL_COMMAND = "journal"
+JOURNAL_RETRY_COMMAND = "journal-retry"
+
+
+class JournalSettings(Settings):
+    """`journal status|list|export` read AGENT_DATA_DIR and nothing else. Every other variable
+    is ignored, not validated: an operator must be able to look at the journal of a worker whose
+    LiveKit or OpenAI settings are missing or wrong. The credential fields get defaults that
+    nothing on this path reads (defaults are not validated here, so they may be empty)."""
+
+    model_config = SettingsConfigDict(validate_default=False)
+    USED: ClassVar[frozenset[str]] = frozenset({"AGENT_DATA_DIR"})
+
+    livekit_url: str = Field(default="", alias="LIVEKIT_URL")
+    livekit_api_key: str = Field(default="", alias="LIVEKIT_API_KEY")
+    livekit_api_secret: SecretStr = Field(default=SecretStr(""), alias="LIVEKIT_API_SECRET")
+    openai_api_key: SecretStr = Field(default=SecretStr(""), alias="OPENAI_API_KEY")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _only_used(cls, data: object) -> object:
+        if isinstance(data, dict):
+            return {key: value for key, value in data.items() if str(key).upper() in cls.USED}
+        return data
+
+
+class JournalRetrySettings(JournalSettings):
+    """`journal retry` also posts transcripts: the backend pair (or its absence: the embedded
+    default) and the delivery budget, validated by the same rules as the worker's."""
+
+    USED: ClassVar[frozenset[str]] = frozenset(
+        {
+            "AGENT_DATA_DIR",
+            "BACKEND_URL",
+            "INTERNAL_SERVICE_KEY",
+            "BACKEND_TIMEOUT",
+            "DELIVERY_DEADLINE",
+        }
+    )
+
+
 class SettingsError(Exception):
     """Bad or missing configuration: `problems` maps each variable name to how to fix it."""
 
@@ -212,6 +348,7 @@ def _problems_from(error: ValidationError) -> dict[str, str]:
         message = str(item["msg"]).removeprefix("Value error, ")
         if loc:
             name = loc[0]
+            message = message.removeprefix(f"{name}: ")  # the shared check_* rules name it too
         elif ":" in message and message.split(":", 1)[0].isupper():
             name, message = (part.strip() for part in message.split(":", 1))
         else:
@@ -242,7 +379,12 @@ def check_data_dir(settings: Settings) -> None:
 
 def load_settings(command: str | None = None, env_file: str | Path | None = ".env") -> Settings:
     """Validate the environment once. Raises SettingsError naming every bad variable."""
-    model = StartSettings if command == "start" else Settings
+    models: dict[str | None, type[Settings]] = {
+        "start": StartSettings,
+        JOURNAL_COMMAND: JournalSettings,
+        JOURNAL_RETRY_COMMAND: JournalRetrySettings,
+    }
+    model = models.get(command, Settings)
     try:
         return model(_env_file=env_file)
     except ValidationError as error:

@@ -2,16 +2,21 @@
 and the two Agent classes the worker runs.
 
 Rule: what the agent says comes from prompts/ or the scenario, never from code. The greeting is
-spoken from `Agent.on_enter` once the linked participant is ready to hear it: no sleeps.
+spoken from `Agent.on_enter` once the linked participant is ready to hear it: no sleeps. A
+greeting the caller cut into after hearing its start is a turn (interrupted, what was played),
+like any other reply cut after its first audio frame.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
-from livekit.agents import Agent, AgentSession
+from livekit.agents import Agent, AgentSession, llm
+from livekit.agents.voice import io
+from livekit.agents.voice.speech_handle import SpeechHandle
 
 from agent.log import get_logger
 from agent.models import Scenario
@@ -67,7 +72,69 @@ class PersonaAgent(Agent):
 
     async def _greet_when_listening(self) -> None:
         await wait_until_listening(self.session)
-        self.session.say(self._greeting)
+        playout = _Playout(self.session.output.audio)
+        handle = self.session.say(self._greeting)
+        handle.add_done_callback(lambda done: self._greeting_done(done, playout))
+
+    def _greeting_done(self, handle: SpeechHandle, playout: _Playout) -> None:
+        # A done callback of the library's speech handle: it must never raise.
+        try:
+            playout.close()
+            if not handle.interrupted or not playout.heard:
+                return  # played whole (the library's item), or cut before the caller heard it
+            if any(isinstance(item, llm.ChatMessage) for item in handle.chat_items):
+                return  # the library recorded the words that were played
+            # Cut inside its first word: the transcript synchronizer had released no text, so
+            # the library adds no item and the greeting the caller heard would vanish from the
+            # transcript. What was played is (part of) that first word.
+            started = playout.started_at or time.time()
+            stopped = max(playout.finished_at or time.time(), started)
+            message = llm.ChatMessage(
+                role="assistant",
+                content=[self._greeting.split(maxsplit=1)[0]],
+                interrupted=True,
+                created_at=started,
+                metrics={"started_speaking_at": started, "stopped_speaking_at": stopped},
+            )
+            # The library's own hook for a spoken message: it goes into the session history and
+            # out as `conversation_item_added`, where the TurnRecorder takes it like any turn.
+            self.session._conversation_item_added(message)
+            log.info("persona.greeting_cut_in_first_word", played_s=round(playout.position, 3))
+        except Exception as error:
+            log.error("persona.greeting_done_failed", error_type=type(error).__name__)
+
+
+class _Playout:
+    """When the next playback segment of `output` started and how much of it played: enough to
+    tell whether the caller heard any of a speech the library left without text."""
+
+    def __init__(self, output: io.AudioOutput | None) -> None:
+        self._output = output
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self.position = 0.0
+        if output is not None:
+            output.on("playback_started", self._on_started)
+            output.on("playback_finished", self._on_finished)
+
+    @property
+    def heard(self) -> bool:
+        return self.started_at is not None and self.position > 0
+
+    def close(self) -> None:
+        if self._output is not None:
+            self._output.off("playback_started", self._on_started)
+            self._output.off("playback_finished", self._on_finished)
+            self._output = None
+
+    def _on_started(self, event: io.PlaybackStartedEvent) -> None:
+        if self.started_at is None:
+            self.started_at = event.created_at
+
+    def _on_finished(self, event: io.PlaybackFinishedEvent) -> None:
+        if self.finished_at is None and self.started_at is not None:
+            self.finished_at = time.time()
+            self.position = event.playback_position
 
 
 class ApologyAgent(Agent):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
 from livekit.agents import JobContext
@@ -31,12 +32,54 @@ class SessionMismatch(BackendError):
     """The backend's session belongs to another user or scenario than the job metadata says."""
 
 
+# The documented metadata is a flat object of a few short ids. Anything far larger or deeper is
+# refused before json.loads: its recursive parser raises RecursionError (not a JSONDecodeError)
+# on deep input, which would escape as a crash instead of `invalid_metadata`.
+MAX_METADATA_BYTES = 64 * 1024
+MAX_METADATA_DEPTH = 32
+# The characters that matter for nesting: brackets count only outside strings, and a string ends
+# at a quote that no backslash escapes. One pass over them keeps the scan linear in the input.
+_STRUCTURAL = re.compile(r'[\[\]{}"\\]')
+
+
+def _nesting_depth(raw: str, limit: int) -> int:
+    """The deepest bracket nesting outside JSON strings; counting stops once past `limit`."""
+    depth = deepest = 0
+    in_string = False
+    escaped_at = -1  # the position of the character a backslash escapes
+    for match in _STRUCTURAL.finditer(raw):
+        position = match.start()
+        if position == escaped_at:
+            continue
+        char = raw[position]
+        if in_string:
+            if char == "\\":
+                escaped_at = position + 1
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                break
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
 def parse_job_metadata(raw: str, settings: Settings) -> JobMetadata:
     """Empty metadata is a local run (console, dev without a backend): the default scenario."""
     if not raw.strip():
         if settings.has_backend:
             raise MetadataError(["(empty): scenarioId and userId are required"])
         return JobMetadata(scenario_id=DEFAULT_SCENARIO_ID, user_id="local")
+    # len() first: a code point is at least one byte, so a huge string is refused unencoded
+    if len(raw) > MAX_METADATA_BYTES or len(raw.encode("utf-8")) > MAX_METADATA_BYTES:
+        raise MetadataError([f"(too large: over {MAX_METADATA_BYTES} bytes)"])
+    if _nesting_depth(raw, MAX_METADATA_DEPTH) > MAX_METADATA_DEPTH:
+        raise MetadataError([f"(nested deeper than {MAX_METADATA_DEPTH} levels)"])
     try:
         data: Any = json.loads(raw)
     except json.JSONDecodeError as error:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import stat
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,7 +33,7 @@ def transcript(turns: int, *, complete: bool = True, attempt: int = 1) -> Transc
     return TranscriptPayload(
         attempt_number=attempt,
         complete=complete,
-        ended_reason="caller_left",
+        ended_reason="caller_left" if complete else "crashed",  # complete: false only so
         started_at=T0,
         ended_at=T0,
         turn_count=turns,
@@ -186,3 +189,45 @@ async def test_an_unwritable_data_dir_is_unavailable_not_a_crash(tmp_path: Path)
 async def test_aclose_is_harmless(local: LocalBackend) -> None:
     await local.aclose()
     assert await local.get_scenario(DEFAULT_SCENARIO_ID)
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    # the usual default umask: what the process would otherwise give new files (0644, 0755)
+    previous = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.usefixtures("umask_022")
+async def test_local_transcripts_and_sessions_are_private_to_the_worker_user(
+    tmp_path: Path,
+) -> None:
+    # Issue 10 section 6: transcripts hold what the caller said; nobody else on the host may
+    # read them. Files 0600, directories 0700, the sessions database included.
+    local = LocalBackend(tmp_path / "data")
+    session = await local.create_session(body(), job_id="j1")
+    await local.post_transcript(session.id, transcript(2), deadline=5)
+    await local.post_transcript(session.id, transcript(3), deadline=5)
+
+    assert mode(tmp_path / "data") == 0o700
+    assert mode(local.transcripts_dir) == 0o700
+    files = sorted(local.transcripts_dir.iterdir())
+    assert len(files) == 2
+    assert {path.name: mode(path) for path in files} == {path.name: 0o600 for path in files}
+    assert mode(local.db_path) == 0o600
+
+
+@pytest.mark.usefixtures("umask_022")
+async def test_a_transcripts_dir_left_open_by_an_older_version_is_closed(tmp_path: Path) -> None:
+    local = LocalBackend(tmp_path / "data")
+    local.transcripts_dir.mkdir(parents=True, mode=0o755)
+    session = await local.create_session(body(), job_id="j1")
+    await local.post_transcript(session.id, transcript(1), deadline=5)
+    assert mode(local.transcripts_dir) == 0o700

@@ -175,3 +175,145 @@ def test_an_unusable_data_dir_is_a_configuration_error(
     with pytest.raises(SettingsError) as caught:
         check_data_dir(load_settings("dev"))
     assert list(caught.value.problems) == ["AGENT_DATA_DIR"]
+
+
+# --------------------------------------------------------------------------- one URL/key rule
+# Issue 10, section 5: every form the HTTP client would refuse (or that would leak the key) must
+# be refused at boot by Settings AND by HttpBackend's constructor, with a message naming the
+# variable and the problem. Expected words are written from DESIGN.md ("plain http only to a
+# literal loopback host: localhost, 127.0.0.0/8, ::1"), not taken from the code under test.
+
+BACKEND_KEY = "internal-service-key-0123456789"
+GOOD_BACKEND_URLS = [
+    "https://api.example.com",
+    "http://127.0.0.1:8080/base",
+    "http://[::1]:9000",
+    "http://localhost:3000",
+    "http://127.8.9.10:3000",
+]
+# (url, a word the refusal must contain)
+BAD_BACKEND_URLS = [
+    ("https://user:pw@backend.example.com", "credentials"),
+    ("https://backend.example.com/api?token=1", "query"),
+    ("https://backend.example.com/api#part", "fragment"),
+    ("https://backend.example.com\\evil.example.com", "backslash"),
+    ("https://backend.example.com/a\\b", "backslash"),
+    ("http://foo.localhost:3000", "loopback"),
+    ("http://localhost.example.com", "loopback"),
+    ("http://backend.example.com", "loopback"),
+    ("https://", "host"),
+    ("https://backend.example.com\n", "whitespace"),
+    ("https://backend .example.com", "whitespace"),
+    ("ftp://backend.example.com", "https"),
+]
+# (key, a word the refusal must contain)
+BAD_KEYS = [
+    (BACKEND_KEY + "\n", "whitespace"),
+    ("  " + BACKEND_KEY, "whitespace"),
+    ("kéy-" + BACKEND_KEY, "ascii"),
+    ("key\r\nX-Injected: 1", "ascii"),
+]
+
+
+@pytest.mark.parametrize(("url", "word"), BAD_BACKEND_URLS)
+def test_a_bad_backend_url_is_refused_by_settings_and_by_the_client(
+    monkeypatch: pytest.MonkeyPatch, url: str, word: str
+) -> None:
+    from pydantic import SecretStr
+
+    from agent.backend import HttpBackend
+
+    set_env(monkeypatch, BACKEND_URL=url, INTERNAL_SERVICE_KEY=BACKEND_KEY)
+    with pytest.raises(SettingsError) as caught:
+        load_settings("dev")
+    assert list(caught.value.problems) == ["BACKEND_URL"]
+    assert word in caught.value.problems["BACKEND_URL"].lower()
+    assert "pw@" not in caught.value.render()
+
+    with pytest.raises(ValueError) as refused:
+        HttpBackend(url, SecretStr(BACKEND_KEY))
+    assert "BACKEND_URL" in str(refused.value)
+    assert word in str(refused.value).lower()
+    assert BACKEND_KEY not in str(refused.value)
+
+
+@pytest.mark.parametrize(("key", "word"), BAD_KEYS)
+def test_a_bad_service_key_is_refused_by_settings_and_by_the_client(
+    monkeypatch: pytest.MonkeyPatch, key: str, word: str
+) -> None:
+    from pydantic import SecretStr
+
+    from agent.backend import HttpBackend
+
+    set_env(monkeypatch, BACKEND_URL="https://api.example.com", INTERNAL_SERVICE_KEY=key)
+    with pytest.raises(SettingsError) as caught:
+        load_settings("dev")
+    assert list(caught.value.problems) == ["INTERNAL_SERVICE_KEY"]
+    assert word in caught.value.problems["INTERNAL_SERVICE_KEY"].lower()
+    assert BACKEND_KEY not in caught.value.render()
+
+    with pytest.raises(ValueError) as refused:
+        HttpBackend("https://api.example.com", SecretStr(key))
+    assert "INTERNAL_SERVICE_KEY" in str(refused.value)
+    assert word in str(refused.value).lower()
+    assert BACKEND_KEY not in str(refused.value)
+
+
+@pytest.mark.parametrize("url", GOOD_BACKEND_URLS)
+async def test_good_backend_urls_pass_settings_and_the_client(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    from pydantic import SecretStr
+
+    from agent.backend import HttpBackend
+
+    set_env(monkeypatch, BACKEND_URL=url + "/", INTERNAL_SERVICE_KEY=BACKEND_KEY)
+    assert load_settings("dev").backend_url == url  # one trailing slash dropped
+    await HttpBackend(url, SecretStr(BACKEND_KEY)).aclose()
+
+
+@pytest.mark.parametrize(
+    ("url", "word"),
+    [
+        ("wss://", "host"),
+        ("wss:///path", "host"),
+        ("wss://user:pw@x.livekit.cloud", "credentials"),
+        ("wss://x.livekit.cloud?region=eu", "query"),
+        ("wss://x.livekit.cloud\\", "backslash"),
+        ("wss://x.livekit.cloud\n", "whitespace"),
+    ],
+)
+def test_a_bad_livekit_url_is_refused(monkeypatch: pytest.MonkeyPatch, url: str, word: str) -> None:
+    set_env(monkeypatch, LIVEKIT_URL=url)
+    with pytest.raises(SettingsError) as caught:
+        load_settings("dev")
+    assert list(caught.value.problems) == ["LIVEKIT_URL"]
+    assert word in caught.value.problems["LIVEKIT_URL"].lower()
+
+
+@pytest.mark.parametrize(
+    ("url", "word"),
+    [
+        ("http://foo.localhost:8000/v1", "loopback"),
+        ("https://user:pw@api.example.com/v1", "credentials"),
+        ("https://api.example.com/v1?x=1", "query"),
+        ("https://api.example.com\\v1", "backslash"),
+        ("https:///v1", "host"),
+    ],
+)
+def test_a_bad_openai_base_url_is_refused(
+    monkeypatch: pytest.MonkeyPatch, url: str, word: str
+) -> None:
+    set_env(monkeypatch, OPENAI_BASE_URL=url)
+    with pytest.raises(SettingsError) as caught:
+        load_settings("dev")
+    assert list(caught.value.problems) == ["OPENAI_BASE_URL"]
+    assert word in caught.value.problems["OPENAI_BASE_URL"].lower()
+
+
+def test_an_openai_key_with_a_trailing_newline_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_env(monkeypatch, OPENAI_API_KEY="sk-very-secret-openai-value\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings("dev")
+    assert list(caught.value.problems) == ["OPENAI_API_KEY"]
+    assert "very-secret" not in caught.value.render()

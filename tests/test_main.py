@@ -63,6 +63,29 @@ def test_unreachable_livekit_exits_3_not_0(tmp_path: Path) -> None:
     assert "failed to connect to livekit" in result.stderr
 
 
+def test_a_backend_url_the_client_would_refuse_stops_boot_with_exit_2(tmp_path: Path) -> None:
+    # Issue 10 section 5: it used to pass boot and fail every job before the caller heard a word.
+    env = {
+        "AGENT_DATA_DIR": str(tmp_path),
+        "LIVEKIT_URL": "ws://127.0.0.1:9",  # never reached: boot must stop before connecting
+        "LIVEKIT_API_KEY": "devkey",
+        "LIVEKIT_API_SECRET": "secret_secret_secret_secret_secret_",
+        "OPENAI_API_KEY": "sk-test",
+        "AGENT_NAME": "test-agent",
+        "LIVEKIT_MAX_RETRY": "0",
+        "NUM_IDLE_PROCESSES": "0",
+        "PORT": "0",
+        "BACKEND_URL": "https://admin:hunter2@backend.example.com",
+        "INTERNAL_SERVICE_KEY": "internal-service-key-0123456789",
+    }
+    result = run_agent("start", env=env)
+    assert result.returncode == 2, result.stderr[-2000:]
+    named = [line for line in result.stderr.splitlines() if "BACKEND_URL" in line]
+    assert len(named) == 1 and "credentials" in named[0]
+    assert "hunter2" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr + result.stdout
+
+
 def test_help_and_console_help_work_without_credentials() -> None:
     assert run_agent("--help").returncode == 0
     result = run_agent("console", "--help")

@@ -83,6 +83,41 @@ def test_overlong_ids_are_refused() -> None:
         parse_job_metadata(json.dumps({"scenarioId": "s" * 500, "userId": "u"}), make_settings())
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "[" * 100_000,  # not even closed: the parser recursed before it noticed
+        '{"a":' * 10_000 + "1" + "}" * 10_000,  # valid JSON, 10k deep, under the size cap
+        "[" * 1_000 + "]" * 1_000,
+        '{"scenarioId": "s", "userId": "u", "extra": ' + "[" * 200 + "]" * 200 + "}",
+    ],
+    ids=["open-brackets", "deep-objects", "deep-arrays", "deep-unknown-key"],
+)
+def test_deeply_nested_metadata_is_invalid_metadata_not_a_recursion_error(raw: str) -> None:
+    with pytest.raises(MetadataError):
+        parse_job_metadata(raw, make_settings())
+
+
+def test_oversized_metadata_is_invalid_metadata() -> None:
+    # LiveKit's dispatch metadata is small; 64 KiB is far above any real one (issue 10, sec. 6)
+    raw = json.dumps({"scenarioId": "s1", "userId": "u1", "extra": "x" * (64 * 1024)})
+    with pytest.raises(MetadataError):
+        parse_job_metadata(raw, make_settings())
+
+
+def test_brackets_inside_strings_and_modest_nesting_are_fine() -> None:
+    # the depth check counts structure, not characters inside strings (escaped quotes included)
+    raw = json.dumps(
+        {
+            "scenarioId": "[" * 100 + '"\\' + "{" * 20,
+            "userId": "u1",
+            "extra": {"a": {"b": [[{"c": "]]]]]"}]]}},
+        }
+    )
+    parsed = parse_job_metadata(raw, make_settings())
+    assert parsed.scenario_id.startswith("[" * 100) and parsed.user_id == "u1"
+
+
 # --------------------------------------------------------------------------- the gather
 
 

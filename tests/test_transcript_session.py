@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from livekit.agents import Agent, AgentSession
+from livekit.agents.voice.transcription import TranscriptSynchronizer
 from livekit.plugins import silero
 
-from agent.models import TRANSCRIPT_TOPIC, Turn
+from agent.models import TRANSCRIPT_TOPIC, Scenario, Turn
+from agent.persona import PersonaAgent
 from agent.transcript import TranscriptPublisher, TurnRecorder, usage_from_session
 from tests.support.fakes import (
     CaptureAudioOutput,
@@ -128,3 +130,110 @@ async def test_streaming_stt_interim_transcripts_are_published_before_the_user_t
     user = recorder.turns[0]
     assert user.started_at < user.ended_at  # from the VAD's speaking metrics, not created_at
     assert recorder.latency().e2e_ms is not None
+
+
+# --------------------------------------------------------------------------- the greeting
+
+
+GREETING = "Hello there, thank you for calling the clinic. How can I help you today?"
+
+
+class WordsOutput(CaptureTextOutput):
+    """Sets `enough` once the text released so far holds `words` words."""
+
+    def __init__(self, words: int) -> None:
+        super().__init__()
+        self.enough = asyncio.Event()
+        self._words = words
+
+    async def capture_text(self, text: str) -> None:
+        await super().capture_text(text)
+        if len(self.pending.split()) >= self._words:
+            self.enough.set()
+
+
+@dataclass
+class GreetingCall:
+    session: AgentSession[None]
+    audio_out: CaptureAudioOutput
+    text_out: WordsOutput
+    recorder: TurnRecorder
+
+
+async def start_greeting_call() -> GreetingCall:
+    """Audio out as in a room: RoomIO puts a TranscriptSynchronizer in front of the track, so an
+    interrupted speech's text is what the synchronizer released (what was played)."""
+    session: AgentSession[None] = AgentSession(
+        llm=FakeLLM(echo_reply),
+        tts=FakeTTS(sec_per_char=0.06, max_duration=10.0),
+        vad=None,
+        turn_handling={"turn_detection": None},
+    )
+    audio_out, text_out = CaptureAudioOutput(), WordsOutput(3)
+    synchronizer = TranscriptSynchronizer(
+        next_in_chain_audio=audio_out, next_in_chain_text=text_out
+    )
+    session.output.audio = synchronizer.audio_output
+    session.output.transcription = synchronizer.text_output
+    recorder = TurnRecorder()
+    recorder.attach(session)
+    scenario = Scenario(id="s1", title="T", prompt="You are Alex.", greeting=GREETING)
+    await session.start(PersonaAgent(scenario))
+    return GreetingCall(session, audio_out, text_out, recorder)
+
+
+async def end_greeting_call(call: GreetingCall) -> None:
+    await call.session.aclose()
+    await call.audio_out.aclose()
+
+
+async def type_over(session: AgentSession[None], text: str) -> None:
+    # what the library's default lk.chat handler does with a caller's typed message
+    await session.interrupt()
+    session.generate_reply(user_input=text)
+
+
+async def test_a_greeting_cut_in_its_first_word_is_still_an_interrupted_turn() -> None:
+    # Issue 10 section 6: the caller heard the greeting start, then cut in. The library adds no
+    # item when the synchronizer had not released a whole word yet, so the greeting vanished
+    # from the transcript; DESIGN: only a reply cut before its first audio frame has no turn.
+    call = await start_greeting_call()
+    replied = asyncio.Event()
+
+    def on_item(event: Any) -> None:
+        item = event.item
+        if getattr(item, "role", None) == "assistant" and not item.interrupted:
+            replied.set()
+
+    call.session.on("conversation_item_added", on_item)
+    try:
+        await asyncio.wait_for(call.audio_out.first_frame.wait(), 10)  # it starts playing
+        await type_over(call.session, "Sorry, who is this?")
+        await asyncio.wait_for(replied.wait(), 10)
+    finally:
+        await end_greeting_call(call)
+
+    turns = call.recorder.turns
+    assert [(t.seq, t.role) for t in turns] == [(1, "assistant"), (2, "user"), (3, "assistant")]
+    greeting_turn = turns[0]
+    assert greeting_turn.interrupted
+    assert greeting_turn.text and GREETING.startswith(greeting_turn.text)
+    assert greeting_turn.text != GREETING  # what was played, not the whole line
+    assert greeting_turn.started_at <= greeting_turn.ended_at <= turns[1].ended_at
+    assert turns[1].text == "Sorry, who is this?" and not turns[2].interrupted
+    assert call.audio_out.segments[0].interrupted
+
+
+async def test_a_greeting_cut_after_some_words_is_one_turn_with_the_words_played() -> None:
+    call = await start_greeting_call()
+    try:
+        await asyncio.wait_for(call.audio_out.first_frame.wait(), 10)
+        await asyncio.wait_for(call.text_out.enough.wait(), 10)  # some words were played
+        await call.session.interrupt()
+    finally:
+        await end_greeting_call(call)
+
+    # the library's own item (a word was released): one interrupted turn, nothing added twice
+    turns = call.recorder.turns
+    assert [(t.role, t.interrupted) for t in turns] == [("assistant", True)]
+    assert turns[0].text and GREETING.startswith(turns[0].text) and turns[0].text != GREETING
