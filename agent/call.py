@@ -29,6 +29,7 @@ from agent.models import (
     Scenario,
     Session,
     TranscriptPayload,
+    Turn,
     utc_now,
 )
 from agent.persona import wait_until_listening
@@ -58,6 +59,9 @@ class Call:
     ended_at: datetime | None = None
     ended_reason: EndedReason | None = None
     outcome: DeliveryOutcome | None = None
+    # Turns an earlier run of this job journaled (LiveKit ran the job again): the recorder
+    # continues after them (see agent.worker.open_journal).
+    earlier_turns: list[Turn] = field(default_factory=list)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @property

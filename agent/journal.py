@@ -2,10 +2,34 @@
 
 Rule: a transcript leaves the journal only when the backend has it (`mark_delivered`) and never
 silently: a rejected one stays as a dead letter. Each call row has exactly one owner, a process
-identified by (host, pid, process start time), holding a lease. Only the owner may refresh,
+identified by (host, boot id, pid, start ticks), holding a lease. Only the owner may refresh,
 release, deliver-and-delete or dead-letter a row; any other process takes a row over only through
-`claim_recoverable`, one atomic UPDATE under BEGIN IMMEDIATE, and only when the lease expired or
-the owner process is gone. So two processes never deliver one transcript at once.
+`claim_recoverable` (under BEGIN IMMEDIATE: a look at the candidates, then one UPDATE), and only
+when the lease expired or the owner process is provably gone. So two processes never deliver one
+transcript at once, and a live call is never taken over.
+
+Nothing here reads the wall clock to decide ownership: an NTP step of minutes must not make a live
+owner look dead or its lease look expired. The owner's start mark is its start in clock ticks since
+boot (/proc/<pid>/stat field 22) under the kernel's boot id; the lease is measured on
+CLOCK_MONOTONIC (`time.monotonic()`, system-wide since boot on Linux) and is comparable only on the
+host and boot that wrote it. A host is the host name plus the pid namespace (a pid means nothing
+outside its namespace, and containers may share a host name):
+- same host, same boot: expired when `lease_until` is past; the owner is gone when its pid is not
+  running with the same start ticks (or is a zombie).
+- same host, another boot: the machine rebooted since; the owner is gone, its lease meaningless.
+- another host (a volume shared between containers): neither its pid nor its clock can be read
+  from here. Every write of the owner bumps `lease_generation`; a claimer records the generation
+  with its own monotonic time the first time it sees it (`lease_watch`, per observing host and
+  boot) and claims only after a whole lease of its own time without a new generation. The worker
+  sweeps again one lease after start-up for exactly this case.
+- a row migrated from a version 1 file has no boot id: on this host name its older worker is
+  gone; from another, the generation rule applies.
+`updated_at` is the wall clock, for display and age only (and the rebuilt transcript's endedAt).
+
+Whoever ends up holding a row delivers the best transcript anyone wrote for it (complete over
+incomplete, then more turns): an owner that finishes while recovery holds its row leaves its final
+transcript in the row, and the holder's `finish_call`, claim and `mark_delivered` compare against
+it. Turns leave the journal only with their delivered row (or the orphan sweep).
 
 Durability: WAL with `synchronous=NORMAL`. A committed write survives the death of the process
 (SIGKILL, OOM), not a power loss; the per-turn cost target (<= 2 ms median) is measured against
@@ -17,14 +41,15 @@ process: an SQLite connection must never cross a fork.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, cast
@@ -51,15 +76,16 @@ LEASE_SECONDS = 30.0
 LEASE_REFRESH_SECONDS = 10.0
 # Other processes hold the write lock for well under a millisecond; wait rather than fail.
 BUSY_TIMEOUT_MS = 5_000
-# Linux derives a process start time from the boot time, which can shift by whole seconds when
-# the wall clock is stepped; a reused pid started within one second of the old one is not a risk.
-START_TIME_TOLERANCE = 1.0
 MAX_REASON_CHARS = 1_000
-SCHEMA_VERSION = 1
+# 2: owners by (host, boot id, pid, start ticks), leases on CLOCK_MONOTONIC with a generation
+# counter, the lease_watch table. A version 1 file is migrated in place, rows kept.
+SCHEMA_VERSION = 2
 # A safety net for a caller that appends but never refreshes a lease: the WAL stays bounded.
 APPENDS_PER_FORCED_CHECKPOINT = 2_000
 
 CallState = Literal["live", "pending", "dead"]
+# DESIGN.md: `complete: false` if and only if the call ended for one of these reasons.
+INCOMPLETE_REASONS: frozenset[str] = frozenset({"crashed", "in_progress"})
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
@@ -68,9 +94,11 @@ CREATE TABLE IF NOT EXISTS calls (
     attempt_number   INTEGER NOT NULL,
     started_at       TEXT NOT NULL,
     owner_host       TEXT,
+    owner_boot_id    TEXT,
     owner_pid        INTEGER,
-    owner_start_time REAL,
-    lease_until      REAL NOT NULL,
+    owner_start_ticks INTEGER,
+    lease_until      REAL NOT NULL,  -- CLOCK_MONOTONIC seconds on the owner's host and boot
+    lease_generation INTEGER NOT NULL DEFAULT 0,  -- bumped by every write of an owner
     state            TEXT NOT NULL CHECK (state IN ('live', 'pending', 'dead')),
     ended_reason     TEXT,
     payload          TEXT,
@@ -78,9 +106,17 @@ CREATE TABLE IF NOT EXISTS calls (
     turn_count       INTEGER,
     dead_reason      TEXT,
     attempts         INTEGER NOT NULL DEFAULT 0,
-    updated_at       REAL NOT NULL
+    updated_at       REAL NOT NULL  -- wall clock: display and age only
 );
 CREATE INDEX IF NOT EXISTS calls_by_state ON calls (state, lease_until);
+CREATE TABLE IF NOT EXISTS lease_watch (
+    call_id          TEXT NOT NULL,
+    observer_host    TEXT NOT NULL,
+    observer_boot_id TEXT NOT NULL,
+    generation       INTEGER NOT NULL,
+    seen_at          REAL NOT NULL,  -- the observer's CLOCK_MONOTONIC
+    PRIMARY KEY (call_id, observer_host, observer_boot_id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS turns (
     call_id     TEXT NOT NULL,
     seq         INTEGER NOT NULL,
@@ -93,46 +129,116 @@ CREATE TABLE IF NOT EXISTS turns (
 ) WITHOUT ROWID;
 """
 
+_V1_COLUMNS_TO_V2 = """
+INSERT INTO calls (call_id, session_id, attempt_number, started_at, owner_host, owner_boot_id,
+    owner_pid, owner_start_ticks, lease_until, lease_generation, state, ended_reason, payload,
+    complete, turn_count, dead_reason, attempts, updated_at)
+SELECT call_id, session_id, attempt_number, started_at, owner_host, NULL, owner_pid, NULL, 0, 0,
+    state, ended_reason, payload, complete, turn_count, dead_reason, attempts, updated_at
+FROM calls_v1
+"""
+
+_PROC = Path("/proc")
+
+
+def current_host() -> str:
+    """This host as an owner's identity: the host name plus the pid namespace, because a pid
+    means something only inside its namespace (two containers given the same host name must
+    not read each other's pids). A process in another namespace counts as another host."""
+    try:
+        namespace = os.readlink(_PROC / "self/ns/pid")  # "pid:[4026531836]"
+    except OSError:
+        return socket.gethostname()
+    return f"{socket.gethostname()}/{namespace}"
+
+
+def current_boot_id() -> str:
+    """The kernel's id of this boot: a process start in ticks, or a CLOCK_MONOTONIC reading,
+    means something only together with it. Off Linux (a developer's laptop) the boot time
+    stands in, which a clock step can move: the clock-step guarantee is Linux's."""
+    try:
+        return (_PROC / "sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return f"boot-time-{int(psutil.boot_time())}"
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """When `pid` started, in clock ticks since boot (field 22 of /proc/<pid>/stat): never moved
+    by the wall clock. None when no such process runs or it is a zombie (killed, not yet reaped:
+    gone all the same). Raises PermissionError when it exists but may not be inspected."""
+    if not (_PROC / "self/stat").exists():
+        try:  # off Linux: the start time in centiseconds, which a clock step can move
+            process = psutil.Process(pid)
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return None
+            return round(process.create_time() * 100)
+        except psutil.NoSuchProcess:
+            return None
+        except psutil.AccessDenied as error:
+            raise PermissionError(pid) from error
+    try:
+        stat = (_PROC / str(pid) / "stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name (field 2) may hold spaces and parentheses: fields resume after the last
+    # ')'. The rest starts at field 3 (state), so field 22 is the 20th of them.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
 
 @dataclass(frozen=True, slots=True)
 class Owner:
-    """A process, told apart from a later process that reuses its pid by its start time."""
+    """A process: its host, the boot it runs in, its pid, and its start in ticks since that
+    boot (which tells it apart from a later process that reuses the pid)."""
 
     host: str
+    boot_id: str
     pid: int
-    start_time: float
+    start_ticks: int
 
     @classmethod
     def current(cls) -> Owner:
-        return cls(socket.gethostname(), os.getpid(), psutil.Process().create_time())
+        pid = os.getpid()
+        ticks = process_start_ticks(pid)
+        if ticks is None:
+            raise RuntimeError("journal: cannot read this process's own start ticks")
+        return cls(current_host(), current_boot_id(), pid, ticks)
 
 
-def owner_alive(host: str | None, pid: int | None, start_time: float | None) -> bool:
-    """Is the owner process still running? A process on another host cannot be checked from
-    here, so it counts as alive and only its lease can expire."""
-    if pid is None or start_time is None:
+def owner_alive(
+    host: str | None,
+    boot_id: str | None,
+    pid: int | None,
+    start_ticks: int | None,
+    *,
+    here: tuple[str, str] | None = None,
+) -> bool:
+    """Is the owner process still running? `here` is (host, boot id) of the asking process. A
+    process on another host cannot be checked from here, so it counts as alive (only its lease
+    can lapse); one of this host under another boot id is gone (the machine rebooted since)."""
+    if pid is None:
         return False
-    if host is not None and host != socket.gethostname():
+    here_host, here_boot = here or (current_host(), current_boot_id())
+    if host != here_host:
         return True
+    if boot_id != here_boot:
+        return False
     try:
-        return _local_owner_alive(pid, start_time)
+        return _local_owner_alive(pid, start_ticks)
     except Exception:
-        # Called from inside SQL: an exception there would fail the whole claim. When in
-        # doubt the owner counts as alive; its lease still expires.
+        # When in doubt the owner counts as alive: its lease still lapses.
         return True
 
 
-def _local_owner_alive(pid: int, start_time: float) -> bool:
+def _local_owner_alive(pid: int, start_ticks: int | None) -> bool:
     try:
-        process = psutil.Process(pid)
-        if abs(process.create_time() - start_time) > START_TIME_TOLERANCE:
-            return False  # the pid now belongs to another process
-        # A killed child stays a zombie until its parent reaps it: it is gone all the same.
-        return bool(process.status() != psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:  # ZombieProcess is a subclass
-        return False
-    except psutil.AccessDenied:
+        ticks = process_start_ticks(pid)
+    except PermissionError:
         return True  # it exists and is not ours to inspect: do not steal its row
+    # Another start: the pid now belongs to another process.
+    return ticks is not None and ticks == start_ticks
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +276,53 @@ def _rank(complete: bool, turn_count: int) -> tuple[bool, int]:
     return (complete, turn_count)
 
 
+def _best(*candidates: TranscriptPayload | None) -> TranscriptPayload | None:
+    """The best of several transcripts of one call (the first of equals), None if none."""
+    best: TranscriptPayload | None = None
+    for candidate in candidates:
+        if candidate is not None and (
+            best is None
+            or _rank(candidate.complete, candidate.turn_count)
+            > _rank(best.complete, best.turn_count)
+        ):
+            best = candidate
+    return best
+
+
+def _turn_row(call_id: str, turn: Turn) -> tuple[str, int, str, str, str, str, int]:
+    return (
+        call_id,
+        turn.seq,
+        turn.role,
+        turn.text,
+        turn.started_at.isoformat(),
+        turn.ended_at.isoformat(),
+        int(turn.interrupted),
+    )
+
+
+def _turn_from_row(seq: int, row: tuple[Any, ...]) -> Turn:
+    """A `turns` row (seq, role, text, started_at, ended_at, interrupted) as turn number `seq`."""
+    _, role, text, started_at, ended_at, interrupted = row
+    return Turn(
+        seq=seq,
+        role=role,
+        text=text,
+        started_at=datetime.fromisoformat(started_at),
+        ended_at=datetime.fromisoformat(ended_at),
+        interrupted=bool(interrupted),
+    )
+
+
+def _monotonic() -> float:
+    # Looked up at call time (not bound as a default) so that one clock serves every caller.
+    return time.monotonic()
+
+
+def _wall_clock() -> float:
+    return time.time()
+
+
 class CallHeldElsewhere(Exception):
     """Another live process holds this call's row (it claimed it for recovery): only it may
     deliver it now, so two processes never post one transcript at once."""
@@ -184,13 +337,22 @@ class Journal:
         *,
         lease_seconds: float = LEASE_SECONDS,
         owner: Owner | None = None,
+        clock: Callable[[], float] | None = None,
+        wall: Callable[[], float] | None = None,
     ) -> None:
+        """`clock` is CLOCK_MONOTONIC (leases); `wall` the wall clock (`updated_at`, for display
+        and age only). Both are injectable for tests; looked up at call time by default."""
         self.path = Path(path)
         self.lease_seconds = lease_seconds
         self.owner = owner or Owner.current()
+        self._clock = clock or _monotonic
+        self._wall = wall or _wall_clock
+        # Where this process runs, whatever identity it journals under (tests give it others):
+        # what decides whether a row's owner and lease can be checked from here.
+        self._here = (current_host(), current_boot_id())
         self._lock = threading.Lock()
-        # One claim asks about the same few owners once per candidate row: ask psutil once.
-        self._alive_memo: dict[tuple[str | None, int | None, float | None], bool] = {}
+        # One claim asks about the same few owners once per candidate row: read /proc once.
+        self._alive_memo: dict[tuple[str | None, str | None, int | None, int | None], bool] = {}
         self._appends_since_checkpoint = 0
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         # Transcripts are personal data: create the file private; SQLite gives the -wal and -shm
@@ -234,16 +396,25 @@ class Journal:
         # whichever commit crossed the threshold, often an append_turn on the event loop; we run
         # it from the off-loop calls instead (see `checkpoint`).
         conn.execute("PRAGMA wal_autocheckpoint = 0")
-        conn.create_function("owner_alive", 3, self._owner_alive_cached)
         with self._transaction():
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise RuntimeError(
                     f"journal: {self.path} has schema {version}, newer than {SCHEMA_VERSION}"
                 )
+            if version == 1:
+                # An older worker's file: keep every row (pending transcripts must still be
+                # delivered). Its owners carry no boot id, so their leases count as another
+                # boot's: expired on this host, watched for a lease from another.
+                conn.execute("DROP INDEX IF EXISTS calls_by_state")
+                conn.execute("ALTER TABLE calls RENAME TO calls_v1")
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            if version == 1:
+                conn.execute(_V1_COLUMNS_TO_V2)
+                conn.execute("DROP TABLE calls_v1")
+                _log().info("journal.migrated", from_version=1, to_version=SCHEMA_VERSION)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # ------------------------------------------------------------------ plumbing
@@ -265,11 +436,11 @@ class Journal:
                 delay = min(delay * 2, 0.2)
 
     def _owner_alive_cached(
-        self, host: str | None, pid: int | None, start_time: float | None
+        self, host: str | None, boot_id: str | None, pid: int | None, start_ticks: int | None
     ) -> bool:
-        key = (host, pid, start_time)
+        key = (host, boot_id, pid, start_ticks)
         if key not in self._alive_memo:
-            self._alive_memo[key] = owner_alive(host, pid, start_time)
+            self._alive_memo[key] = owner_alive(*key, here=self._here)
         return self._alive_memo[key]
 
     @contextlib.contextmanager
@@ -288,11 +459,74 @@ class Journal:
     def _mine(self) -> dict[str, Any]:
         return {
             "host": self.owner.host,
+            "boot": self.owner.boot_id,
             "pid": self.owner.pid,
-            "start": self.owner.start_time,
+            "ticks": self.owner.start_ticks,
         }
 
-    _IS_MINE = "owner_host IS :host AND owner_pid IS :pid AND owner_start_time IS :start"
+    _IS_MINE = (
+        "owner_host IS :host AND owner_boot_id IS :boot AND owner_pid IS :pid "
+        "AND owner_start_ticks IS :ticks"
+    )
+    _SET_MINE = (
+        "owner_host = :host, owner_boot_id = :boot, owner_pid = :pid, owner_start_ticks = :ticks"
+    )
+    _SET_NOBODY = (
+        "owner_host = NULL, owner_boot_id = NULL, owner_pid = NULL, owner_start_ticks = NULL, "
+        "lease_until = 0, lease_generation = lease_generation + 1"
+    )
+    _OWNER_COLUMNS = (
+        "owner_host, owner_boot_id, owner_pid, owner_start_ticks, lease_until, lease_generation"
+    )
+
+    def _lapsed(
+        self,
+        conn: sqlite3.Connection,
+        call_id: str,
+        owner: tuple[Any, ...],
+        now: float,
+        *,
+        watch: bool,
+    ) -> bool:
+        """May a process other than the row's owner take the row now? `owner` is the row's
+        `_OWNER_COLUMNS`. True for a released row, an owner provably gone, or a lease that ran
+        out (the module docstring has the rule per host and boot). `watch`: record what this
+        process sees of another host's lease (claims do; a mere look does not)."""
+        host, boot_id, pid, ticks, lease_until, generation = owner
+        if host is None and pid is None:
+            return True  # released: free for anyone
+        here_host, here_boot = self._here
+        if boot_id is None and host == socket.gethostname():
+            return True  # a v1 row of this host (migrated): its older worker process is gone
+        if host == here_host:
+            if boot_id != here_boot:
+                return True  # written before this host rebooted: owner and lease are gone
+            if lease_until is not None and lease_until < now:
+                return True
+            return not self._owner_alive_cached(host, boot_id, pid, ticks)
+        # Another host: its clock is not ours. A whole lease of our time without a new write.
+        key = (call_id, here_host, here_boot)
+        seen = conn.execute(
+            "SELECT generation, seen_at FROM lease_watch "
+            "WHERE call_id = ? AND observer_host = ? AND observer_boot_id = ?",
+            key,
+        ).fetchone()
+        if seen is not None and seen[0] == generation:
+            return bool(now - seen[1] >= self.lease_seconds)
+        if watch:
+            conn.execute(
+                "INSERT OR REPLACE INTO lease_watch VALUES (?, ?, ?, ?, ?)",
+                (*key, generation, now),
+            )
+        return False
+
+    def _held_by_other(
+        self, conn: sqlite3.Connection, call_id: str, owner: tuple[Any, ...], now: float
+    ) -> bool:
+        """Does another process hold this row (its owner alive, its lease fresh)?"""
+        if tuple(owner[:4]) == tuple(self._mine().values()):
+            return False
+        return not self._lapsed(conn, call_id, owner, now, watch=False)
 
     def close(self) -> None:
         with self._append_lock:
@@ -321,23 +555,34 @@ class Journal:
         session_id: str,
         attempt_number: int,
         started_at: datetime,
-        now: float | None = None,
-    ) -> None:
-        """Start journaling a call, owned by this process with a fresh lease. Opening an id
-        again (a retried entrypoint) keeps its turns and takes the row back as live."""
-        now = time.time() if now is None else now
+        continue_from: str | None = None,
+    ) -> list[Turn]:
+        """Start journaling a call, owned by this process with a fresh lease, and return the
+        turns an earlier run of it journaled (seq 1..k; empty for a new call). The caller
+        continues `seq` after them and its final transcript includes them: an id opened again
+        (LiveKit running the same job in a new process) never overwrites the first run's
+        turns. `continue_from`: start this row from another call's turns instead (its row held
+        elsewhere). Raises CallHeldElsewhere, writing nothing, while another live process
+        holds the row with a fresh lease."""
+        now = self._clock()
         with self._transaction() as conn:
+            row = conn.execute(
+                f"SELECT {self._OWNER_COLUMNS} FROM calls WHERE call_id = ?", (call_id,)
+            ).fetchone()
+            if row is not None and self._held_by_other(conn, call_id, row, now):
+                raise CallHeldElsewhere(call_id)
+            earlier = self._earlier_turns(conn, continue_from or call_id)
             conn.execute(
-                """
+                f"""
                 INSERT INTO calls (call_id, session_id, attempt_number, started_at, owner_host,
-                                   owner_pid, owner_start_time, lease_until, state, updated_at)
-                VALUES (:call_id, :session_id, :attempt, :started_at, :host, :pid, :start,
-                        :lease_until, 'live', :now)
+                    owner_boot_id, owner_pid, owner_start_ticks, lease_until, state, updated_at)
+                VALUES (:call_id, :session_id, :attempt, :started_at, :host, :boot, :pid, :ticks,
+                        :lease_until, 'live', :wall)
                 ON CONFLICT (call_id) DO UPDATE SET
                     session_id = excluded.session_id, attempt_number = excluded.attempt_number,
-                    owner_host = excluded.owner_host, owner_pid = excluded.owner_pid,
-                    owner_start_time = excluded.owner_start_time,
-                    lease_until = excluded.lease_until, updated_at = excluded.updated_at
+                    {self._SET_MINE}, lease_until = excluded.lease_until,
+                    lease_generation = lease_generation + 1, state = 'live',
+                    updated_at = excluded.updated_at
                 """,
                 {
                     "call_id": call_id,
@@ -345,23 +590,48 @@ class Journal:
                     "attempt": attempt_number,
                     "started_at": started_at.isoformat(),
                     "lease_until": now + self.lease_seconds,
-                    "now": now,
+                    "wall": self._wall(),
                     **self._mine(),
                 },
             )
+            rewrite = [t.seq for t in earlier] != [
+                r[0]
+                for r in conn.execute(
+                    "SELECT seq FROM turns WHERE call_id = ? ORDER BY seq", (call_id,)
+                )
+            ]
+            if rewrite:
+                # The row's turns become exactly 1..k (renumbered after a gap, copied from
+                # `continue_from`, or taken from a stored transcript whose turns were deleted),
+                # so the next run's seq k+1.. never lands on an earlier turn.
+                conn.execute("DELETE FROM turns WHERE call_id = ?", (call_id,))
+                conn.executemany(
+                    "INSERT INTO turns VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [_turn_row(call_id, turn) for turn in earlier],
+                )
+        if earlier:
+            _log().info("journal.call_reopened", call_id=call_id, earlier_turns=len(earlier))
+        return earlier
+
+    def _earlier_turns(self, conn: sqlite3.Connection, call_id: str) -> list[Turn]:
+        """The most turns journaled for a call: its per-turn rows, or its stored transcript's
+        turns when that has more (a v1 journal deleted the rows once it stored the transcript)."""
+        rows = conn.execute(
+            "SELECT seq, role, text, started_at, ended_at, interrupted FROM turns "
+            "WHERE call_id = ? ORDER BY seq",
+            (call_id,),
+        ).fetchall()
+        turns = [_turn_from_row(index, row) for index, row in enumerate(rows, start=1)]
+        stored = conn.execute("SELECT payload FROM calls WHERE call_id = ?", (call_id,)).fetchone()
+        payload = self._parse_payload(call_id, stored[0]) if stored is not None else None
+        if payload is not None and payload.turn_count > len(turns):
+            return list(payload.turns)
+        return turns
 
     def append_turn(self, call_id: str, turn: Turn) -> None:
         """One committed INSERT per final turn: on disk (in the WAL) before this returns, so a
         SIGKILL right after loses nothing. Cheap enough to call from the event loop."""
-        row = (
-            call_id,
-            turn.seq,
-            turn.role,
-            turn.text,
-            turn.started_at.isoformat(),
-            turn.ended_at.isoformat(),
-            int(turn.interrupted),
-        )
+        row = _turn_row(call_id, turn)
         assert self._append_conn is not None
         with self._append_lock:
             # A single statement in autocommit mode is its own transaction: no BEGIN needed.
@@ -382,20 +652,23 @@ class Journal:
             self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
             self._appends_since_checkpoint = 0
 
-    def refresh_lease(self, call_id: str, *, now: float | None = None) -> bool:
+    def refresh_lease(self, call_id: str) -> bool:
         """Extend this process's lease. False: the row is not ours any more (claimed after our
         lease ran out, or delivered and gone)."""
-        now = time.time() if now is None else now
         with self._transaction() as conn:
             cursor = conn.execute(
-                f"UPDATE calls SET lease_until = :lease_until, updated_at = :now "
+                f"UPDATE calls SET lease_until = :lease_until, "
+                f"lease_generation = lease_generation + 1, updated_at = :wall "
                 f"WHERE call_id = :call_id AND state != 'dead' AND {self._IS_MINE}",
-                {"call_id": call_id, "lease_until": now + self.lease_seconds, "now": now}
+                {"call_id": call_id, "lease_until": self._lease_until(), "wall": self._wall()}
                 | self._mine(),
             )
             held = cursor.rowcount == 1
         self.checkpoint()
         return held
+
+    def _lease_until(self) -> float:
+        return self._clock() + self.lease_seconds
 
     # ------------------------------------------------------------------ the end of a call
 
@@ -405,26 +678,25 @@ class Journal:
         payload: TranscriptPayload,
         *,
         session_id: str | None = None,
-        now: float | None = None,
     ) -> TranscriptPayload | None:
         """Store the final transcript (state pending, owned by this process) and return the one
         to deliver. The journal keeps the best transcript it has seen for a call (complete over
         incomplete, then more turns), so a late rebuild never overwrites a fuller one. A call
         that was never opened, or was already delivered, is written anew: that needs
         `session_id`. None: the call is a dead letter whose transcript ranks at least as high
-        as this one (it was rejected already; retrying is an operator's decision)."""
-        now = time.time() if now is None else now
+        as this one (it was rejected already; retrying is an operator's decision).
+
+        Raises CallHeldElsewhere when another live process holds the row (it claimed it for
+        recovery): the row stays that process's, but a better transcript than the one stored
+        is left in it first, so that whoever delivers the row delivers the best one."""
+        now = self._clock()
+        held_elsewhere = False
         with self._transaction() as conn:
             row = conn.execute(
-                """
-                SELECT state, payload, complete, turn_count, owner_host, owner_pid,
-                       owner_start_time, lease_until
-                FROM calls WHERE call_id = ?
-                """,
+                f"SELECT state, payload, complete, turn_count, {self._OWNER_COLUMNS} "
+                f"FROM calls WHERE call_id = ?",
                 (call_id,),
             ).fetchone()
-            if row is not None and self._held_by_other(row[4], row[5], row[6], row[7], now):
-                raise CallHeldElsewhere(call_id)
             chosen = payload
             if row is not None and row[1] is not None:
                 stored_rank = _rank(bool(row[2]), int(row[3]))
@@ -440,19 +712,28 @@ class Journal:
                 "turn_count": chosen.turn_count,
                 "ended_reason": chosen.ended_reason,
                 "lease_until": now + self.lease_seconds,
-                "now": now,
+                "wall": self._wall(),
             } | self._mine()
-            if row is None:
+            if row is not None and self._held_by_other(conn, call_id, row[4:], now):
+                held_elsewhere = True
+                if chosen is payload:
+                    conn.execute(
+                        "UPDATE calls SET payload = :payload, complete = :complete, "
+                        "turn_count = :turn_count, ended_reason = :ended_reason, "
+                        "updated_at = :wall WHERE call_id = :call_id",
+                        params,
+                    )
+            elif row is None:
                 if session_id is None:
                     raise LookupError(f"journal: no call {call_id!r} and no session_id given")
                 conn.execute(
                     """
                     INSERT INTO calls (call_id, session_id, attempt_number, started_at,
-                        owner_host, owner_pid, owner_start_time, lease_until, state,
-                        ended_reason, payload, complete, turn_count, updated_at)
-                    VALUES (:call_id, :session_id, :attempt, :started_at, :host, :pid, :start,
-                        :lease_until, 'pending', :ended_reason, :payload, :complete,
-                        :turn_count, :now)
+                        owner_host, owner_boot_id, owner_pid, owner_start_ticks, lease_until,
+                        state, ended_reason, payload, complete, turn_count, updated_at)
+                    VALUES (:call_id, :session_id, :attempt, :started_at, :host, :boot, :pid,
+                        :ticks, :lease_until, 'pending', :ended_reason, :payload, :complete,
+                        :turn_count, :wall)
                     """,
                     params
                     | {
@@ -463,59 +744,80 @@ class Journal:
                 )
             else:
                 conn.execute(
-                    """
+                    f"""
                     UPDATE calls SET state = 'pending', payload = :payload,
                         complete = :complete, turn_count = :turn_count,
-                        ended_reason = :ended_reason, dead_reason = NULL,
-                        owner_host = :host, owner_pid = :pid, owner_start_time = :start,
-                        lease_until = :lease_until, updated_at = :now
+                        ended_reason = :ended_reason, dead_reason = NULL, {self._SET_MINE},
+                        lease_until = :lease_until, lease_generation = lease_generation + 1,
+                        updated_at = :wall
                     WHERE call_id = :call_id
                     """,
                     params,
                 )
-            # The payload now carries every turn; the per-turn rows were only for a crash.
-            conn.execute("DELETE FROM turns WHERE call_id = ?", (call_id,))
-            return chosen
+            # The per-turn rows stay until the row is delivered: a process that lost this row
+            # (or a run of the same job) may still need them, and they cost little.
+        if held_elsewhere:
+            raise CallHeldElsewhere(call_id)
+        return chosen
 
-    def begin_attempt(self, call_id: str, *, now: float | None = None) -> int:
+    def begin_attempt(self, call_id: str) -> int:
         """Count one delivery round of a row this process owns (refreshing its lease) and return
         the count so far; 0 when the row is not ours."""
-        now = time.time() if now is None else now
         with self._transaction() as conn:
             row = conn.execute(
                 f"UPDATE calls SET attempts = attempts + 1, lease_until = :lease_until, "
-                f"updated_at = :now WHERE call_id = :call_id AND {self._IS_MINE} "
-                f"RETURNING attempts",
-                {"call_id": call_id, "lease_until": now + self.lease_seconds, "now": now}
+                f"lease_generation = lease_generation + 1, updated_at = :wall "
+                f"WHERE call_id = :call_id AND {self._IS_MINE} RETURNING attempts",
+                {"call_id": call_id, "lease_until": self._lease_until(), "wall": self._wall()}
                 | self._mine(),
             ).fetchone()
             return int(row[0]) if row is not None else 0
 
-    def mark_delivered(self, call_id: str) -> bool:
+    def mark_delivered(self, call_id: str, delivered: TranscriptPayload | None = None) -> bool:
         """The backend holds the transcript: drop the row and its turns. Only the owner may;
-        False (and a log line) when another process took the row over meanwhile."""
+        False (and a log line) when another process took the row over meanwhile. With
+        `delivered` (what was posted): when the journal meanwhile holds a better transcript
+        (the call's owner finished while this process was delivering a rebuild, or kept
+        appending turns), the row is kept pending and released instead, so the next recovery
+        delivers the better one; False then too."""
+        superseded = False
         with self._transaction() as conn:
-            cursor = conn.execute(
-                f"DELETE FROM calls WHERE call_id = :call_id AND {self._IS_MINE}",
+            row = conn.execute(
+                f"SELECT complete, turn_count, "
+                f"(SELECT count(*) FROM turns t WHERE t.call_id = c.call_id) "
+                f"FROM calls c WHERE call_id = :call_id AND {self._IS_MINE}",
                 {"call_id": call_id} | self._mine(),
-            )
-            removed = cursor.rowcount == 1
-            if removed:
+            ).fetchone()
+            if row is not None and delivered is not None:
+                sent = _rank(delivered.complete, delivered.turn_count)
+                stored = _rank(bool(row[0]), int(row[1] or 0))
+                rebuilt = _rank(False, int(row[2]))
+                superseded = max(stored, rebuilt) > sent
+            if row is not None and superseded:
+                conn.execute(
+                    f"UPDATE calls SET state = 'pending', {self._SET_NOBODY}, updated_at = ? "
+                    f"WHERE call_id = ?",
+                    (self._wall(), call_id),
+                )
+            elif row is not None:
+                conn.execute("DELETE FROM calls WHERE call_id = ?", (call_id,))
                 conn.execute("DELETE FROM turns WHERE call_id = ?", (call_id,))
-        if not removed:
+                conn.execute("DELETE FROM lease_watch WHERE call_id = ?", (call_id,))
+        if row is None:
             _log().warning("journal.not_owner", call_id=call_id, operation="mark_delivered")
+        elif superseded:
+            sent_turns = delivered.turn_count if delivered is not None else None
+            _log().info("journal.superseded", call_id=call_id, delivered_turns=sent_turns)
         self.checkpoint()
-        return removed
+        return row is not None and not superseded
 
-    def mark_dead(self, call_id: str, reason: str, *, now: float | None = None) -> bool:
+    def mark_dead(self, call_id: str, reason: str) -> bool:
         """Keep the row as a dead letter: never dropped, never claimed again automatically."""
-        now = time.time() if now is None else now
         with self._transaction() as conn:
             cursor = conn.execute(
-                f"UPDATE calls SET state = 'dead', dead_reason = :reason, owner_host = NULL, "
-                f"owner_pid = NULL, owner_start_time = NULL, lease_until = 0, updated_at = :now "
-                f"WHERE call_id = :call_id AND {self._IS_MINE}",
-                {"call_id": call_id, "reason": reason[:MAX_REASON_CHARS], "now": now}
+                f"UPDATE calls SET state = 'dead', dead_reason = :reason, {self._SET_NOBODY}, "
+                f"updated_at = :wall WHERE call_id = :call_id AND {self._IS_MINE}",
+                {"call_id": call_id, "reason": reason[:MAX_REASON_CHARS], "wall": self._wall()}
                 | self._mine(),
             )
             if cursor.rowcount == 1:
@@ -523,69 +825,72 @@ class Journal:
         _log().warning("journal.not_owner", call_id=call_id, operation="mark_dead")
         return False
 
-    def release(self, call_id: str, *, now: float | None = None) -> bool:
+    def release(self, call_id: str) -> bool:
         """Give up ownership (delivery deferred) so that any process's recovery may claim it."""
-        now = time.time() if now is None else now
         with self._transaction() as conn:
             cursor = conn.execute(
-                f"UPDATE calls SET owner_host = NULL, owner_pid = NULL, owner_start_time = NULL, "
-                f"lease_until = 0, updated_at = :now "
+                f"UPDATE calls SET {self._SET_NOBODY}, updated_at = :wall "
                 f"WHERE call_id = :call_id AND state != 'dead' AND {self._IS_MINE}",
-                {"call_id": call_id, "now": now} | self._mine(),
+                {"call_id": call_id, "wall": self._wall()} | self._mine(),
             )
             return cursor.rowcount == 1
 
     # ------------------------------------------------------------------ recovery
 
-    def claim_recoverable(
-        self, *, now: float | None = None, limit: int | None = None
-    ) -> list[ClaimedCall]:
-        """Take over every live or pending row (at most `limit`) whose lease expired or whose
-        owner process is gone, in one UPDATE under BEGIN IMMEDIATE: the claimer becomes the owner
-        with a fresh lease, so a row is claimed by exactly one process. A claimed live row is a
-        call whose process died: its payload is rebuilt from the journaled turns, marked
-        incomplete and `crashed`. Rows owned by this very process are never claimed here."""
-        now = time.time() if now is None else now
-        params = {
-            "now": now,
-            "lease_until": now + self.lease_seconds,
-            "limit": -1 if limit is None else limit,
-        } | self._mine()
+    def claim_recoverable(self, *, limit: int | None = None) -> list[ClaimedCall]:
+        """Take over every live or pending row (at most `limit`) whose lease lapsed or whose
+        owner is provably gone (the module docstring has the rule), in one UPDATE under BEGIN
+        IMMEDIATE: the claimer becomes the owner with a fresh lease, so a row is claimed by
+        exactly one process, and never a row with a fresh lease. What to deliver is the best
+        transcript the row has: its stored one, or one rebuilt from its turns (incomplete,
+        `crashed`: the call's process died or hung past its lease). The turns stay in the journal
+        until the row is delivered. Rows owned by this very process are never claimed here."""
+        now = self._clock()
         claimed: list[ClaimedCall] = []
-        unreadable: list[tuple[str, str]] = []
+        unreadable: list[str] = []
         with self._transaction() as conn:
             self._alive_memo.clear()  # liveness is judged afresh, inside the write lock
+            candidates = conn.execute(
+                f"SELECT call_id, {self._OWNER_COLUMNS} FROM calls "
+                f"WHERE state IN ('live', 'pending') AND NOT ({self._IS_MINE}) "
+                f"ORDER BY updated_at",
+                self._mine(),
+            ).fetchall()
+            chosen = [
+                row[0] for row in candidates if self._lapsed(conn, row[0], row[1:], now, watch=True)
+            ][: len(candidates) if limit is None else limit]
+            ids = json.dumps(chosen)
             rows = conn.execute(
                 f"""
-                UPDATE calls SET owner_host = :host, owner_pid = :pid, owner_start_time = :start,
-                    lease_until = :lease_until
-                WHERE call_id IN (
-                    SELECT call_id FROM calls
-                    WHERE state IN ('live', 'pending') AND NOT ({self._IS_MINE})
-                      AND (lease_until < :now
-                           OR NOT owner_alive(owner_host, owner_pid, owner_start_time))
-                    ORDER BY updated_at LIMIT :limit)
+                UPDATE calls SET {self._SET_MINE}, lease_until = :lease_until,
+                    lease_generation = lease_generation + 1
+                WHERE call_id IN (SELECT value FROM json_each(:ids))
                 RETURNING call_id, session_id, attempt_number, started_at, state, payload,
                     attempts, updated_at
                 """,
-                params,
+                {"ids": ids, "lease_until": now + self.lease_seconds} | self._mine(),
             ).fetchall()
+            conn.execute(
+                "DELETE FROM lease_watch WHERE call_id IN (SELECT value FROM json_each(?))", (ids,)
+            )
+            rows.sort(key=lambda row: chosen.index(row[0]))
             for call_id, session_id, attempt, started_at, state, stored, attempts, updated in rows:
-                if state == "pending":
-                    payload = self._parse_payload(call_id, stored)
-                else:
-                    payload = self._rebuild(conn, call_id, attempt, started_at, updated)
+                payload = _best(
+                    self._parse_payload(call_id, stored),
+                    self._rebuild(
+                        conn, call_id, attempt, started_at, updated, empty_ok=state == "live"
+                    ),
+                )
                 if payload is None:
-                    unreadable.append((call_id, "stored transcript does not validate"))
+                    unreadable.append(call_id)
                     continue
                 claimed.append(ClaimedCall(call_id, session_id, state, payload, int(attempts)))
-            for call_id, reason in unreadable:
+            for call_id in unreadable:
                 # Kept as a dead letter for an operator: retrying would fail the same way.
                 conn.execute(
-                    "UPDATE calls SET state = 'dead', dead_reason = ?, owner_host = NULL, "
-                    "owner_pid = NULL, owner_start_time = NULL, lease_until = 0 "
-                    "WHERE call_id = ?",
-                    (reason, call_id),
+                    f"UPDATE calls SET state = 'dead', dead_reason = ?, {self._SET_NOBODY} "
+                    f"WHERE call_id = ?",
+                    ("stored transcript does not validate", call_id),
                 )
             dead = conn.execute("SELECT count(*) FROM calls WHERE state = 'dead'").fetchone()[0]
         self.checkpoint()
@@ -596,27 +901,12 @@ class Journal:
                 crashed=sum(1 for c in claimed if c.previous_state == "live"),
                 call_ids=[c.call_id for c in claimed],
             )
-        for call_id, _ in unreadable:
+        for call_id in unreadable:
             _log().error("journal.payload_invalid", call_id=call_id)
         if dead:
             # Dead letters wait for an operator (`dead_letters()`): say so on every sweep.
             _log().warning("journal.dead_letters", count=int(dead))
         return claimed
-
-    def _held_by_other(
-        self,
-        host: str | None,
-        pid: int | None,
-        start_time: float | None,
-        lease_until: float | None,
-        now: float,
-    ) -> bool:
-        if host is None and pid is None:
-            return False  # released: free for anyone
-        mine = (host, pid, start_time) == (self.owner.host, self.owner.pid, self.owner.start_time)
-        if mine or lease_until is None or lease_until < now:
-            return False
-        return self._owner_alive_cached(host, pid, start_time)
 
     def _parse_payload(self, call_id: str, stored: str | None) -> TranscriptPayload | None:
         if stored is None:
@@ -636,30 +926,25 @@ class Journal:
         last_sign_of_life: float,
         *,
         ended_reason: EndedReason = "crashed",
+        empty_ok: bool = True,
     ) -> TranscriptPayload | None:
+        """The transcript of a call from its journaled turns. `complete` follows the design rule
+        (false exactly for `crashed` and `in_progress`): a live process that ends its call for
+        another reason (the backstop's `job_terminated`) journaled every final turn it saw.
+        None when it cannot be built, or has no turns and not `empty_ok`."""
         rows = conn.execute(
             "SELECT seq, role, text, started_at, ended_at, interrupted FROM turns "
             "WHERE call_id = ? ORDER BY seq",
             (call_id,),
         ).fetchall()
+        if not rows and not empty_ok:
+            return None
         if any(row[0] != index for index, row in enumerate(rows, start=1)):
             # A lost turn (an append that failed) must not make the rest undeliverable: the
             # wire format wants seq 1..n, so renumber and say so.
             _log().warning("journal.seq_gap", call_id=call_id, turns=len(rows))
         try:
-            turns = [
-                Turn(
-                    seq=index,
-                    role=role,
-                    text=text,
-                    started_at=datetime.fromisoformat(turn_started),
-                    ended_at=datetime.fromisoformat(turn_ended),
-                    interrupted=bool(interrupted),
-                )
-                for index, (_, role, text, turn_started, turn_ended, interrupted) in enumerate(
-                    rows, start=1
-                )
-            ]
+            turns = [_turn_from_row(index, row) for index, row in enumerate(rows, start=1)]
             started = datetime.fromisoformat(started_at)
             # The call ended somewhere between its last turn and its last lease refresh.
             ended = max(
@@ -667,7 +952,7 @@ class Journal:
             )
             return TranscriptPayload(
                 attempt_number=attempt_number,
-                complete=False,
+                complete=ended_reason not in INCOMPLETE_REASONS,
                 ended_reason=ended_reason,
                 started_at=started,
                 ended_at=ended,
@@ -693,12 +978,13 @@ class Journal:
         delivered)."""
         with self._lock:
             row = self._conn.execute(
-                "SELECT owner_host, owner_pid, owner_start_time FROM calls WHERE call_id = ?",
+                "SELECT owner_host, owner_boot_id, owner_pid, owner_start_ticks FROM calls "
+                "WHERE call_id = ?",
                 (call_id,),
             ).fetchone()
-        if row is None or row[1] is None or row[2] is None:
+        if row is None or row[2] is None:
             return None
-        return Owner(row[0] or "", int(row[1]), float(row[2]))
+        return Owner(row[0] or "", row[1] or "", int(row[2]), int(row[3] or 0))
 
     def is_undelivered(self, call_id: str) -> bool:
         """True while the call is live or pending; a dead letter counts as settled (its retry is
@@ -709,7 +995,8 @@ class Journal:
         self, call_id: str, *, ended_reason: EndedReason = "crashed"
     ) -> TranscriptPayload | None:
         """The transcript the journal would deliver for this call now: the stored final one, or
-        (for a live row) one rebuilt from its turns, incomplete, with `ended_reason`."""
+        (for a live row) the better of that and one rebuilt from its turns with `ended_reason`
+        (complete unless that is `crashed` or `in_progress`)."""
         with self._lock:
             row = self._conn.execute(
                 "SELECT state, payload, attempt_number, started_at, updated_at FROM calls "
@@ -718,11 +1005,13 @@ class Journal:
             ).fetchone()
             if row is None:
                 return None
+            stored = self._parse_payload(call_id, row[1])
             if row[0] == "live":
-                return self._rebuild(
+                rebuilt = self._rebuild(
                     self._conn, call_id, row[2], row[3], row[4], ended_reason=ended_reason
                 )
-        return self._parse_payload(call_id, row[1])
+                return _best(stored, rebuilt)
+        return stored
 
     def turns(self, call_id: str) -> list[Turn]:
         with self._lock:
@@ -770,9 +1059,114 @@ class Journal:
 
     def sweep_orphan_turns(self) -> int:
         """Delete turns whose call row is gone (a hung owner that kept appending after its call
-        was recovered and delivered). Returns how many."""
+        was recovered and delivered), and lease observations of gone rows. Returns how many
+        turns. Run by every recovery pass (`agent.delivery.recover_pending`)."""
         with self._transaction() as conn:
             cursor = conn.execute(
                 "DELETE FROM turns WHERE call_id NOT IN (SELECT call_id FROM calls)"
             )
+            conn.execute("DELETE FROM lease_watch WHERE call_id NOT IN (SELECT call_id FROM calls)")
             return cursor.rowcount
+
+    # ------------------------------------------------------------------ operator
+    # Used by `python -m agent journal` (agent/ops/journal_cli.py), often while a worker runs on
+    # the same file. The reads are single autocommit SELECTs: in WAL mode each is a short read
+    # transaction that never blocks a writer (a live call's appends). The one write,
+    # `requeue_dead`, is a single UPDATE under the write lock. Only non-ownership columns are
+    # read here, so these stay valid whatever the ownership scheme.
+
+    def rows(self, state: CallState | None = None) -> list[JournalRow]:
+        """Every call (or those in `state`), oldest first, as the operator sees them: ids,
+        counts, reasons and times, never transcript text."""
+        with self._lock:
+            rows = self._conn.execute(
+                """
+                SELECT call_id, session_id, attempt_number, state,
+                    COALESCE(turn_count,
+                             (SELECT count(*) FROM turns t WHERE t.call_id = c.call_id)),
+                    ended_reason, dead_reason, attempts, started_at,
+                    CASE WHEN json_valid(payload) THEN json_extract(payload, '$.endedAt') END,
+                    updated_at
+                FROM calls c WHERE :state IS NULL OR state = :state
+                ORDER BY started_at, call_id
+                """,
+                {"state": state},
+            ).fetchall()
+        return [
+            JournalRow(
+                call_id=str(call_id),
+                session_id=str(session_id),
+                attempt_number=int(attempt),
+                state=cast(CallState, row_state),
+                turn_count=int(turns or 0),
+                ended_reason=ended_reason,
+                last_error=dead_reason,
+                attempts=int(attempts or 0),
+                started_at=_parse_time(started_at),
+                ended_at=_parse_time(ended_at),
+                updated_at=float(updated_at),
+            )
+            for (
+                call_id,
+                session_id,
+                attempt,
+                row_state,
+                turns,
+                ended_reason,
+                dead_reason,
+                attempts,
+                started_at,
+                ended_at,
+                updated_at,
+            ) in rows
+        ]
+
+    def requeue_dead(self, call_id: str | None = None, *, now: float | None = None) -> list[str]:
+        """Move dead letters (one, or all when `call_id` is None) back to pending, unowned, so
+        that a delivery (the operator's retry, or any recovery) may take them. The last error
+        stays on the row until a delivery replaces the transcript. Returns the ids moved."""
+        now = time.time() if now is None else now
+        with self._transaction() as conn:
+            rows = conn.execute(
+                "UPDATE calls SET state = 'pending', updated_at = :now "
+                "WHERE state = 'dead' AND (:call_id IS NULL OR call_id = :call_id) "
+                "RETURNING call_id",
+                {"call_id": call_id, "now": now},
+            ).fetchall()
+        return sorted(str(row[0]) for row in rows)
+
+
+@dataclass(frozen=True, slots=True)
+class JournalRow:
+    """One call as `Journal.rows` reports it. `last_error` is the dead letter's reason (the
+    server's, capped when it was stored)."""
+
+    call_id: str
+    session_id: str
+    attempt_number: int
+    state: CallState
+    turn_count: int
+    ended_reason: str | None
+    last_error: str | None
+    attempts: int
+    started_at: datetime | None
+    ended_at: datetime | None
+    updated_at: float
+
+    def age_seconds(self, now: float) -> float:
+        """A live call's age since it started; a transcript's since its call ended (the time it
+        has waited for the backend). Falls back to the row's last update."""
+        mark = self.started_at if self.state == "live" else self.ended_at
+        since = mark.timestamp() if mark is not None else self.updated_at
+        return max(0.0, now - since)
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    # A naive time would be read as local time; everything stored here is UTC.
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)

@@ -346,6 +346,8 @@ class TurnRecorder:
     `on_turn` (the journal append) synchronously, then hands the turn to the publisher. A user
     `user_input_transcribed` event that is not final becomes an interim caption (only a streaming
     STT produces them). It also keeps the call's started/ended time and per-turn latencies.
+    `earlier_turns`: what an earlier run of the same job journaled (seq 1..k); `seq` continues
+    after them and `turns` includes them, so that run's turns are neither overwritten nor lost.
     """
 
     def __init__(
@@ -354,10 +356,11 @@ class TurnRecorder:
         on_turn: Callable[[Turn], None] | None = None,
         publisher: TranscriptPublisher | None = None,
         started_at: datetime | None = None,
+        earlier_turns: Sequence[Turn] = (),
     ) -> None:
         self._on_turn = on_turn
         self._publisher = publisher
-        self._turns: list[Turn] = []
+        self._turns: list[Turn] = list(earlier_turns)
         self._seen_items: set[str] = set()
         self._session: AgentSession[Any] | None = None
         self.started_at: datetime = started_at or utc_now()

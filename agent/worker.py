@@ -8,7 +8,9 @@ time. The entrypoint reads as a table of contents; behaviour lives in the module
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +40,7 @@ from agent.call import (
 )
 from agent.config import Settings, load_settings
 from agent.delivery import backstop, keep_lease, recover_pending
-from agent.journal import LEASE_SECONDS, Journal
+from agent.journal import LEASE_SECONDS, CallHeldElsewhere, Journal
 from agent.log import configure_logging, get_logger
 from agent.models import JobMetadata
 from agent.persona import ApologyAgent, PersonaAgent
@@ -111,7 +113,9 @@ class WorkerServer(AgentServer):
 
 async def startup_recovery(settings: Settings) -> None:
     """At worker start, and once more when the leases of a just-died container's rows have run
-    out (a live lease protects a row until then)."""
+    out (a live lease protects a row until then). A container is another host to the journal:
+    the first pass notes each of its leases, the second, a lease later, claims those that were
+    not refreshed in between (agent.journal's module docstring)."""
     await recover_in_main(settings)
     await asyncio.sleep(LEASE_SECONDS + 1)
     await recover_in_main(settings)
@@ -207,14 +211,7 @@ async def entrypoint(ctx: JobContext) -> None:
         await start_apology(ctx, call, proc)
         return
     ctx.log_context_fields = {"session_id": call.session.id, "scenario_id": metadata.scenario_id}
-    await asyncio.to_thread(
-        proc.journal.open_call,
-        call.job_id,
-        session_id=call.session.id,
-        attempt_number=call.session.attempt_number,
-        started_at=call.started_at,
-    )
-    call.spawn(keep_lease(proc.journal, call.job_id), "journal.lease")
+    await open_journal(call, proc.journal)
     try:
         await start_conversation(ctx, call, proc)
     except Exception:
@@ -222,6 +219,34 @@ async def entrypoint(ctx: JobContext) -> None:
         log.exception("call.start_failed")
         call.end_reason("agent_error")
         ctx.shutdown("agent_error")
+
+
+async def open_journal(call: Call, journal: Journal) -> None:
+    """Journal the call (its row, owned by this process) and keep its lease for as long as the
+    call lasts. The same job id run again (LiveKit re-running a job in a new process) continues
+    the earlier run's turns: they come back from `open_call`, the recorder numbers new turns
+    after them, and the final transcript holds them all, once. While another live process still
+    holds the row (the first run delivering its transcript), that row and its turns stay its
+    own: this run journals under its own id, starting from a copy of those turns."""
+    assert call.session is not None
+    open_call = functools.partial(
+        journal.open_call,
+        session_id=call.session.id,
+        attempt_number=call.session.attempt_number,
+        started_at=call.started_at,
+    )
+    try:
+        call.earlier_turns = await asyncio.to_thread(open_call, call.job_id)
+    except CallHeldElsewhere:
+        first_run = call.job_id
+        call.job_id = f"{first_run}/run-{os.getpid()}"  # the key of this run's journal row
+        log.warning("journal.call_held_elsewhere", call_id=first_run, journal_id=call.job_id)
+        call.earlier_turns = await asyncio.to_thread(
+            open_call, call.job_id, continue_from=first_run
+        )
+    if call.earlier_turns:
+        log.info("call.continued", earlier_turns=len(call.earlier_turns))
+    call.spawn(keep_lease(journal, call.job_id), "journal.lease")
 
 
 async def start_conversation(ctx: JobContext, call: Call, proc: ProcessState) -> None:
@@ -260,6 +285,7 @@ def attach_transcript(
         on_turn=lambda turn: journal.append_turn(call.job_id, turn),
         publisher=call.publisher,
         started_at=call.started_at,
+        earlier_turns=call.earlier_turns,
     )
     call.recorder.attach(session)
     register_end_call_rpc(

@@ -36,13 +36,12 @@ from livekit.agents.voice import io
 from agent.backend import Backend
 from agent.call import Call, end_after_no_show, end_at_max_duration
 from agent.config import Settings
-from agent.delivery import keep_lease
 from agent.journal import Journal
 from agent.models import JobMetadata, Scenario, Session
 from agent.persona import PersonaAgent
 from agent.pipeline import build_session
 from agent.prompts import load_scenario
-from agent.worker import attach_transcript
+from agent.worker import attach_transcript, open_journal
 from tests.support.fake_job import FakeJob, FakeJobContext, FakeProc, FakeRoomInfo
 from tests.support.fakes import (
     CaptureAudioOutput,
@@ -501,14 +500,7 @@ async def start_project_session(
     `session.start(PersonaAgent)` (no room), the no-show and max-duration tasks. Left out with
     the room: the session's close/error handlers (they end the job) and the room options."""
     call.scenario, call.session = scenario, session_record
-    await asyncio.to_thread(
-        journal.open_call,
-        call.job_id,
-        session_id=session_record.id,
-        attempt_number=session_record.attempt_number,
-        started_at=call.started_at,
-    )
-    call.spawn(keep_lease(journal, call.job_id), "journal.lease")
+    await open_journal(call, journal)
     session: AgentSession[Call] = build_session(
         settings,
         vad_model,

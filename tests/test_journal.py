@@ -62,14 +62,31 @@ def open_live_call(journal: Journal, call_id: str, turns: int = 0) -> None:
 
 
 def gone_owner() -> Owner:
-    """This pid with another start time: what a reused pid looks like, i.e. the owner is gone."""
+    """This pid with another start: what a reused pid looks like, i.e. the owner is gone."""
     me = Owner.current()
-    return Owner(me.host, me.pid, me.start_time - 3600)
+    return Owner(me.host, me.boot_id, me.pid, me.start_ticks - 1)
 
 
 def other_host_owner() -> Owner:
     """An owner on another host: its liveness cannot be checked, only its lease can expire."""
-    return Owner(socket.gethostname() + "-elsewhere", 1, 1.0)
+    return Owner(socket.gethostname() + "-elsewhere", "boot-elsewhere", 1, 1)
+
+
+class FakeClock:
+    """An injectable monotonic clock (leases are measured on CLOCK_MONOTONIC)."""
+
+    def __init__(self) -> None:
+        self.now = time.monotonic()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def later(seconds: float) -> FakeClock:
+    """A monotonic clock `seconds` ahead of the real one."""
+    clock = FakeClock()
+    clock.now += seconds
+    return clock
 
 
 @pytest.fixture
@@ -195,11 +212,12 @@ def test_live_owner_with_unexpired_lease_is_not_claimed(
 
 
 def test_expired_lease_is_claimed_even_though_owner_lives(db: Path) -> None:
-    with Journal(db, owner=other_host_owner()) as owner, Journal(db) as recovery:
+    clock = FakeClock()
+    with Journal(db, owner=other_host_owner()) as owner, Journal(db, clock=clock) as recovery:
         open_live_call(owner, "job-hung", turns=2)
         assert recovery.claim_recoverable() == []
-        later = time.time() + owner.lease_seconds + 1
-        assert [c.call_id for c in recovery.claim_recoverable(now=later)] == ["job-hung"]
+        clock.now += owner.lease_seconds + 1
+        assert [c.call_id for c in recovery.claim_recoverable()] == ["job-hung"]
 
 
 def test_owner_whose_pid_was_reused_counts_as_gone(db: Path) -> None:
@@ -219,9 +237,12 @@ def test_claimed_row_is_not_claimed_again_while_its_claimer_lives(db: Path) -> N
         assert second.claim_recoverable() == []
 
 
-def test_a_process_never_claims_its_own_rows(journal: Journal) -> None:
-    open_live_call(journal, "job-mine", turns=1)
-    assert journal.claim_recoverable(now=time.time() + 3600) == []
+def test_a_process_never_claims_its_own_rows(db: Path) -> None:
+    clock = FakeClock()
+    with Journal(db, clock=clock) as journal:
+        open_live_call(journal, "job-mine", turns=1)
+        clock.now += 3600
+        assert journal.claim_recoverable() == []
 
 
 def test_racing_processes_claim_each_row_exactly_once(
@@ -311,12 +332,15 @@ def test_only_the_owner_can_mark_delivered(db: Path) -> None:
 
 
 def test_dead_letters_are_kept_and_never_claimed_again(db: Path) -> None:
-    with Journal(db) as owner, Journal(db, owner=other_host_owner()) as other:
+    with (
+        Journal(db, clock=later(3600)) as owner,
+        Journal(db, owner=other_host_owner(), clock=later(3600)) as other,
+    ):
         owner.finish_call("job-1", make_payload(2), session_id="session-1")
         assert owner.mark_dead("job-1", "422: turns.0.text too short") is True
 
-        assert other.claim_recoverable(now=time.time() + 3600) == []
-        assert owner.claim_recoverable(now=time.time() + 3600) == []
+        assert other.claim_recoverable() == []
+        assert owner.claim_recoverable() == []
         letters = other.dead_letters()
         assert [(d.call_id, d.session_id, d.reason) for d in letters] == [
             ("job-1", "session-1", "422: turns.0.text too short")
@@ -336,10 +360,13 @@ def test_dead_letter_is_replaced_only_by_a_better_transcript(journal: Journal) -
 
 
 def test_refresh_lease_reports_a_lost_row(db: Path) -> None:
-    with Journal(db, owner=other_host_owner()) as owner, Journal(db) as recovery:
+    clock = FakeClock()
+    with Journal(db, owner=other_host_owner()) as owner, Journal(db, clock=clock) as recovery:
         open_live_call(owner, "job-1", turns=1)
         assert owner.refresh_lease("job-1") is True
-        recovery.claim_recoverable(now=time.time() + 3600)
+        recovery.claim_recoverable()  # first sight of the other host's lease
+        clock.now += 3600
+        assert len(recovery.claim_recoverable()) == 1
         assert owner.refresh_lease("job-1") is False
 
 
