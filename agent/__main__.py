@@ -1,5 +1,5 @@
 """`python -m agent <command>`: validate settings, configure logging, build the server and hand
-argv to the LiveKit CLI; plus our own `schema` command.
+argv to the LiveKit CLI; plus our own `schema` and `journal` commands.
 
 Rule: everything happens under `if __name__ == "__main__"` (job processes import this module as
 `__mp_main__`), and every fatal start-up problem exits non-zero so a supervisor restarts us: the
@@ -28,6 +28,11 @@ def main(argv: list[str]) -> int:
 
         print(json.dumps(json_schema_document(), indent=2))
         return 0
+    if command == "journal":
+        # The operator's command: needs no LiveKit CLI, no credentials (agent/ops/journal_cli.py)
+        from agent.ops.journal_cli import main as journal_main
+
+        return journal_main(argv[argv.index("journal", 1) + 1 :])
 
     from livekit.agents import cli
 

@@ -1,0 +1,322 @@
+"""`python -m agent journal status|list|retry|export`: the operator's view of the journal in
+AGENT_DATA_DIR, safe while a worker runs on the same directory.
+
+Rule: looking never disturbs a live call and never creates a journal where there is none: every
+read is one short WAL read (a writer, such as a live call's appends, is never blocked by it) and
+the only write is one UPDATE (`retry` moving a dead letter back to pending). `retry` sends through
+the worker's own code, `agent.delivery.deliver` with the backend `make_backend` chooses, so a
+retried transcript follows the same rules as any other: journal first, delete only once the
+backend acknowledged it, a rejection kept as a dead letter. Only the settings a command uses are
+read (no LiveKit or OpenAI keys). Human output goes to stdout; problems go to stderr as one line,
+never a traceback. Transcript text is printed only by `export`, whose job it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sqlite3
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import structlog
+
+from agent.backend import Backend, make_backend
+from agent.config import (
+    JOURNAL_COMMAND,
+    JOURNAL_RETRY_COMMAND,
+    Settings,
+    SettingsError,
+    load_settings,
+)
+from agent.delivery import DeliveryOutcome, deliver
+from agent.journal import JOURNAL_FILENAME, CallState, Journal, JournalRow
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # an unknown call id, or a retry that did not end delivered
+EXIT_CONFIG = 2  # AGENT_DATA_DIR missing or unusable, or a bad setting (argparse uses 2 too)
+
+STATES: tuple[CallState, ...] = ("live", "pending", "dead")
+MAX_ERROR_CHARS = 80
+MAX_ID_CHARS = 64
+# Outcomes after which the backend holds the transcript (the journal row is gone).
+DELIVERED = frozenset({"delivered", "already_delivered"})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m agent journal",
+        description="Inspect and repair the transcript journal in AGENT_DATA_DIR "
+        "(safe while a worker runs on the same directory).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser(
+        "status", help="counts of live, pending and dead calls; the oldest pending age"
+    )
+    listing = commands.add_parser(
+        "list", help="one line per call: session, attempt, turns, ended reason, last error, age"
+    )
+    which = listing.add_mutually_exclusive_group()
+    for state in STATES:
+        which.add_argument(
+            f"--{state}",
+            dest="state",
+            action="store_const",
+            const=state,
+            help=f"only {state} calls",
+        )
+    retry = commands.add_parser(
+        "retry",
+        help="move dead letters back to pending and deliver them now, printing each outcome",
+    )
+    target = retry.add_mutually_exclusive_group(required=True)
+    target.add_argument("call_id", nargs="?", help="the call to send again")
+    target.add_argument("--all-dead", action="store_true", help="every dead letter, oldest first")
+    export = commands.add_parser(
+        "export", help="print the exact JSON body that delivery would POST for a call"
+    )
+    export.add_argument("call_id")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """`argv`: the arguments after `journal`. Returns the exit code."""
+    args = build_parser().parse_args(argv)
+    command = JOURNAL_RETRY_COMMAND if args.command == "retry" else JOURNAL_COMMAND
+    try:
+        settings = load_settings(command)
+    except SettingsError as error:
+        problems = "; ".join(f"{name}: {why}" for name, why in error.problems.items())
+        return _fail(f"configuration error: {problems}", EXIT_CONFIG)
+    data_dir = settings.agent_data_dir
+    if not data_dir.is_dir():
+        return _fail(
+            f"AGENT_DATA_DIR={data_dir} is not a directory: set AGENT_DATA_DIR to the worker's "
+            "data directory",
+            EXIT_CONFIG,
+        )
+    _configure_logging()
+    path = data_dir / JOURNAL_FILENAME
+    journal: Journal | None = None
+    try:
+        # No journal file yet (no call ever ran here): an empty journal, and none is created.
+        if path.exists():
+            journal = Journal(path)
+    except (sqlite3.Error, OSError, RuntimeError) as error:
+        cause = f"{type(error).__name__}: {error}"
+        return _fail(f"cannot open the journal {path}: {cause}", EXIT_CONFIG)
+    try:
+        if args.command == "status":
+            return _status(journal)
+        if args.command == "list":
+            return _list(journal, args.state)
+        if args.command == "export":
+            return _export(journal, path, args.call_id)
+        return asyncio.run(_retry(journal, path, settings, args.call_id, args.all_dead))
+    except sqlite3.Error as error:
+        # A damaged file, or a lock held far beyond any worker's (the busy timeout ran out).
+        return _fail(f"journal error at {path}: {type(error).__name__}: {error}", EXIT_FAILED)
+    finally:
+        if journal is not None:
+            journal.close()
+
+
+# ---------------------------------------------------------------------- commands
+
+
+def _status(journal: Journal | None) -> int:
+    # One query: the counts and the age come from the same snapshot.
+    rows = journal.rows() if journal is not None else []
+    counts = Counter(row.state for row in rows)
+    now = time.time()
+    ages = [row.age_seconds(now) for row in rows if row.state == "pending"]
+    for state in STATES:
+        print(f"{state}: {counts[state]}")
+    if ages:
+        oldest = max(ages)
+        print(f"oldest pending: {human_age(oldest)} ({oldest:.0f} s)")
+    else:
+        print("oldest pending: none")
+    return EXIT_OK
+
+
+def _list(journal: Journal | None, state: CallState | None) -> int:
+    rows = journal.rows(state) if journal is not None else []
+    if not rows:
+        print(f"no {state} calls" if state else "no calls")
+        return EXIT_OK
+    now = time.time()
+    header = ("STATE", "CALL", "SESSION", "ATTEMPT", "TURNS", "ENDED", "TRIES", "AGE", "LAST ERROR")
+    table = [header] + [_cells(row, now) for row in rows]
+    widths = [max(len(line[column]) for line in table) for column in range(len(header) - 1)]
+    for line in table:
+        padded = [cell.ljust(width) for cell, width in zip(line, widths, strict=False)]
+        print("  ".join([*padded, line[-1]]).rstrip())
+    return EXIT_OK
+
+
+def _cells(row: JournalRow, now: float) -> tuple[str, ...]:
+    return (
+        row.state,
+        one_line(row.call_id, MAX_ID_CHARS),
+        one_line(row.session_id, MAX_ID_CHARS),
+        str(row.attempt_number),
+        str(row.turn_count),
+        one_line(row.ended_reason, MAX_ID_CHARS),
+        str(row.attempts),
+        human_age(row.age_seconds(now)),
+        one_line(row.last_error, MAX_ERROR_CHARS),
+    )
+
+
+def _export(journal: Journal | None, path: Path, call_id: str) -> int:
+    state = journal.state(call_id) if journal is not None else None
+    if journal is None or state is None:
+        return _unknown(call_id, path)
+    # The stored final transcript; for a live row, the one recovery would rebuild from its
+    # turns if the call's process died now (incomplete, `crashed`).
+    payload = journal.current_payload(call_id)
+    if payload is None:
+        return _fail(f"call {call_id!r}: its stored transcript does not validate", EXIT_FAILED)
+    sys.stdout.flush()
+    # The very bytes HttpBackend.post_transcript sends, with no newline added.
+    sys.stdout.buffer.write(payload.to_json_bytes())
+    sys.stdout.buffer.flush()
+    return EXIT_OK
+
+
+async def _retry(
+    journal: Journal | None,
+    path: Path,
+    settings: Settings,
+    call_id: str | None,
+    all_dead: bool,
+) -> int:
+    rows = await asyncio.to_thread(journal.rows) if journal is not None else []
+    if all_dead:
+        targets = [row for row in rows if row.state == "dead"]
+        if not targets:
+            print("no dead letters")
+            return EXIT_OK
+    else:
+        targets = [row for row in rows if row.call_id == call_id]
+        if not targets:
+            return _unknown(str(call_id), path)
+    assert journal is not None  # there are rows
+    backend = make_backend(settings)
+    code = EXIT_OK
+    try:
+        for index, row in enumerate(targets):
+            outcome = await _retry_one(journal, backend, row, settings.delivery_deadline)
+            if outcome is None:
+                code = EXIT_FAILED
+                continue
+            print(describe(outcome))
+            if outcome.status not in DELIVERED:
+                code = EXIT_FAILED
+            if outcome.status in ("deferred", "misconfigured") and index + 1 < len(targets):
+                # The backend is down or misconfigured: each further try would only spend the
+                # delivery deadline again (as recovery does, stop at the first).
+                left = len(targets) - index - 1
+                print(f"not attempted: {left} more (left as they were; retry later)")
+                break
+    finally:
+        await backend.aclose()
+    return code
+
+
+async def _retry_one(
+    journal: Journal, backend: Backend, row: JournalRow, deadline: float
+) -> DeliveryOutcome | None:
+    name = one_line(row.call_id, MAX_ID_CHARS)
+    if row.state == "live":
+        print(f"{name}: live (a call in progress, or not yet recovered): not retried")
+        return None
+    payload = await asyncio.to_thread(journal.current_payload, row.call_id)
+    if payload is None:
+        print(f"{name}: its stored transcript does not validate: kept as it is")
+        return None
+    if row.state == "dead":
+        moved = await asyncio.to_thread(journal.requeue_dead, row.call_id)
+        if not moved:
+            print(f"{name}: no longer a dead letter (changed meanwhile): not retried")
+            return None
+    return await deliver(
+        journal,
+        backend,
+        row.call_id,
+        row.session_id,
+        payload,
+        deadline=deadline,
+    )
+
+
+# ---------------------------------------------------------------------- output
+
+
+def describe(outcome: DeliveryOutcome) -> str:
+    """One line per retried call: what happened and where the transcript is now."""
+    name = one_line(outcome.call_id, MAX_ID_CHARS)
+    detail = one_line(outcome.detail, MAX_ERROR_CHARS)
+    if outcome.status == "delivered":
+        return f"{name}: delivered (session {one_line(outcome.session_id, MAX_ID_CHARS)})"
+    if outcome.status == "already_delivered":
+        return f"{name}: already delivered (the backend holds an equal or better transcript)"
+    if outcome.status == "deferred":
+        return f"{name}: deferred ({detail}): kept pending; the worker's recovery retries it"
+    if outcome.status == "rejected":
+        return f"{name}: rejected ({detail}): kept as a dead letter"
+    if outcome.status == "misconfigured":
+        return (
+            f"{name}: backend configuration error ({detail}): check BACKEND_URL and "
+            "INTERNAL_SERVICE_KEY; kept pending"
+        )
+    return f"{name}: {outcome.status} ({detail})"
+
+
+def human_age(seconds: float) -> str:
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h {minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours:02d}h"
+
+
+def one_line(text: str | None, limit: int) -> str:
+    """Control characters and runs of whitespace become one space; at most `limit` chars."""
+    if not text:
+        return "-"
+    flat = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _unknown(call_id: str, path: Path) -> int:
+    return _fail(f"no call {one_line(call_id, MAX_ID_CHARS)!r} in {path}", EXIT_FAILED)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"journal: {message}", file=sys.stderr)
+    return code
+
+
+def _configure_logging() -> None:
+    # The delivery and journal modules log through structlog; here their warnings and errors
+    # go to stderr (stdout is the command's output, `export` writes a body there).
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        cache_logger_on_first_use=False,
+    )
