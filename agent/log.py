@@ -4,7 +4,9 @@ Rule: we add no handler of our own. The last processor is `render_to_log_kwargs`
 name becomes the log message and the fields travel as `extra` through the CLI's handler (JSON in
 `start`) and, in job processes, through the library's log queue to the parent, which stamps
 job_id, room, room_id and agent_name. Field values must be picklable and JSON-able; secrets and
-transcript text never go in at info level.
+transcript text never go in at info level. Every module logs through `log = get_logger(__name__)`
+(below: safe whatever the configuration and whenever it was made), with a static dotted event
+name and ids and counts as fields.
 """
 
 from __future__ import annotations
@@ -50,5 +52,14 @@ def configure_logging(level: str) -> None:
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
-    logger: structlog.stdlib.BoundLogger = structlog.get_logger(name)
+    """The one logging idiom of this project: `log = get_logger(__name__)` at module level.
+
+    The proxy is never cached (`cache_logger_on_first_use=False` for it alone), so each call
+    assembles its logger from structlog's configuration at that moment: a module logger used
+    before `configure_logging` (or before the journal CLI's own configuration, or a test's)
+    still follows the configuration made later. Assembling costs one stdlib logger lookup per
+    event, nothing next to the handler's work."""
+    logger: structlog.stdlib.BoundLogger = structlog.wrap_logger(
+        None, logger_factory_args=(name,), cache_logger_on_first_use=False
+    )
     return logger

@@ -2,9 +2,11 @@
 real-time WAV microphone, zero-latency providers, and the project's call set up the way
 `agent.worker.entrypoint` does it, minus the room.
 
-Rule: the project's own code path is used wherever the brief says so (`fetch_and_connect`,
-`build_session`, `PersonaAgent`, `attach_transcript`, `Journal`); only the LiveKit room is
-replaced (no WebRTC here), so `session.output.audio` is a `CaptureAudioOutput`.
+Rule: a benchmark builds the call through the same functions the entrypoint calls
+(`agent.call.start.fetch_and_connect`, `agent.call.session.open_journal`, `build_conversation`,
+`start_conversation`), with fakes injected, so that a change to the wiring cannot leave a bench
+measuring another shape; only the LiveKit room is replaced (no WebRTC here: a `CaptureRoom`
+for the data channel and `session.output.audio` is a `CaptureAudioOutput`).
 """
 
 from __future__ import annotations
@@ -34,17 +36,16 @@ from livekit.agents import AgentSession, JobContext, vad
 from livekit.agents.voice import io
 
 from agent.backend import Backend
-from agent.call import Call, end_after_no_show, end_at_max_duration
+from agent.call import Call
+from agent.call.session import build_conversation, open_journal, start_conversation
 from agent.config import Settings
 from agent.journal import Journal
 from agent.models import JobMetadata, Scenario, Session
-from agent.persona import PersonaAgent
-from agent.pipeline import build_session
 from agent.prompts import load_scenario
-from agent.worker import attach_transcript, open_journal
 from tests.support.fake_job import FakeJob, FakeJobContext, FakeProc, FakeRoomInfo
 from tests.support.fakes import (
     CaptureAudioOutput,
+    CaptureRoom,
     FakeLLM,
     FakeSTT,
     FakeTTS,
@@ -415,37 +416,13 @@ async def close_session_fast(session: AgentSession[Any]) -> None:
         await session.aclose()
 
 
-class _BenchLocalParticipant:
-    """The two things `attach_transcript` touches: publishing (a no-op data sink) and the
-    hang-up RPC registration."""
-
-    def __init__(self) -> None:
-        self.published = 0
-
-    async def publish_data(
-        self, payload: bytes | str, *, reliable: bool = True, topic: str = ""
-    ) -> None:
-        self.published += 1
-
-    def register_rpc_method(self, method_name: str, handler: Any) -> None:
-        return None
-
-
-class _BenchRoom:
-    def __init__(self) -> None:
-        self.local_participant = _BenchLocalParticipant()
-
-    def isconnected(self) -> bool:
-        return True
-
-
 @dataclass
 class BenchJobContext(FakeJobContext):
     """`FakeJobContext` (ids, `connect()` with `connect_delay`, shutdown) plus the room parts the
     transcript wiring reads; there is no real room, so `session.start` gets none."""
 
     proc: FakeProc = field(default_factory=FakeProc)
-    room: _BenchRoom = field(default_factory=_BenchRoom)
+    room: CaptureRoom = field(default_factory=CaptureRoom)
 
     def as_job_context(self) -> JobContext:
         return cast(JobContext, self)
@@ -479,7 +456,7 @@ class ProjectCall:
 def new_call(
     ctx: BenchJobContext, metadata: JobMetadata, *, backend: Backend | None, journal: Journal
 ) -> Call:
-    return Call(ctx.job.id, ctx.job.room.name, metadata, backend=backend, journal=journal)
+    return Call.for_job(ctx.as_job_context(), metadata, backend=backend, journal=journal)
 
 
 async def start_project_session(
@@ -490,36 +467,31 @@ async def start_project_session(
     session_record: Session,
     settings: Settings,
     vad_model: vad.VAD | None,
-    journal: Journal,
     providers: Providers,
     audio_input: io.AudioInput | None = None,
     realtime_output: bool = True,
 ) -> ProjectCall:
-    """`entrypoint` from "the scenario and session are known" on: journal row, lease task,
-    `build_session` (providers injected, the call as userdata), the transcript wiring,
-    `session.start(PersonaAgent)` (no room), the no-show and max-duration tasks. Left out with
-    the room: the session's close/error handlers (they end the job) and the room options."""
+    """`entrypoint` from "the scenario and session are known" on, through the same functions:
+    `open_journal` (row, lease task), `build_conversation` (providers injected, the transcript
+    wiring, the end-of-call handlers), `start_conversation` (the persona, the no-show and
+    max-duration timers). Only the room differs: no WebRTC, so the session's audio IO is set
+    here and `session.start` gets no room."""
     call.scenario, call.session = scenario, session_record
-    await open_journal(call, journal)
-    session: AgentSession[Call] = build_session(
+    await open_journal(call)
+    session = build_conversation(
+        call,
         settings,
         vad_model,
-        scenario=scenario,
-        userdata=call,
+        ctx.room.as_room(),
         stt_model=providers.stt,
         llm_model=providers.llm,
         tts_model=providers.tts,
     )
-    call.agent_session = session
     output = CaptureAudioOutput(realtime=realtime_output)
     session.output.audio = output
     if audio_input is not None:
         session.input.audio = audio_input
-    job_ctx = ctx.as_job_context()
-    attach_transcript(job_ctx, call, session, journal)
-    await session.start(agent=PersonaAgent(scenario))
-    call.spawn(end_after_no_show(job_ctx, call, settings.no_show_seconds), "call.no_show")
-    call.spawn(end_at_max_duration(job_ctx, call, settings.max_call_seconds), "call.max_duration")
+    await start_conversation(call, session, settings, room=None)
     return ProjectCall(ctx=ctx, call=call, session=session, output=output)
 
 
@@ -548,7 +520,6 @@ async def start_default_call(
         session_record=record,
         settings=settings,
         vad_model=vad_model,
-        journal=journal,
         providers=providers,
         audio_input=audio_input,
     )

@@ -5,11 +5,11 @@ worker's prewarmed job processes.
 Rule: prints figures and writes JSON; never asserts.
 
 Part 1, in this process: N = 1, 2, 4, 8, 16 concurrent calls of this project's agent (each set
-up like `agent.worker.entrypoint`: `build_session` + `PersonaAgent` + transcript wiring + journal,
-with its own Silero VAD as a job process's prewarm gives it). Each caller is a real-time looping
-microphone playing `tests/audio/hello_16k.wav` then a gap, the callers' phases spread evenly over
-one period. After a warm-up, for `--seconds` it measures process CPU time / wall time / N, and
-whether every call stayed real-time:
+up through `agent.worker.entrypoint`'s own `agent.call.session` functions: journal, session,
+transcript wiring, `PersonaAgent`, with its own Silero VAD as a job process's prewarm gives
+it). Each caller is a real-time looping microphone playing `tests/audio/hello_16k.wav` then a
+gap, the callers' phases spread evenly over one period. After a warm-up, for `--seconds` it
+measures process CPU time / wall time / N, and whether every call stayed real-time:
 - no Silero "VAD inference is slower than realtime" warning,
 - every microphone's p99 lateness (frame handed over after its schedule) <= 50 ms,
 - every caller turn answered, with the median end-of-speech -> first-frame latency no more than

@@ -5,11 +5,12 @@ output, in-process, zero-latency fake providers, both backend calls delayed by d
 Rule: prints figures and writes JSON; never asserts. The timed path is the project's: job
 metadata parsed, `make_backend` (the real `HttpBackend` against the loopback `BackendStub`, whose
 `get_scenario` and `create_session` answers are each delayed by d with `Fault(delay=d)`), the
-background recovery task, `fetch_and_connect` (one gather with `FakeJobContext.connect()`), the
-journal row, `build_session` with injected zero-latency fakes and the prewarmed Silero VAD, the
-transcript wiring, `session.start(PersonaAgent)` and its `on_enter` greeting, up to the first frame
-`CaptureAudioOutput` receives. `ctx.connect()` takes 0 s by default (`--connect-delay-ms` to
-change it): the design's definition delays only the two backend calls.
+background recovery task (`recover_alongside`), `fetch_and_connect` (one gather with
+`FakeJobContext.connect()`), then the entrypoint's own `open_journal`, `build_conversation` (with
+injected zero-latency fakes and the prewarmed Silero VAD) and `start_conversation`, with the
+persona's `on_enter` greeting, up to the first frame `CaptureAudioOutput` receives.
+`ctx.connect()` takes 0 s by default (`--connect-delay-ms` to change it): the design's
+definition delays only the two backend calls.
 
 The "sequential" arm is a control: the same path with the two backend calls and the connect
 awaited one after the other instead of `fetch_and_connect`. Arms and delays are interleaved in
@@ -38,11 +39,11 @@ from livekit.plugins import silero
 from pydantic import SecretStr
 
 from agent.backend import Backend, make_backend
+from agent.call.recover import recover_alongside
+from agent.call.start import fetch_and_connect, open_session, parse_job_metadata
 from agent.config import Settings
-from agent.delivery import recover_pending
 from agent.journal import Journal
 from agent.models import JobMetadata, Scenario, Session
-from agent.startup import fetch_and_connect, open_session, parse_job_metadata
 from bench._common import (
     BenchJobContext,
     OtherLoad,
@@ -102,7 +103,7 @@ async def cold_start(
     metadata = parse_job_metadata(ctx.job.metadata, settings)
     backend = make_backend(settings)
     call = new_call(ctx, metadata, backend=backend, journal=journal)
-    call.spawn(recover_pending(journal, backend, deadline=settings.delivery_deadline), "rec")
+    recover_alongside(call, settings)
     try:
         if arm == "gather":
             scenario, record = await fetch_and_connect(ctx.as_job_context(), backend, metadata)
@@ -115,7 +116,6 @@ async def cold_start(
             session_record=record,
             settings=settings,
             vad_model=vad_model,
-            journal=journal,
             providers=providers,
             realtime_output=False,
         )

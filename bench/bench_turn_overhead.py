@@ -8,10 +8,10 @@ VAD interruption, the default endpointing; checked at run time on the resolved o
 the same caller: `tests/audio/hello_16k.wav` played in real time through a looping microphone
 (lead silence, then WAV + gap, `--loops` times). The arms differ only in what the project adds:
 
-- ours: `build_session(settings, vad, injected fakes)` + `PersonaAgent` (greets from `on_enter`)
-  + the project's transcript wiring (`agent.worker.attach_transcript`: `TurnRecorder` whose sink is
-  `Journal.append_turn` in a temp dir, `TranscriptPublisher` on a no-op data sink) + the journal
-  row and lease task;
+- ours: the entrypoint's own `agent.call.session` functions with injected fakes: the journal row
+  and lease task, `build_session` + the transcript wiring (`TurnRecorder` whose sink is
+  `Journal.append_turn` in a temp dir, `TranscriptPublisher` on a capturing data sink) + the
+  end-of-call handlers, then `PersonaAgent` (greets from `on_enter`) and the call's timers;
 - bare: `AgentSession(stt, llm, tts, vad, turn_handling)` +
   `Agent(instructions="You are a helpful voice AI assistant.")`.
 

@@ -314,21 +314,21 @@ async def test_transient_failures_until_the_deadline_raise_unavailable(
     assert len(stub.requests) == 4
 
 
-async def test_get_calls_are_bounded_by_their_deadline_argument(
-    backend: HttpBackend, stub: BackendStub, fake_time: FakeTime
+async def test_get_calls_are_bounded_by_the_default_deadline(
+    make_client: MakeClient, stub: BackendStub, fake_time: FakeTime
 ) -> None:
     stub.queue("get_session", *[Fault(status=500)] * 20)
     with pytest.raises(BackendUnavailable):
-        await backend.get_session("s1", deadline=1)
+        await make_client(default_deadline=1).get_session("s1")
     assert fake_time.sleeps == [0.25, 0.5]
 
 
 async def test_backoff_doubles_up_to_the_cap_scaled_by_jitter(
     make_client: MakeClient, stub: BackendStub, fake_time: FakeTime
 ) -> None:
-    client = make_client(random=lambda: 0.5, backoff_base=0.2, backoff_cap=1.0)
+    client = make_client(random=lambda: 0.5, backoff_base=0.2, backoff_cap=1.0, default_deadline=60)
     stub.queue("get_scenario", *[Fault(status=502)] * 6)
-    await client.get_scenario("default", deadline=60)
+    await client.get_scenario("default")
     assert fake_time.sleeps == [0.1, 0.2, 0.4, 0.5, 0.5, 0.5]
 
 
@@ -769,8 +769,16 @@ async def test_stub_control_endpoints_queue_faults_toggle_down_mode_and_seed_ses
                 await client.get_scenario("default")
             await ctl.post("/_control/down")
             await asyncio.sleep(0.2)
-            with pytest.raises(BackendUnavailable):
-                await client.get_scenario("default", deadline=0.3)
+            brief = HttpBackend(
+                stub.url,
+                SecretStr(KEY),
+                default_deadline=0.3,
+                sleep=fake.sleep,
+                clock=fake.monotonic,
+            )
+            async with brief:
+                with pytest.raises(BackendUnavailable):
+                    await brief.get_scenario("default")
             assert (await ctl.post("/_control/up")).json()["port"] == stub.port
             await client.get_scenario("default")
             seeded = {"id": "meta-1", "userId": "u", "scenarioId": "default", "attemptNumber": 1}

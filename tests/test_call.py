@@ -1,5 +1,5 @@
-"""call.py and the job's end: ended reasons, hang-up, max duration, and `on_session_end` for
-jobs that never started a session."""
+"""agent.call's state and ending, and the job's end: ended reasons, hang-up, max duration, and
+`on_session_end` for jobs that never started a session."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from livekit.plugins import silero
 from structlog.testing import capture_logs
 
 from agent import worker
-from agent.call import CALL_KEY, Call, end_at_max_duration, hang_up
+from agent.call import CALL_KEY, Call
+from agent.call.ending import end_at_max_duration, hang_up
 from agent.journal import Journal
 from agent.models import JobMetadata
 from agent.persona import PersonaAgent
@@ -51,15 +52,17 @@ def ending_ctx(tmp_path: Path, *, connected: bool = True) -> FakeEndingJobContex
 def test_the_session_close_reason_maps_to_an_ended_reason(
     reason: CloseReason, connected: bool, expected: str
 ) -> None:
-    call = Call("AJ_1", "room", META)
-    call.on_session_close(CloseEvent(reason=reason), room_connected=connected)
+    shutdowns: list[str] = []
+    call = Call("AJ_1", "room", META, shutdown=shutdowns.append, room_connected=lambda: connected)
+    call.on_session_close(CloseEvent(reason=reason))
     assert call.ended_reason == expected
+    assert shutdowns == [f"session_closed:{reason.value}"]  # the job ends with the session
 
 
 def test_the_first_ended_reason_wins() -> None:
     call = Call("AJ_1", "room", META)
     call.end_reason("caller_hangup")
-    call.on_session_close(CloseEvent(reason=CloseReason.JOB_SHUTDOWN), room_connected=True)
+    call.on_session_close(CloseEvent(reason=CloseReason.JOB_SHUTDOWN))
     assert call.ended_reason == "caller_hangup"
 
 
@@ -84,7 +87,7 @@ async def test_on_session_end_after_the_apology_path_delivers_nothing(tmp_path: 
 
 async def test_on_session_end_names_the_reason_when_nothing_set_one(tmp_path: Path) -> None:
     ctx = ending_ctx(tmp_path, connected=False)
-    call = Call("AJ_1", "room", META)
+    call = Call.for_job(cast(JobContext, ctx), META, backend=None, journal=None)
     ctx.proc.userdata[CALL_KEY] = call
     await worker.on_session_end(cast(JobContext, ctx))
     assert call.ended_reason == "room_closed"
@@ -100,11 +103,11 @@ class RecordingSink:
 
 async def test_hang_up_ends_the_job_and_end_follows_from_on_session_end(tmp_path: Path) -> None:
     ctx = ending_ctx(tmp_path)
-    call = Call("AJ_1", "room", META)
+    call = Call.for_job(cast(JobContext, ctx), META, backend=None, journal=None)
     sink = RecordingSink()
     call.publisher = TranscriptPublisher(sink, session_id="S1")
     ctx.proc.userdata[CALL_KEY] = call
-    await hang_up(cast(JobContext, ctx), call, "caller-1")
+    await hang_up(call, "caller-1")
     assert call.ended_reason == "caller_hangup"
     assert ctx.shutdown_reasons == ["caller_hangup"]
     assert sink.packets == []  # nothing before the session closed
@@ -114,7 +117,7 @@ async def test_hang_up_ends_the_job_and_end_follows_from_on_session_end(tmp_path
 
 async def test_max_duration_says_the_closing_line_then_ends(tmp_path: Path) -> None:
     ctx = ending_ctx(tmp_path)
-    call = Call("AJ_1", "room", META)
+    call = Call.for_job(cast(JobContext, ctx), META, backend=None, journal=None)
     tts = FakeTTS()
     session: AgentSession[None] = AgentSession(
         llm=FakeLLM("ok"), tts=tts, turn_handling={"turn_detection": None}
@@ -123,7 +126,7 @@ async def test_max_duration_says_the_closing_line_then_ends(tmp_path: Path) -> N
     call.agent_session = session
     await session.start(PersonaAgent(load_scenario("default")))
     try:
-        await asyncio.wait_for(end_at_max_duration(cast(JobContext, ctx), call, 0.2), 15)
+        await asyncio.wait_for(end_at_max_duration(call, 0.2), 15)
     finally:
         await session.aclose()
     assert call.ended_reason == "max_duration"

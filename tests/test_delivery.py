@@ -21,6 +21,7 @@ from agent.backend import HttpBackend
 from agent.delivery import DeliveryOutcome, backstop, deliver, keep_lease, recover_pending
 from agent.journal import Journal, Owner
 from agent.models import Session, TranscriptPayload, Turn, utc_now
+from tests.support import journal_probe
 from tests.support.backend_stub import BackendStub, Fault
 from tests.support.fake_backend import FakeBackend
 
@@ -85,7 +86,7 @@ async def test_delivered_transcript_leaves_no_journal_row(
 
     assert outcome == DeliveryOutcome("job-1", "session-1", "delivered", 1, "http_attempts=1")
     assert journal.state("job-1") is None
-    assert journal.stats().turns == 0
+    assert journal_probe.counts(journal).turns == 0
     assert [session for session, _ in backend.accepted] == ["session-1"]
 
 
@@ -119,7 +120,6 @@ async def test_409_counts_as_delivered_and_removes_the_row(
     outcome = await deliver(journal, backend, "job-1", "session-1", payload, deadline=5)
 
     assert outcome.status == "already_delivered"
-    assert outcome.settled
     assert journal.state("job-1") is None
     assert backend.accepted == []
 
@@ -136,7 +136,7 @@ async def test_422_is_kept_as_a_dead_letter_and_logged_loudly(
     assert outcome.status == "rejected"
     assert outcome.detail.startswith("422: turns.0.text")
     assert journal.state("job-1") == "dead"
-    assert [d.reason for d in journal.dead_letters()] == [outcome.detail]
+    assert [r.last_error for r in journal.rows("dead")] == [outcome.detail]
     rejected = [entry for entry in logs if entry["event"] == "delivery.rejected"]
     assert rejected and rejected[0]["log_level"] == "error"
     assert rejected[0]["status"] == 422 and rejected[0]["call_id"] == "job-1"
@@ -156,7 +156,6 @@ async def test_401_is_kept_pending_not_dead_and_logged_loudly(
 
     assert outcome.status == "misconfigured"
     assert outcome.detail == "401: wrong INTERNAL_SERVICE_KEY"
-    assert not outcome.settled
     assert journal.state("job-1") == "pending"
     assert "delivery.misconfigured" in events(logs)
     backend.mode = "up"  # the key was fixed: the next recovery delivers it
@@ -222,7 +221,7 @@ async def test_recovery_stops_at_the_first_deferral_and_releases_the_rest(
         backend.mode = "up"
         delivered = await recover_pending(journal, backend, deadline=5)
         assert sorted(o.call_id for o in delivered) == ["job-0", "job-1", "job-2"]
-        assert journal.stats().pending == journal.stats().live == 0
+        assert journal_probe.counts(journal).pending == journal_probe.counts(journal).live == 0
 
 
 async def test_recovered_crashed_call_is_posted_incomplete_with_reason_crashed(
@@ -453,7 +452,7 @@ async def test_http_422_is_kept_as_a_dead_letter_with_the_servers_reason(
 
     assert outcome.status == "rejected"
     assert journal.state("job-1") == "dead"
-    assert "too short" in journal.dead_letters()[0].reason
+    assert "too short" in str(journal.rows("dead")[0].last_error)
     assert "delivery.rejected" in events(logs)
 
 
@@ -570,9 +569,9 @@ async def test_unacknowledged_or_misconfigured_stays_pending_until_recovery_deli
         with capture_logs() as logs:
             outcome = await deliver(journal, client, "job-1", "session-1", payload, deadline=2)
 
-    assert outcome.status == expected and not outcome.settled
+    assert outcome.status == expected
     assert journal.state("job-1") == "pending"
-    assert journal.dead_letters() == []
+    assert journal.rows("dead") == []
     held = journal.current_payload("job-1")
     assert held is not None and held.to_wire() == payload.to_wire()
     assert stub.transcripts["session-1"] == []
@@ -623,7 +622,7 @@ async def test_a_rejection_is_a_dead_letter_whose_reason_does_not_quote_the_turn
     )
     assert (outcome.status, outcome.detail) == ("rejected", expected)
     assert journal.state("job-1") == "dead"
-    assert [d.reason for d in journal.dead_letters()] == [expected]
+    assert [r.last_error for r in journal.rows("dead")] == [expected]
     assert len(stub.requests_for("post_transcript")) == 1, "a rejection is not retried"
     assert "delivery.rejected" in events(logs)
     assert "private words" not in repr(logs)
@@ -647,6 +646,6 @@ async def test_an_acknowledgement_removes_the_row(
     async with fast_client(stub) as client:
         outcome = await deliver(journal, client, "job-1", "session-1", payload, deadline=2)
 
-    assert outcome.settled and outcome.status in ("delivered", "already_delivered")
+    assert outcome.status in ("delivered", "already_delivered")
     assert journal.state("job-1") is None
     assert len(stub.requests_for("post_transcript")) == 1

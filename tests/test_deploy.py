@@ -32,7 +32,7 @@ DOCKERFILE = ROOT / "Dockerfile"
 ENTRYPOINT = ROOT / "docker-entrypoint.sh"
 DOCKERIGNORE = ROOT / ".dockerignore"
 RAILWAY_TOML = ROOT / "railway.toml"
-DEPLOY_DOC = ROOT / "README.md"
+DEPLOY_DOC = ROOT / "docs" / "deploy.md"
 
 REQUIRED_VARS = {
     "LIVEKIT_URL": "wss://example.livekit.cloud",
@@ -598,7 +598,7 @@ def test_locked_non_dev_install_runs_the_cli_with_an_empty_environment(tmp_path:
     assert "LIVEKIT_URL" in start.stderr
 
 
-# ---- README deploy section ---------------------------------------------------------------------
+# ---- the deploy guide (docs/deploy.md) ----------------------------------------------------------
 
 
 def test_the_deploy_guide_names_the_service_variables_and_the_same_draining_time() -> None:

@@ -18,6 +18,7 @@ import pytest
 
 from agent.journal import Journal, Owner
 from agent.models import TranscriptPayload, Turn, utc_now
+from tests.support import journal_probe
 
 ROWS_PER_ROUND = 40
 CHILD = Path(__file__).parent / "support" / "journal_child.py"
@@ -155,8 +156,8 @@ def test_turns_survive_reopen(db: Path) -> None:
     with Journal(db) as first:
         open_live_call(first, "job-1", turns=5)
     with Journal(db) as second:
-        assert [turn.seq for turn in second.turns("job-1")] == [1, 2, 3, 4, 5]
-        assert second.turns("job-1")[0].text == "turn 1"
+        assert [turn.seq for turn in journal_probe.turns(second, "job-1")] == [1, 2, 3, 4, 5]
+        assert journal_probe.turns(second, "job-1")[0].text == "turn 1"
         assert second.state("job-1") == "live"
 
 
@@ -317,9 +318,9 @@ def test_mark_delivered_removes_the_call_and_its_turns(journal: Journal) -> None
     assert journal.mark_delivered("job-1") is True
 
     assert journal.state("job-1") is None
-    assert journal.turns("job-1") == []
-    assert journal.stats().live == 1  # job-2 untouched
-    assert journal.stats().turns == 2
+    assert journal_probe.turns(journal, "job-1") == []
+    assert journal_probe.counts(journal).live == 1  # job-2 untouched
+    assert journal_probe.counts(journal).turns == 2
 
 
 def test_only_the_owner_can_mark_delivered(db: Path) -> None:
@@ -341,8 +342,8 @@ def test_dead_letters_are_kept_and_never_claimed_again(db: Path) -> None:
 
         assert other.claim_recoverable() == []
         assert owner.claim_recoverable() == []
-        letters = other.dead_letters()
-        assert [(d.call_id, d.session_id, d.reason) for d in letters] == [
+        letters = other.rows("dead")
+        assert [(d.call_id, d.session_id, d.last_error) for d in letters] == [
             ("job-1", "session-1", "422: turns.0.text too short")
         ]
         assert other.current_payload("job-1") is not None  # the transcript itself is kept

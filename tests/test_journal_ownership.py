@@ -30,12 +30,15 @@ from livekit.agents import llm
 from pydantic import SecretStr
 
 from agent.backend import HttpBackend
-from agent.call import Call, deliver_transcript
+from agent.call import Call
+from agent.call.finish import deliver_transcript
 from agent.delivery import backstop, deliver, recover_pending
 from agent.journal import CallHeldElsewhere, ClaimedCall, Journal, Owner
 from agent.models import JobMetadata, Session, Turn, utc_now
+from tests.support import journal_probe
 from tests.support.backend_stub import BackendStub, Fault
 from tests.support.fake_backend import FakeBackend
+from tests.support.fakes import CaptureRoom
 
 KEY = "internal-service-key-for-tests"
 CHILD = Path(__file__).parent / "support" / "journal_child.py"
@@ -195,7 +198,7 @@ async def test_a_wall_clock_step_never_hands_a_live_call_to_recovery(
             assert await owner.ask("turns 6 6") == "ok"
             assert await owner.ask("deliver 6") == "delivered"
             assert await recover_pending(recovery, backend, deadline=5) == []
-            stats = recovery.stats()
+            stats = journal_probe.counts(recovery)
         await backend.aclose()
         posted = transcripts_posted(stub, "S-clock")
     # every turn delivered once, complete, by its owner
@@ -236,7 +239,7 @@ async def test_a_recovery_racing_a_slow_owner_delivers_the_owners_complete_trans
             if owner_finishes == "before_recovery_posts":
                 # The owner wakes up and ends its call: the row is held by recovery now.
                 assert await owner.ask("deliver 4") in ("deferred", "delivered")
-                assert [t.seq for t in recovery.turns("job-race")] == [1, 2, 3, 4]
+                assert [t.seq for t in journal_probe.turns(recovery, "job-race")] == [1, 2, 3, 4]
                 await deliver(recovery, backend, "job-race", "S-race", item.payload, deadline=5)
             else:
                 stub.queue("post_transcript", Fault(delay=1.0))
@@ -248,7 +251,7 @@ async def test_a_recovery_racing_a_slow_owner_delivers_the_owners_complete_trans
                 await posting
             # Whatever is left is delivered by the next recovery pass (worker start, next job).
             await recover_pending(recovery, backend, deadline=5)
-            stats = recovery.stats()
+            stats = journal_probe.counts(recovery)
         await backend.aclose()
         best = stub.best_transcript("S-race")
         posted = transcripts_posted(stub, "S-race")
@@ -260,25 +263,6 @@ async def test_a_recovery_racing_a_slow_owner_delivers_the_owners_complete_trans
 
 
 # ------------------------------------------------------------------ one job id, two runs
-
-
-class _Participant:
-    async def publish_data(self, payload: bytes, *, reliable: bool, topic: str) -> None:
-        return None
-
-    def register_rpc_method(self, method_name: str, handler: Any) -> None:
-        return None
-
-
-class _Room:
-    local_participant = _Participant()
-
-    def isconnected(self) -> bool:
-        return False  # nothing to publish: this test is about the journal
-
-
-class _Ctx:
-    room = _Room()
 
 
 class _Session:
@@ -295,7 +279,7 @@ def _message(role: str, text: str) -> llm.ChatMessage:
 
 async def _run_job(journal: Journal, texts: list[tuple[str, str]], backend: FakeBackend) -> Call:
     """One run of job AJ_rerun through the worker's own journal wiring."""
-    from agent.worker import attach_transcript, open_journal
+    from agent.call.session import attach_transcript, open_journal
 
     session = Session(id="S-rerun", user_id="u1", scenario_id="default", attempt_number=1)
     call = Call(
@@ -306,8 +290,10 @@ async def _run_job(journal: Journal, texts: list[tuple[str, str]], backend: Fake
         journal=journal,
         session=session,
     )
-    await open_journal(call, journal)
-    attach_transcript(_Ctx(), call, _Session(), journal)  # type: ignore[arg-type]
+    await open_journal(call)
+    # nothing to publish (a disconnected room): this test is about the journal
+    room = CaptureRoom(connected=False).as_room()
+    attach_transcript(call, _Session(), room)  # type: ignore[arg-type]
     assert call.recorder is not None
     for role, text in texts:
         call.recorder.add_item(_message(role, text))
@@ -331,7 +317,7 @@ async def test_the_same_job_run_twice_keeps_the_first_runs_turns(db: Path) -> No
             [("user", "Tell me more."), ("assistant", "It started Monday.")],
             backend,
         )
-        journaled = [(t.seq, t.text) for t in second_process.turns("AJ_rerun")]
+        journaled = [(t.seq, t.text) for t in journal_probe.turns(second_process, "AJ_rerun")]
         second.end_reason("caller_left")
         outcome = await deliver_transcript(second, deadline=5)
         await second.cancel_tasks()
@@ -362,12 +348,12 @@ async def test_a_rerun_while_the_first_run_still_holds_the_row_journals_apart(db
         second = await _run_job(second_process, [("assistant", "Where were we?")], backend)
         await first.cancel_tasks()
         await second.cancel_tasks()
-        assert [(t.seq, t.text) for t in first_process.turns("AJ_rerun")] == [
+        assert [(t.seq, t.text) for t in journal_probe.turns(first_process, "AJ_rerun")] == [
             (1, "Hello."),
             (2, "Hi."),
         ]
         assert second.job_id != "AJ_rerun"
-        assert [(t.seq, t.text) for t in second_process.turns(second.job_id)] == [
+        assert [(t.seq, t.text) for t in journal_probe.turns(second_process, second.job_id)] == [
             (1, "Hello."),
             (2, "Hi."),
             (3, "Where were we?"),
@@ -383,7 +369,7 @@ def test_reopening_a_call_held_by_a_live_owner_is_refused(db: Path) -> None:
         # The first owner (this process) is alive and its lease fresh: its row stays its own.
         with pytest.raises(CallHeldElsewhere):
             second.open_call("job-1", session_id="s", attempt_number=1, started_at=utc_now())
-        assert [t.text for t in first.turns("job-1")] == ["first run's words"]
+        assert [t.text for t in journal_probe.turns(first, "job-1")] == ["first run's words"]
         assert first.refresh_lease("job-1") is True
 
 
@@ -446,9 +432,9 @@ async def test_recovery_sweeps_turns_whose_call_is_gone(db: Path) -> None:
     with Journal(db) as journal:
         # A hung owner that kept appending after its call was recovered and delivered.
         journal.append_turn("job-delivered-elsewhere", make_turn(1, "late"))
-        assert journal.stats().turns == 1
+        assert journal_probe.counts(journal).turns == 1
         assert await recover_pending(journal, FakeBackend(), deadline=5) == []
-        assert journal.stats().turns == 0
+        assert journal_probe.counts(journal).turns == 0
 
 
 async def test_backstop_of_a_live_call_sends_every_turn_complete_with_job_terminated(
@@ -543,7 +529,7 @@ async def test_a_v1_journal_left_by_an_older_worker_is_migrated_and_delivered(db
     backend = FakeBackend()
     with Journal(db) as journal:
         outcomes = await recover_pending(journal, backend, deadline=5)
-        stats = journal.stats()
+        stats = journal_probe.counts(journal)
     assert sorted(o.status for o in outcomes) == ["delivered", "delivered"]
     sent = {session_id: payload.to_wire() for session_id, payload in backend.accepted}
     assert sent["S-old"]["turns"][0]["text"] == "Hello from the old worker."
@@ -551,3 +537,4 @@ async def test_a_v1_journal_left_by_an_older_worker_is_migrated_and_delivered(db
     assert [t["text"] for t in sent["S-crashed"]["turns"]] == ["Are you there?", "I am."]
     assert (sent["S-crashed"]["complete"], sent["S-crashed"]["endedReason"]) == (False, "crashed")
     assert (stats.live, stats.pending, stats.dead, stats.turns) == (0, 0, 0, 0)
+

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from collections.abc import Iterator
@@ -64,3 +65,24 @@ def test_no_handler_of_our_own_is_added() -> None:
     assert logging.getLogger().handlers == before
     assert logging.getLogger("agent").handlers == []
     structlog.reset_defaults()
+
+
+def test_a_module_logger_follows_a_configuration_made_after_its_first_use(
+    collected: Collect,
+) -> None:
+    # `log = get_logger(__name__)` at module level is the one idiom. With
+    # cache_logger_on_first_use a logger used once keeps that configuration's logger factory
+    # and wrapper for ever: a later configuration (the journal CLI prints to stderr) would
+    # never see its events.
+    log = get_logger("agent.test")
+    configure_logging("INFO")
+    log.info("call.first")
+    printed = io.StringIO()
+    structlog.configure(
+        processors=[structlog.processors.KeyValueRenderer(key_order=["event"])],
+        logger_factory=structlog.PrintLoggerFactory(printed),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+    )
+    log.info("call.second", turn_count=2)
+    assert printed.getvalue() == "event='call.second' turn_count=2\n"
+    assert [r.getMessage() for r in collected.records if r.name == "agent.test"] == ["call.first"]

@@ -14,13 +14,13 @@ from livekit.agents import JobContext
 from pydantic import SecretStr
 
 from agent.backend import BackendAuthError, BackendUnavailable, HttpBackend, LocalBackend
-from agent.models import JobMetadata, Session
-from agent.startup import (
+from agent.call.start import (
     MetadataError,
     SessionMismatch,
     fetch_and_connect,
     parse_job_metadata,
 )
+from agent.models import JobMetadata, Session
 from tests.support.backend_stub import BackendStub, Fault
 from tests.support.fake_job import FakeJob, FakeJobContext
 from tests.support.settings import make_settings

@@ -1,4 +1,5 @@
-"""Unit tests for agent/transcript.py: turns, packets, the publisher, latency, usage, the RPC.
+"""Unit tests for agent/transcript/ and the hang-up RPC: turns, packets, the publisher,
+latency, usage, the RPC.
 
 Events are emitted on a real (never started) AgentSession so the library's own EventEmitter
 delivers them, exactly as it does in a call.
@@ -32,14 +33,11 @@ from livekit.agents.voice.events import (
 )
 from livekit.rtc.participant import PublishDataError
 
-from agent import transcript
+from agent.call.ending import END_CALL_RPC_METHOD, RPC_ERROR_FORBIDDEN, register_end_call_rpc
 from agent.models import MAX_PACKET_BYTES, TRANSCRIPT_TOPIC, Turn, Usage
 from agent.transcript import (
-    END_CALL_RPC_METHOD,
-    RPC_ERROR_FORBIDDEN,
     TranscriptPublisher,
     TurnRecorder,
-    register_end_call_rpc,
     room_data_sink,
     turn_packets,
     usage_from_model_usage,
@@ -128,14 +126,11 @@ def turn(seq: int, text: str = "hello", role: str = "user") -> Turn:
 
 
 @pytest.fixture
-def logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[Logs]:
-    """Every event agent.transcript logs, whatever structlog's global configuration is."""
-    capture = structlog.testing.LogCapture()
-    logger = structlog.wrap_logger(
-        structlog.PrintLogger(), processors=[capture], wrapper_class=structlog.stdlib.BoundLogger
-    )
-    monkeypatch.setattr(transcript, "log", logger)
-    yield capture.entries
+def logs() -> Iterator[Logs]:
+    """Every event agent.transcript (and the hang-up RPC) logs, at any level: module loggers
+    follow the configuration of the moment (agent.log.get_logger)."""
+    with structlog.testing.capture_logs() as entries:
+        yield entries
 
 
 def events(entries: Logs, name: str) -> Logs:

@@ -1,4 +1,4 @@
-"""Session layer for agent/transcript.py: a real AgentSession with the TurnRecorder attached.
+"""Session layer for agent/transcript/: a real AgentSession with the TurnRecorder attached.
 
 Text mode with a fake LLM for turns and order; audio mode with a real speech WAV, the real Silero
 VAD and a fake streaming STT for interim captions.

@@ -71,7 +71,6 @@ WIRE_KEYS: dict[str, set[str]] = {
     },
     "InterimMessage": {"type", "v", "role", "itemId", "text"},
     "EndMessage": {"type", "v", "sessionId", "turnCount"},
-    "BackendError": {"error", "message"},  # the backend's error body (dead-letter reasons)
 }
 
 T = datetime(2026, 11, 22, 10, 0, 0, 123000, tzinfo=UTC)
@@ -132,7 +131,6 @@ FULL: dict[str, Any] = {
     ),
     "InterimMessage": InterimMessage(item_id="i", text="hi"),
     "EndMessage": EndMessage(session_id="x", turn_count=0),
-    "BackendError": models.BackendError(error="e", message="m"),
 }
 MINIMAL: dict[str, Any] = {
     "JobMetadata": JobMetadata(scenario_id="s", user_id="u"),
@@ -153,7 +151,6 @@ MINIMAL: dict[str, Any] = {
     "TurnMessage": TurnMessage(
         session_id="x", seq=1, role="user", text="hi", interrupted=False, started_at=T, ended_at=T
     ),
-    "BackendError": models.BackendError(),
 }
 
 

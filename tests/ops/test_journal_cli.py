@@ -18,6 +18,7 @@ from typing import Any
 from agent.backend import LocalBackend
 from agent.journal import Journal
 from agent.models import Session, SessionCreate, TranscriptPayload, Turn, Usage
+from tests.support import journal_probe
 from tests.support.backend_stub import BackendStub, Fault
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -375,7 +376,7 @@ async def test_retry_rejected_again_stays_a_dead_letter_with_the_new_reason(
     assert "call-dead: rejected" in out
     with Journal(tmp_path / JOURNAL_FILE) as journal:
         assert journal.state("call-dead") == "dead"
-        assert "usage.0: odd" in journal.dead_letters()[0].reason
+        assert "usage.0: odd" in str(journal.rows("dead")[0].last_error)
 
 
 def test_retry_without_a_backend_url_uses_the_embedded_default(tmp_path: Path) -> None:
@@ -458,4 +459,4 @@ def test_status_and_list_run_while_another_process_appends_to_a_live_call(
     assert appender.returncode == 0, err
     appended = int(out.split()[-1])
     with Journal(db) as journal:
-        assert len(journal.turns("call-busy")) == appended, "every append kept"
+        assert len(journal_probe.turns(journal, "call-busy")) == appended, "every append kept"

@@ -13,6 +13,8 @@ Nothing here touches the network.
 - :class:`WavAudioInput`: an ``io.AudioInput`` playing a WAV in real time, like a microphone.
 - :class:`CaptureAudioOutput`: an ``io.AudioOutput`` recording frames and simulating playout.
 - :class:`CaptureTextOutput`: an ``io.TextOutput`` recording the agent's transcript segments.
+- :class:`CaptureRoom`: the parts of ``rtc.Room`` the call's transcript wiring uses (data packets
+  kept, RPC handlers registered by name, a settable connection state).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import wave
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Never, TypeAlias
+from typing import Any, Never, TypeAlias, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -48,6 +50,7 @@ from livekit.agents.voice import io
 
 __all__ = [
     "CaptureAudioOutput",
+    "CaptureRoom",
     "CaptureTextOutput",
     "FakeLLM",
     "FakeSTT",
@@ -210,9 +213,6 @@ class FakeLLM(llm.LLM[Never]):
     @property
     def provider(self) -> str:
         return "fake"
-
-    def set_reply(self, reply: LLMReply | Callable[[llm.ChatContext], LLMReply]) -> None:
-        self._reply = reply
 
     def fail_next(self, count: int = 1, *, error: Exception | None = None) -> None:
         """Make the next ``count`` attempts raise ``error`` (default: a retryable HTTP 500)."""
@@ -718,10 +718,6 @@ class WavAudioInput(io.AudioInput):
             return None
         return self.started_at + self.speech_end_offset / self._speed
 
-    @property
-    def frames_sent(self) -> int:
-        return self._frames_sent
-
     async def __anext__(self) -> rtc.AudioFrame:
         if self._t0 is None:
             self._t0 = time.perf_counter()
@@ -762,8 +758,6 @@ class PlayoutSegment:
     """``time.time()`` of its first frame (playback start)."""
     duration: float = 0.0
     """Seconds of audio captured."""
-    frame_count: int = 0
-    flushed: bool = False
     finished_at: float | None = None
     played: float = 0.0
     """Seconds reported as played out."""
@@ -811,8 +805,6 @@ class CaptureAudioOutput(io.AudioOutput):
         self.first_frame_at: float | None = None
         """``time.time()`` of the first frame ever captured."""
         self.first_frame = asyncio.Event()
-        self.pauses = 0
-        """How many times ``pause()`` was called."""
 
     @property
     def total_duration(self) -> float:
@@ -837,14 +829,12 @@ class CaptureAudioOutput(io.AudioOutput):
             self.on_playback_started(created_at=now)
         self.frames.append(frame)
         self._current.duration += frame.duration
-        self._current.frame_count += 1
 
     def flush(self) -> None:
         super().flush()
         segment, self._current = self._current, None
         if segment is None:
             return
-        segment.flushed = True
         task = asyncio.create_task(self._playout(segment), name="CaptureAudioOutput.playout")
         self._playout_tasks.add(task)
         task.add_done_callback(self._playout_tasks.discard)
@@ -860,7 +850,6 @@ class CaptureAudioOutput(io.AudioOutput):
         if self._paused:
             return
         self._paused, now = True, time.time()
-        self.pauses += 1
         for segment in self._unfinished():
             segment._paused_since = now
         self._wake()
@@ -928,3 +917,38 @@ class CaptureTextOutput(io.TextOutput):
         if self._current:
             self.segments.append("".join(self._current))
         self._current = []
+
+
+class CaptureLocalParticipant:
+    """``publish_data`` and ``register_rpc_method`` of ``rtc.LocalParticipant``, recorded."""
+
+    def __init__(self) -> None:
+        self.packets: list[tuple[str, bytes]] = []
+        """(topic, payload) of every packet published, in order."""
+        self.rpc_methods: dict[str, Callable[[rtc.RpcInvocationData], Any]] = {}
+
+    async def publish_data(
+        self, payload: bytes | str, *, reliable: bool = True, topic: str = ""
+    ) -> None:
+        assert reliable
+        self.packets.append((topic, payload.encode() if isinstance(payload, str) else payload))
+
+    def register_rpc_method(
+        self, method_name: str, handler: Callable[[rtc.RpcInvocationData], Any]
+    ) -> None:
+        self.rpc_methods[method_name] = handler
+
+
+class CaptureRoom:
+    """What the call's transcript wiring touches of ``rtc.Room``: the local participant (data
+    channel, hang-up RPC) and ``isconnected()``. No WebRTC: ``session.start`` gets no room."""
+
+    def __init__(self, *, connected: bool = True) -> None:
+        self.local_participant = CaptureLocalParticipant()
+        self.connected = connected
+
+    def isconnected(self) -> bool:
+        return self.connected
+
+    def as_room(self) -> rtc.Room:
+        return cast(rtc.Room, self)

@@ -1,4 +1,4 @@
-"""The job start: validated metadata, then scenario, session and room connection in one gather.
+"""Steps 1 and 2 of a call: validated metadata, then scenario, session and room in one gather.
 
 Rule: ids come only from `ctx.job.metadata` (room metadata and participant attributes are
 client-writable). The backend calls and `ctx.connect()` overlap, so a cold start costs about the

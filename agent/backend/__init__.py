@@ -1,0 +1,55 @@
+"""The backend boundary: a small Protocol, the real httpx client and the embedded local default.
+
+Rule: every byte that leaves for the backend or comes back goes through here; callers see our
+models and our `BackendError` family only, never httpx exceptions or raw JSON. The service key
+travels only in the `X-Internal-Service-Key` header: it is never logged, never put in an
+exception's text and never sent over plain http except to localhost.
+
+Modules: protocol (the `Backend` Protocol, its receipt and the `BackendError` family), contract
+(headers, routes, idempotency keys), status (what each answer means: DESIGN.md "Status
+semantics"), http (`HttpBackend`: the httpx client, retries within a deadline), local
+(`LocalBackend`: the embedded default). `make_backend` chooses between the last two.
+"""
+
+from __future__ import annotations
+
+from agent.backend.contract import SESSION_PATH, TRANSCRIPT_PATH, transcript_idempotency_key
+from agent.backend.http import HttpBackend
+from agent.backend.local import LocalBackend
+from agent.backend.protocol import (
+    Backend,
+    BackendAuthError,
+    BackendError,
+    BackendMisconfigured,
+    BackendRejected,
+    BackendResponseInvalid,
+    BackendUnavailable,
+    DeliveryReceipt,
+)
+from agent.backend.status import strip_echoes
+from agent.config import Settings
+
+__all__ = [
+    "SESSION_PATH",
+    "TRANSCRIPT_PATH",
+    "Backend",
+    "BackendAuthError",
+    "BackendError",
+    "BackendMisconfigured",
+    "BackendRejected",
+    "BackendResponseInvalid",
+    "BackendUnavailable",
+    "DeliveryReceipt",
+    "HttpBackend",
+    "LocalBackend",
+    "make_backend",
+    "strip_echoes",
+    "transcript_idempotency_key",
+]
+
+
+def make_backend(settings: Settings) -> Backend:
+    """The real client when BACKEND_URL is set, otherwise the embedded local default."""
+    if settings.has_backend:
+        return HttpBackend.from_settings(settings)
+    return LocalBackend(settings.agent_data_dir)

@@ -1,0 +1,47 @@
+"""The backend contract's names (DESIGN.md, "Backend"): headers, routes, idempotency keys.
+
+Rule: a route's ids are always one escaped path segment; an idempotency key depends only on what
+identifies the request, so a retry reuses it and a better transcript gets a new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from urllib.parse import quote
+
+from agent.models import TranscriptPayload
+
+KEY_HEADER = "X-Internal-Service-Key"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+SCENARIO_PATH = "/api/internal/scenarios/{scenarioId}"
+SESSIONS_PATH = "/api/internal/sessions"
+SESSION_PATH = "/api/internal/sessions/{sessionId}"
+TRANSCRIPT_PATH = "/api/internal/sessions/{sessionId}/transcript"
+
+
+def transcript_idempotency_key(session_id: str, payload: TranscriptPayload) -> str:
+    """The `Idempotency-Key` of a transcript POST: the sha256 hex digest of the UTF-8 string
+    `f"{sessionId}|{attemptNumber}|{source}|{complete}|{turnCount}"`, with `complete` written as
+    JSON writes booleans (`true`/`false`, lowercase).
+
+    A retry of the same body reuses the key (so the backend can replay its answer), while a longer
+    or more complete transcript of the same attempt gets a new one (so the backend ranks it). Every
+    field but the session id is an int, a literal or a bool, so the string parses unambiguously
+    from the right even when the session id contains `|`.
+    """
+    complete = "true" if payload.complete else "false"
+    material = (
+        f"{session_id}|{payload.attempt_number}|{payload.source}|{complete}|{payload.turn_count}"
+    )
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+
+def create_idempotency_key(job_id: str) -> str:
+    """The `Idempotency-Key` of a session creation: one session per LiveKit job."""
+    return f"create:{job_id}"
+
+
+def segment(value: str) -> str:
+    # An id is one path segment: `/`, `?`, `#`, `..` and spaces must not change the route.
+    return quote(value, safe="")

@@ -1,0 +1,253 @@
+"""`LocalBackend`: the embedded default when no BACKEND_URL is set (DESIGN.md, "Embedded
+default"): scenarios from prompts/, sessions numbered locally, transcripts as JSON files.
+
+Rule: the same answers as the real backend for the same requests (a 409's `already_delivered`
+when it holds an equal or better transcript of the attempt, 404/422 as `BackendRejected`), and
+a disk or database failure is `BackendUnavailable`, so the journal keeps the transcript.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import re
+import sqlite3
+import stat
+import uuid
+from collections.abc import Callable
+from contextlib import closing
+from pathlib import Path
+from typing import Any, TypeVar
+
+from agent.backend.contract import transcript_idempotency_key
+from agent.backend.protocol import (
+    BackendRejected,
+    BackendUnavailable,
+    DeliveryReceipt,
+    DeliveryStatus,
+)
+from agent.models import Scenario, Session, SessionCreate, TranscriptPayload, utc_now
+from agent.prompts import PROMPTS_DIR, PromptError, load_scenario
+
+_T = TypeVar("_T")
+
+_SAFE_STEM = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL UNIQUE,
+    user_id TEXT NOT NULL,
+    scenario_id TEXT NOT NULL,
+    assignment_id TEXT,
+    room_name TEXT NOT NULL,
+    attempt_number INTEGER NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_by_owner ON sessions (user_id, scenario_id);
+"""
+
+
+def _transcript_stem(session_id: str) -> str:
+    # File names stay portable: a plain id is used as is, anything else by its digest.
+    if _SAFE_STEM.match(session_id):
+        return session_id
+    return "h" + hashlib.sha256(session_id.encode("utf-8")).hexdigest()[:40]
+
+
+def _rank(payload: TranscriptPayload) -> tuple[bool, int]:
+    # The backend's ranking within one attempt (source is always "agent" here).
+    return (payload.complete, payload.turn_count)
+
+
+class LocalBackend:
+    """The embedded default (no BACKEND_URL): scenarios from prompts/, sessions numbered in a
+    small SQLite file and transcripts written as JSON files, all under `data_dir`.
+
+    SQLite rather than JSON for the sessions because job processes run side by side and the
+    attempt numbering must not race; every file operation runs in a thread so the event loop
+    (which may carry the LiveKit connection) never blocks on disk. Transcripts hold what the
+    caller said: files are created 0600 and directories 0700, whatever the process umask.
+    """
+
+    def __init__(self, data_dir: Path, *, prompts_dir: Path = PROMPTS_DIR) -> None:
+        self.data_dir = Path(data_dir)
+        self.db_path = self.data_dir / "local_backend.sqlite3"
+        self.transcripts_dir = self.data_dir / "transcripts"
+        self._prompts_dir = prompts_dir
+        # Two deliveries of one session in this process must not both see "nothing held yet".
+        self._write_lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"LocalBackend(data_dir={str(self.data_dir)!r})"
+
+    async def aclose(self) -> None:
+        return None
+
+    async def get_scenario(self, scenario_id: str) -> Scenario:
+        try:
+            return await asyncio.to_thread(load_scenario, scenario_id, self._prompts_dir)
+        except PromptError as error:
+            raise BackendRejected(404, str(error)) from None
+
+    async def create_session(self, body: SessionCreate, *, job_id: str) -> Session:
+        return await self._run(self._create_session_sync, body, job_id)
+
+    async def get_session(self, session_id: str) -> Session:
+        session = await self._run(self._find_session_sync, session_id)
+        if session is None:
+            raise BackendRejected(404, f"no local session {session_id!r}")
+        return session
+
+    async def post_transcript(
+        self, session_id: str, payload: TranscriptPayload, *, deadline: float
+    ) -> DeliveryReceipt:
+        key = transcript_idempotency_key(session_id, payload)
+        try:
+            async with asyncio.timeout(deadline), self._write_lock:
+                status = await self._run(self._post_transcript_sync, session_id, payload, key)
+        except TimeoutError:
+            raise BackendUnavailable(
+                f"local transcript write did not finish within {deadline:g} s"
+            ) from None
+        return DeliveryReceipt(status=status, attempts=1)
+
+    # ------------------------------------------------------------------ blocking parts
+
+    async def _run(self, func: Callable[..., _T], *args: Any) -> _T:
+        try:
+            return await asyncio.to_thread(func, *args)
+        except (OSError, sqlite3.Error) as error:
+            # A full disk or a locked database is the local analogue of an unreachable backend:
+            # the journal keeps the transcript and recovery tries again later.
+            raise BackendUnavailable(f"local store failed: {type(error).__name__}: {error}") from (
+                error
+            )
+
+    def _connect(self) -> sqlite3.Connection:
+        # Private to the worker's user whatever the umask: a new data dir 0700 and the database
+        # created 0600 before SQLite opens it (its -journal/-wal files copy the file's mode).
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.close(os.open(self.db_path, os.O_RDWR | os.O_CREAT, 0o600))
+        db = sqlite3.connect(self.db_path, timeout=10, isolation_level=None)
+        db.executescript(_SCHEMA)
+        return db
+
+    def _private_transcripts_dir(self) -> None:
+        """The transcripts directory, 0700: made so, or closed if an older version left it open
+        (the directory's mode guards every file in it, whatever mode those files have)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.transcripts_dir.mkdir(exist_ok=True, mode=0o700)
+        if stat.S_IMODE(self.transcripts_dir.stat().st_mode) & 0o077:
+            self.transcripts_dir.chmod(0o700)
+
+    @staticmethod
+    def _session_from_row(row: tuple[Any, ...]) -> Session:
+        session_id, user_id, scenario_id, assignment_id, attempt_number = row
+        return Session(
+            id=session_id,
+            user_id=user_id,
+            scenario_id=scenario_id,
+            assignment_id=assignment_id,
+            attempt_number=attempt_number,
+        )
+
+    def _create_session_sync(self, body: SessionCreate, job_id: str) -> Session:
+        columns = "id, user_id, scenario_id, assignment_id, attempt_number"
+        with closing(self._connect()) as db:
+            # IMMEDIATE takes the write lock before reading the count: two processes creating
+            # sessions for the same user and scenario get consecutive numbers, never the same.
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute(
+                    f"SELECT {columns} FROM sessions WHERE job_id = ?", (job_id,)
+                ).fetchone()
+                if row is None:
+                    (number,) = db.execute(
+                        "SELECT COALESCE(MAX(attempt_number), 0) + 1 FROM sessions "
+                        "WHERE user_id = ? AND scenario_id = ?",
+                        (body.user_id, body.scenario_id),
+                    ).fetchone()
+                    session_id = f"local-{uuid.uuid4().hex}"
+                    db.execute(
+                        "INSERT INTO sessions (id, job_id, user_id, scenario_id, assignment_id,"
+                        " room_name, attempt_number, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            session_id,
+                            job_id,
+                            body.user_id,
+                            body.scenario_id,
+                            body.assignment_id,
+                            body.room_name,
+                            number,
+                            utc_now().isoformat(),
+                        ),
+                    )
+                    row = (session_id, body.user_id, body.scenario_id, body.assignment_id, number)
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        return self._session_from_row(row)
+
+    def _find_session_sync(self, session_id: str) -> Session | None:
+        with closing(self._connect()) as db:
+            row = db.execute(
+                "SELECT id, user_id, scenario_id, assignment_id, attempt_number "
+                "FROM sessions WHERE id = ?",
+                (session_id,),
+            ).fetchone()
+        return None if row is None else self._session_from_row(row)
+
+    def _held_ranks(self, stem: str, attempt_number: int) -> list[tuple[bool, int]]:
+        ranks: list[tuple[bool, int]] = []
+        for path in self.transcripts_dir.glob(f"{stem}.*.json"):
+            try:
+                stored = json.loads(path.read_text(encoding="utf-8"))
+                held = TranscriptPayload.model_validate(stored["transcript"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # not ours or unreadable: it cannot outrank a valid transcript
+            if held.attempt_number == attempt_number:
+                ranks.append(_rank(held))
+        return ranks
+
+    def _post_transcript_sync(
+        self, session_id: str, payload: TranscriptPayload, key: str
+    ) -> DeliveryStatus:
+        session = self._find_session_sync(session_id)
+        if session is None:
+            raise BackendRejected(404, f"no local session {session_id!r}")
+        if payload.attempt_number != session.attempt_number:
+            raise BackendRejected(
+                422,
+                f"attemptNumber: {payload.attempt_number} is not the session's attempt "
+                f"{session.attempt_number}",
+            )
+        self._private_transcripts_dir()
+        stem = _transcript_stem(session_id)
+        if any(held >= _rank(payload) for held in self._held_ranks(stem, payload.attempt_number)):
+            return "already_delivered"
+        document = {
+            "sessionId": session_id,
+            "idempotencyKey": key,
+            "writtenAt": utc_now().isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "transcript": payload.to_wire(),
+        }
+        final = self.transcripts_dir / f"{stem}.{key}.json"
+        # Temp file + fsync + os.replace: a reader (or a crash) sees the old state or the whole
+        # new file, never half of it. The dot prefix keeps temp files out of the glob above.
+        temp = self.transcripts_dir / f".{stem}.{key}.{uuid.uuid4().hex}.tmp"
+        try:
+            # 0600 from the start (os.replace keeps it): transcripts hold what the caller said
+            descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with open(descriptor, "w", encoding="utf-8") as handle:
+                json.dump(document, handle, ensure_ascii=False, indent=2)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, final)
+        finally:
+            temp.unlink(missing_ok=True)
+        return "delivered"

@@ -1,0 +1,116 @@
+"""Step 5 of a call: after it ended, the transcript on its way, in one direction only.
+
+Rule: the end-of-call path flows one way: the call ended -> the final turns flushed to the data
+channel (then `end`) -> the transcript built -> journal -> delivery -> the one `call.ended` line.
+`finish` runs from `on_session_end`, within the library's `session_end_timeout`; `backstop` is
+the shutdown callback's last attempt, only while the journal still says undelivered.
+"""
+
+from __future__ import annotations
+
+import time
+
+from agent.call.state import Call
+from agent.config import Settings
+from agent.delivery import DeliveryOutcome, backstop, deliver
+from agent.log import get_logger
+from agent.models import Latency, TranscriptPayload, utc_now
+from agent.transcript import usage_from_session
+
+log = get_logger(__name__)
+
+# Room left in session_end_timeout for the journal steps around the post and `call.ended`.
+SESSION_END_MARGIN = 6.0
+
+
+async def finish(call: Call, settings: Settings) -> None:
+    """The call ended: name the reason if nothing did, stop its tasks, flush the turns and
+    `end`, deliver the transcript, log `call.ended`."""
+    started = time.monotonic()
+    if call.ended_reason is None:
+        call.end_reason("job_terminated" if call.room_connected() else "room_closed")
+    await call.cancel_tasks()
+    if call.publisher is not None:
+        await call.publisher.finish(send_end=call.room_connected())
+    # The library cancels this hook at session_end_timeout: leave room for the journal steps
+    # around the post and for the call.ended line.
+    left = settings.session_end_timeout - (time.monotonic() - started) - SESSION_END_MARGIN
+    await deliver_transcript(call, deadline=max(1.0, min(settings.delivery_deadline, left)))
+    log_call_ended(call)
+
+
+def build_transcript(call: Call) -> TranscriptPayload:
+    assert call.session is not None
+    turns = call.recorder.turns if call.recorder else []
+    usage = []
+    if call.agent_session is not None:
+        try:
+            usage = usage_from_session(call.agent_session)
+        except Exception as error:  # usage is a nice-to-have; the transcript is not
+            log.warning("call.usage_failed", error_type=type(error).__name__)
+    return TranscriptPayload(
+        attempt_number=call.session.attempt_number,
+        complete=True,
+        ended_reason=call.ended_reason or "job_terminated",
+        started_at=call.started_at,
+        ended_at=call.ended_at or utc_now(),
+        turn_count=len(turns),
+        turns=turns,
+        usage=usage,
+        latency=call.recorder.latency() if call.recorder else Latency(),
+    )
+
+
+async def deliver_transcript(call: Call, *, deadline: float) -> DeliveryOutcome | None:
+    """Build the final transcript and deliver it (journal first). None when the call never had
+    a backend session (bad metadata, backend down at start): nothing to deliver."""
+    if not call.journaled or call.backend is None:
+        return None
+    assert call.session is not None and call.journal is not None
+    if call.recorder is not None:
+        call.recorder.mark_ended(call.ended_at)
+    call.outcome = await deliver(
+        journal=call.journal,
+        backend=call.backend,
+        call_id=call.job_id,
+        session_id=call.session.id,
+        payload=build_transcript(call),
+        deadline=deadline,
+    )
+    return call.outcome
+
+
+async def backstop_call(call: Call, settings: Settings) -> None:
+    """Shutdown callback: runs after the room disconnected, bounded by the parent's kill timer.
+    Only if the journal still says undelivered (on_session_end timed out or was skipped)."""
+    if call.backend is None:
+        return
+    try:
+        if call.journaled:
+            assert call.session is not None and call.journal is not None
+            await backstop(
+                journal=call.journal,
+                backend=call.backend,
+                call_id=call.job_id,
+                session_id=call.session.id,
+                timeout=settings.backstop_timeout,
+                ended_reason=call.ended_reason or "job_terminated",
+            )
+    finally:
+        await call.backend.aclose()
+
+
+def log_call_ended(call: Call) -> None:
+    ended = call.ended_at or call.started_at
+    latency = call.recorder.latency() if call.recorder else None
+    log.info(
+        "call.ended",
+        session_id=call.session.id if call.session else None,
+        ended_reason=call.ended_reason,
+        turn_count=call.recorder.turn_count if call.recorder else 0,
+        duration_s=round((ended - call.started_at).total_seconds(), 3),
+        delivery=call.outcome.status if call.outcome else "none",
+        delivery_attempts=call.outcome.attempts if call.outcome else 0,
+        e2e_p50_ms=latency.e2e_ms.p50 if latency and latency.e2e_ms else None,
+        e2e_p90_ms=latency.e2e_ms.p90 if latency and latency.e2e_ms else None,
+    )

@@ -1,0 +1,185 @@
+"""Step 3 of a call: journal it, then run the persona's session with the transcript wired in.
+
+Rule: the real worker, the benchmarks and the tests build a call's session through these
+functions (providers and audio IO may be injected; the shape may not differ). Session, room and
+RPC handlers only call into the `Call` (its reason, its shutdown, its tasks) and catch and log
+every exception: a handler that raises breaks the library's speech task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+from typing import Any
+
+from livekit import rtc
+from livekit.agents import AgentSession, llm, stt, tts, vad
+from livekit.agents.types import NOT_GIVEN
+from livekit.agents.voice import room_io
+from livekit.agents.voice.events import CloseEvent, ErrorEvent
+
+from agent.call.ending import (
+    end_after_no_show,
+    end_at_max_duration,
+    hang_up,
+    register_end_call_rpc,
+)
+from agent.call.state import Call
+from agent.config import Settings
+from agent.delivery import keep_lease
+from agent.journal import CallHeldElsewhere
+from agent.log import get_logger
+from agent.models import JobMetadata
+from agent.persona import ApologyAgent, PersonaAgent
+from agent.pipeline import build_apology_session, build_session
+from agent.prompts import load_prompt
+from agent.transcript import TranscriptPublisher, TurnRecorder, room_data_sink
+
+log = get_logger(__name__)
+
+
+async def open_journal(call: Call) -> None:
+    """Journal the call (its row, owned by this process) and keep its lease for as long as the
+    call lasts. The same job id run again (LiveKit re-running a job in a new process) continues
+    the earlier run's turns: they come back from `open_call`, the recorder numbers new turns
+    after them, and the final transcript holds them all, once. While another live process still
+    holds the row (the first run delivering its transcript), that row and its turns stay its
+    own: this run journals under its own id, starting from a copy of those turns."""
+    assert call.session is not None and call.journal is not None
+    journal = call.journal
+    open_call = functools.partial(
+        journal.open_call,
+        session_id=call.session.id,
+        attempt_number=call.session.attempt_number,
+        started_at=call.started_at,
+    )
+    try:
+        call.earlier_turns = await asyncio.to_thread(open_call, call.job_id)
+    except CallHeldElsewhere:
+        first_run = call.job_id
+        call.job_id = f"{first_run}/run-{os.getpid()}"  # the key of this run's journal row
+        log.warning("journal.call_held_elsewhere", call_id=first_run, journal_id=call.job_id)
+        call.earlier_turns = await asyncio.to_thread(
+            open_call, call.job_id, continue_from=first_run
+        )
+    if call.earlier_turns:
+        log.info("call.continued", earlier_turns=len(call.earlier_turns))
+    call.spawn(keep_lease(journal, call.job_id), "journal.lease")
+
+
+def build_conversation(
+    call: Call,
+    settings: Settings,
+    vad_model: vad.VAD | None,
+    room: rtc.Room,
+    *,
+    stt_model: stt.STT[Any] | None = None,
+    llm_model: llm.LLM[Any] | None = None,
+    tts_model: tts.TTS[Any] | None = None,
+) -> AgentSession[Call]:
+    """The persona's session with all that must be attached before it starts: the transcript
+    wiring (from `room`: data channel, hang-up RPC) and the end-of-call handlers. Providers
+    default to the OpenAI plugins (`build_session`)."""
+    assert call.scenario is not None
+    # the call is also the session's typed userdata, so tools and agents reach it directly
+    session: AgentSession[Call] = build_session(
+        settings,
+        vad_model,
+        scenario=call.scenario,
+        userdata=call,
+        stt_model=stt_model,
+        llm_model=llm_model,
+        tts_model=tts_model,
+    )
+    call.agent_session = session
+    attach_transcript(call, session, room)
+    session.on("close", functools.partial(_on_close, call))
+    session.on("error", functools.partial(_on_error, call))
+    return session
+
+
+async def start_conversation(
+    call: Call, session: AgentSession[Call], settings: Settings, room: rtc.Room | None
+) -> None:
+    """Start the persona (in `room`; without one, the session's IO is whatever was set on it),
+    then the no-show and max-duration timers."""
+    assert call.scenario is not None and call.session is not None
+    await session.start(
+        agent=PersonaAgent(call.scenario),
+        room=room if room is not None else NOT_GIVEN,
+        room_options=_room_options(call.metadata),
+        session_host=False,
+        record=settings.livekit_recording,
+    )
+    call.spawn(end_after_no_show(call, settings.no_show_seconds), "call.no_show")
+    call.spawn(end_at_max_duration(call, settings.max_call_seconds), "call.max_duration")
+    log.info("call.started", attempt_number=call.session.attempt_number)
+
+
+def attach_transcript(call: Call, session: AgentSession[Any], room: rtc.Room) -> None:
+    """Every final turn: journaled at once, then queued for the data channel."""
+    assert call.session is not None and call.journal is not None
+    journal = call.journal
+    call.publisher = TranscriptPublisher(
+        room_data_sink(room), session_id=call.session.id, is_connected=room.isconnected
+    )
+    call.recorder = TurnRecorder(
+        on_turn=lambda turn: journal.append_turn(call.job_id, turn),
+        publisher=call.publisher,
+        started_at=call.started_at,
+        earlier_turns=call.earlier_turns,
+    )
+    call.recorder.attach(session)
+    register_end_call_rpc(
+        room.local_participant,
+        functools.partial(hang_up, call),
+        allowed_identity=call.linked_identity,
+        spawn=call.spawn,
+    )
+
+
+async def start_apology(
+    call: Call, settings: Settings, vad_model: vad.VAD | None, room: rtc.Room
+) -> None:
+    """The backend is unreachable or refused us: the caller hears a short apology, not silence,
+    and the job ends. There is no backend session, so nothing is journaled."""
+    call.end_reason("backend_unavailable")
+    session = build_apology_session(settings, vad_model)
+    call.agent_session = session
+    await session.start(
+        agent=ApologyAgent(on_done=lambda: call.shutdown("backend_unavailable")),
+        room=room,
+        room_options=_room_options(call.metadata),
+        session_host=False,
+        record=False,
+    )
+
+
+def _room_options(metadata: JobMetadata) -> room_io.RoomOptions:
+    kwargs: dict[str, Any] = {
+        # the agent speaks first; a pre-connect buffer would only delay the connection
+        "audio_input": room_io.AudioInputOptions(pre_connect_audio=False),
+    }
+    if metadata.participant_identity:
+        kwargs["participant_identity"] = metadata.participant_identity
+    return room_io.RoomOptions(**kwargs)
+
+
+def _on_close(call: Call, event: CloseEvent) -> None:
+    try:
+        call.on_session_close(event)
+    except Exception as error:  # a handler that raises breaks the library's task
+        log.error("call.close_handler_failed", error_type=type(error).__name__)
+
+
+def _on_error(call: Call, event: ErrorEvent) -> None:
+    try:
+        error = event.error
+        recoverable = bool(getattr(error, "recoverable", True))
+        log.warning("call.provider_error", error_type=type(error).__name__, recoverable=recoverable)
+        if not recoverable and getattr(error, "type", None) == "llm_error":
+            assert call.agent_session is not None
+            call.agent_session.say(load_prompt("llm_error"))
+    except Exception as handler_error:
+        log.error("call.error_handler_failed", error_type=type(handler_error).__name__)

@@ -1,0 +1,115 @@
+"""Recovery: delivering what any process left undelivered, and the shutdown backstop.
+
+Rule: a transcript is recovered only through the journal's claim (one process per row, never a
+row with a fresh lease); on the first deferred or misconfigured outcome the rest are released
+untouched, and nothing stays leased to this process when it is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+from agent.backend import Backend
+from agent.delivery.lease import release_shielded
+from agent.delivery.post import DeliveryOutcome, deliver
+from agent.journal import Journal
+from agent.log import get_logger
+from agent.models import EndedReason, TranscriptPayload
+
+log = get_logger(__name__)
+
+
+async def recover_pending(
+    journal: Journal, backend: Backend, *, deadline: float
+) -> list[DeliveryOutcome]:
+    """Claim every recoverable transcript (dead calls and deferred deliveries of any process)
+    and deliver each within `deadline` seconds. On the first deferred or misconfigured outcome
+    the rest are released untouched: the backend is down or misconfigured, and trying each
+    in turn would only spend the deadline N times. Safe to run from several processes at once.
+    Turns whose call row is gone (a hung owner's late appends) are swept first."""
+    swept = await asyncio.to_thread(journal.sweep_orphan_turns)
+    if swept:
+        log.info("recovery.orphan_turns_swept", count=swept)
+    claimed = await asyncio.to_thread(journal.claim_recoverable)
+    if not claimed:
+        log.debug("recovery.nothing_to_do")
+        return []
+    log.info("recovery.claimed", count=len(claimed))
+    outcomes: list[DeliveryOutcome] = []
+    remaining = list(claimed)
+    try:
+        while remaining:
+            item = remaining.pop(0)
+            outcome = await deliver(
+                journal, backend, item.call_id, item.session_id, item.payload, deadline=deadline
+            )
+            outcomes.append(outcome)
+            if outcome.status in ("deferred", "misconfigured"):
+                break
+    finally:
+        # Released also when cancelled (a drain, a job ending), so nothing stays leased to us.
+        for item in remaining:
+            await release_shielded(journal, item.call_id)
+    counts = Counter(outcome.status for outcome in outcomes)
+    summary = {
+        "claimed": len(claimed),
+        "delivered": counts["delivered"],
+        "already_delivered": counts["already_delivered"],
+        "deferred": counts["deferred"],
+        "rejected": counts["rejected"],
+        "misconfigured": counts["misconfigured"],
+        "not_attempted": len(remaining),
+    }
+    if all(outcome.status in ("delivered", "already_delivered") for outcome in outcomes) and (
+        not remaining
+    ):
+        log.info("recovery.delivered", **summary)
+    else:
+        log.warning("recovery.incomplete", **summary)
+    return outcomes
+
+
+async def backstop(
+    journal: Journal,
+    backend: Backend,
+    call_id: str,
+    session_id: str,
+    *,
+    timeout: float,
+    payload: TranscriptPayload | None = None,
+    ended_reason: EndedReason = "job_terminated",
+) -> DeliveryOutcome | None:
+    """The shutdown-callback safety net: only if the journal says the call is undelivered, one
+    delivery bounded by `timeout` (shutdown_process_timeout - 2 s). Without a `payload` it sends
+    what the journal holds: the stored final transcript, or one rebuilt from the journaled turns
+    (incomplete, with `ended_reason`). None: nothing to do (delivered, dead letter, or never
+    journaled)."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    def _look() -> TranscriptPayload | None:
+        if not journal.is_undelivered(call_id):
+            return None
+        if payload is not None:
+            return payload
+        return journal.current_payload(call_id, ended_reason=ended_reason)
+
+    try:
+        async with asyncio.timeout(timeout):
+            to_send = await asyncio.to_thread(_look)
+    except TimeoutError:
+        log.warning("delivery.backstop_skipped", call_id=call_id, cause="journal_timeout")
+        return None
+    if to_send is None:
+        log.debug("delivery.backstop_not_needed", call_id=call_id)
+        return None
+    log.info("delivery.backstop", call_id=call_id, session_id=session_id)
+    return await deliver(
+        journal,
+        backend,
+        call_id,
+        session_id,
+        to_send,
+        deadline=max(0.0, timeout - (loop.time() - started)),
+    )

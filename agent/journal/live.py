@@ -1,0 +1,136 @@
+"""The live call: opening its row, journaling each final turn, refreshing its lease.
+
+Rule: `append_turn` runs on the event loop, so it is one committed INSERT on its own connection
+and never fsyncs (the WAL checkpoint runs from the off-loop calls, see `JournalBase.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime
+
+from agent.journal.base import JournalBase
+from agent.journal.ownership import CallHeldElsewhere
+from agent.journal.payloads import parse_payload, turn_from_row, turn_row
+from agent.log import get_logger
+from agent.models import Turn
+
+log = get_logger(__name__)
+
+# A safety net for a caller that appends but never refreshes a lease: the WAL stays bounded.
+APPENDS_PER_FORCED_CHECKPOINT = 2_000
+
+
+class LiveCall(JournalBase):
+    """Writes while a call is live: the row, its turns and its lease."""
+
+    def open_call(
+        self,
+        call_id: str,
+        *,
+        session_id: str,
+        attempt_number: int,
+        started_at: datetime,
+        continue_from: str | None = None,
+    ) -> list[Turn]:
+        """Start journaling a call, owned by this process with a fresh lease, and return the
+        turns an earlier run of it journaled (seq 1..k; empty for a new call). The caller
+        continues `seq` after them and its final transcript includes them: an id opened again
+        (LiveKit running the same job in a new process) never overwrites the first run's
+        turns. `continue_from`: start this row from another call's turns instead (its row held
+        elsewhere). Raises CallHeldElsewhere, writing nothing, while another live process
+        holds the row with a fresh lease."""
+        now = self._clock()
+        with self._transaction() as conn:
+            row = conn.execute(
+                f"SELECT {self._OWNER_COLUMNS} FROM calls WHERE call_id = ?", (call_id,)
+            ).fetchone()
+            if row is not None and self._held_by_other(conn, call_id, row, now):
+                raise CallHeldElsewhere(call_id)
+            earlier = self._earlier_turns(conn, continue_from or call_id)
+            conn.execute(
+                f"""
+                INSERT INTO calls (call_id, session_id, attempt_number, started_at, owner_host,
+                    owner_boot_id, owner_pid, owner_start_ticks, lease_until, state, updated_at)
+                VALUES (:call_id, :session_id, :attempt, :started_at, :host, :boot, :pid, :ticks,
+                        :lease_until, 'live', :wall)
+                ON CONFLICT (call_id) DO UPDATE SET
+                    session_id = excluded.session_id, attempt_number = excluded.attempt_number,
+                    {self._SET_MINE}, lease_until = excluded.lease_until,
+                    lease_generation = lease_generation + 1, state = 'live',
+                    updated_at = excluded.updated_at
+                """,
+                {
+                    "call_id": call_id,
+                    "session_id": session_id,
+                    "attempt": attempt_number,
+                    "started_at": started_at.isoformat(),
+                    "lease_until": now + self.lease_seconds,
+                    "wall": self._wall(),
+                    **self._mine(),
+                },
+            )
+            rewrite = [t.seq for t in earlier] != [
+                r[0]
+                for r in conn.execute(
+                    "SELECT seq FROM turns WHERE call_id = ? ORDER BY seq", (call_id,)
+                )
+            ]
+            if rewrite:
+                # The row's turns become exactly 1..k (renumbered after a gap, copied from
+                # `continue_from`, or taken from a stored transcript whose turns were deleted),
+                # so the next run's seq k+1.. never lands on an earlier turn.
+                conn.execute("DELETE FROM turns WHERE call_id = ?", (call_id,))
+                conn.executemany(
+                    "INSERT INTO turns VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [turn_row(call_id, turn) for turn in earlier],
+                )
+        if earlier:
+            log.info("journal.call_reopened", call_id=call_id, earlier_turns=len(earlier))
+        return earlier
+
+    def _earlier_turns(self, conn: sqlite3.Connection, call_id: str) -> list[Turn]:
+        """The most turns journaled for a call: its per-turn rows, or its stored transcript's
+        turns when that has more (a v1 journal deleted the rows once it stored the transcript)."""
+        rows = conn.execute(
+            "SELECT seq, role, text, started_at, ended_at, interrupted FROM turns "
+            "WHERE call_id = ? ORDER BY seq",
+            (call_id,),
+        ).fetchall()
+        turns = [turn_from_row(index, row) for index, row in enumerate(rows, start=1)]
+        stored = conn.execute("SELECT payload FROM calls WHERE call_id = ?", (call_id,)).fetchone()
+        payload = parse_payload(call_id, stored[0]) if stored is not None else None
+        if payload is not None and payload.turn_count > len(turns):
+            return list(payload.turns)
+        return turns
+
+    def append_turn(self, call_id: str, turn: Turn) -> None:
+        """One committed INSERT per final turn: on disk (in the WAL) before this returns, so a
+        SIGKILL right after loses nothing. Cheap enough to call from the event loop."""
+        row = turn_row(call_id, turn)
+        assert self._append_conn is not None
+        with self._append_lock:
+            # A single statement in autocommit mode is its own transaction: no BEGIN needed.
+            self._append_conn.execute(
+                "INSERT OR REPLACE INTO turns VALUES (?, ?, ?, ?, ?, ?, ?)", row
+            )
+            self._appends_since_checkpoint += 1
+            overdue = self._appends_since_checkpoint >= APPENDS_PER_FORCED_CHECKPOINT
+        if overdue:
+            # Nobody refreshed a lease for a long while: bound the WAL here after all.
+            self.checkpoint()
+
+    def refresh_lease(self, call_id: str) -> bool:
+        """Extend this process's lease. False: the row is not ours any more (claimed after our
+        lease ran out, or delivered and gone)."""
+        with self._transaction() as conn:
+            cursor = conn.execute(
+                f"UPDATE calls SET lease_until = :lease_until, "
+                f"lease_generation = lease_generation + 1, updated_at = :wall "
+                f"WHERE call_id = :call_id AND state != 'dead' AND {self._IS_MINE}",
+                {"call_id": call_id, "lease_until": self._lease_until(), "wall": self._wall()}
+                | self._mine(),
+            )
+            held = cursor.rowcount == 1
+        self.checkpoint()
+        return held
