@@ -538,3 +538,56 @@ async def test_a_v1_journal_left_by_an_older_worker_is_migrated_and_delivered(db
     assert (sent["S-crashed"]["complete"], sent["S-crashed"]["endedReason"]) == (False, "crashed")
     assert (stats.live, stats.pending, stats.dead, stats.turns) == (0, 0, 0, 0)
 
+
+async def test_a_v1_backstop_transcript_marked_incomplete_is_repaired_and_delivered(
+    db: Path,
+) -> None:
+    # A version 1 worker's backstop rebuilt a live call as complete: false with job_terminated,
+    # a pair the contract now refuses (DESIGN: complete is false only for crashed/in_progress).
+    # The migration must not leave it undeliverable.
+    body = {
+        "attemptNumber": 1,
+        "source": "agent",
+        "complete": False,
+        "endedReason": "job_terminated",
+        "startedAt": "2026-01-05T10:00:00.000Z",
+        "endedAt": "2026-01-05T10:01:00.000Z",
+        "turnCount": 1,
+        "turns": [
+            {
+                "seq": 1,
+                "role": "assistant",
+                "text": "Hello from the old backstop.",
+                "startedAt": "2026-01-05T10:00:01.000Z",
+                "endedAt": "2026-01-05T10:00:02.000Z",
+                "interrupted": False,
+            }
+        ],
+        "usage": [],
+        "latency": {},
+    }
+    conn = sqlite3.connect(db)
+    conn.executescript(_V1_SCHEMA)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute(
+        "INSERT INTO calls VALUES ('job-old', 'S-old', 1, '2026-01-05T10:00:00+00:00', NULL,"
+        " NULL, NULL, 0, 'pending', 'job_terminated', ?, 0, 1, NULL, 1, 1767607260.0)",
+        (json.dumps(body),),
+    )
+    conn.commit()
+    conn.close()
+
+    backend = FakeBackend()
+    with Journal(db) as journal:
+        outcomes = await recover_pending(journal, backend, deadline=5)
+        stats = journal_probe.counts(journal)
+    assert [o.status for o in outcomes] == ["delivered"]
+    (session_id, payload), *_ = backend.accepted
+    sent = payload.to_wire()
+    assert session_id == "S-old"
+    assert (sent["complete"], sent["endedReason"], sent["turnCount"]) == (
+        True,
+        "job_terminated",
+        1,
+    )
+    assert (stats.pending, stats.dead) == (0, 0)

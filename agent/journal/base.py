@@ -29,6 +29,7 @@ from agent.journal.ownership import (
 from agent.journal.schema import (
     _SCHEMA,
     _V1_COLUMNS_TO_V2,
+    _V1_REPAIR_COMPLETE,
     BUSY_TIMEOUT_MS,
     SCHEMA_VERSION,
     enable_wal,
@@ -128,6 +129,7 @@ class JournalBase(Ownership):
                     conn.execute(statement)
             if version == 1:
                 conn.execute(_V1_COLUMNS_TO_V2)
+                conn.execute(_V1_REPAIR_COMPLETE)
                 conn.execute("DROP TABLE calls_v1")
                 log.info("journal.migrated", from_version=1, to_version=SCHEMA_VERSION)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

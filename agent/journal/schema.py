@@ -71,6 +71,17 @@ SELECT call_id, session_id, attempt_number, started_at, owner_host, NULL, owner_
 FROM calls_v1
 """
 
+# Version 1's shutdown backstop stored a live call rebuilt by its own, still running process as
+# `complete: false` with `job_terminated`. The contract now pairs `complete: false` only with
+# crashed/in_progress (agent.models.INCOMPLETE_REASONS), and that process had journaled every
+# final turn it saw: such a transcript is complete. Left as it was it would fail validation when
+# claimed and end as a dead letter instead of being delivered.
+_V1_REPAIR_COMPLETE = """
+UPDATE calls SET complete = 1, payload = json_set(payload, '$.complete', json('true'))
+WHERE payload IS NOT NULL AND complete = 0
+  AND ended_reason NOT IN ('crashed', 'in_progress')
+"""
+
 
 def enable_wal(conn: sqlite3.Connection) -> str:
     """Switching a new file to WAL needs a moment of exclusive access, which the busy
