@@ -41,6 +41,8 @@ HINTS: dict[str, str] = {
     "unset = embedded default",
     "INTERNAL_SERVICE_KEY": "the backend's internal service key; set it with BACKEND_URL",
     "PORT": "a TCP port number for the health server (0-65535; 0 picks a free one)",
+    "PLAYGROUND_PORT": "a TCP port for `python -m agent playground` on 127.0.0.1 (0-65535)",
+    "METRICS_PORT": "a TCP port for Prometheus /metrics (0-65535; unset turns metrics off)",
     "AGENT_DATA_DIR": "a writable directory for the journal (e.g. /data in the image)",
     "DRAIN_TIMEOUT": "seconds a draining worker waits for live calls (>= MAX_CALL_SECONDS)",
 }
@@ -157,6 +159,13 @@ class Settings(BaseSettings):
     openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
     llm_model: str = Field(default="gpt-4.1-mini", min_length=1, alias="LLM_MODEL")
     stt_model: str = Field(default="gpt-4o-mini-transcribe", min_length=1, alias="STT_MODEL")
+    # realtime: the transcript streams while the caller speaks and is ready when the turn ends
+    # (docs/performance.md, voice-to-voice); batch: one upload after the end of the turn
+    stt_mode: Literal["realtime", "batch"] = Field(default="realtime", alias="STT_MODE")
+    # start the LLM on the final transcript, before the end-of-turn silence is over (~150 ms
+    # faster). Off by default: with streaming STT an LLM failure then surfaces while the caller
+    # is still speaking, and the LLM-error apology is cut or lost (docs/performance.md)
+    preemptive_generation: bool = Field(default=False, alias="PREEMPTIVE_GENERATION")
     tts_model: str = Field(default="gpt-4o-mini-tts", min_length=1, alias="TTS_MODEL")
     tts_voice: str = Field(default="ash", min_length=1, alias="TTS_VOICE")
     language: str = Field(default="en", min_length=2, max_length=16, alias="LANGUAGE")
@@ -190,6 +199,18 @@ class Settings(BaseSettings):
     # Operations
     log_level: LogLevel = Field(default="INFO", alias="LOG_LEVEL")
     port: int = Field(default=8081, ge=0, le=65535, alias="PORT")
+    # `python -m agent playground`: always on 127.0.0.1, never another interface
+    playground_port: int = Field(default=8089, ge=0, le=65535, alias="PLAYGROUND_PORT")
+    # Prometheus `/metrics` of the main and every job process (agent/ops/metrics.py); unset: off
+    metrics_port: int | None = Field(default=None, ge=0, le=65535, alias="METRICS_PORT")
+    # OTLP traces (agent/tracing.py) when either standard endpoint variable is set; the exporter
+    # reads the other OTEL_EXPORTER_OTLP_* variables (headers, timeout) itself
+    otlp_endpoint: str | None = Field(default=None, alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+    otlp_traces_endpoint: str | None = Field(
+        default=None, alias="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    )
+    # transcript text and prompts in span attributes: personal data, off unless asked for
+    trace_include_text: bool = Field(default=False, alias="TRACE_INCLUDE_TEXT")
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -206,12 +227,19 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
 
-    @field_validator("internal_service_key", "agent_name", "drain_timeout", mode="before")
+    @field_validator(
+        "internal_service_key",
+        "agent_name",
+        "drain_timeout",
+        "otlp_endpoint",
+        "otlp_traces_endpoint",
+        mode="before",
+    )
     @classmethod
     def _empty_optional_is_unset(cls, value: object) -> object:
         return None if value == "" else value
 
-    @field_validator("num_idle_processes", mode="before")
+    @field_validator("num_idle_processes", "metrics_port", mode="before")
     @classmethod
     def _empty_count_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -268,6 +296,10 @@ class Settings(BaseSettings):
         """The shutdown-callback backstop's budget: the parent kills the process after
         shutdown_process_timeout, so leave it 2 s to spare."""
         return self.shutdown_process_timeout - 2
+
+    @property
+    def traces_enabled(self) -> bool:
+        return self.otlp_endpoint is not None or self.otlp_traces_endpoint is not None
 
     @property
     def has_backend(self) -> bool:

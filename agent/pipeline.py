@@ -14,6 +14,7 @@ from livekit.agents import AgentSession, APIConnectOptions, llm, stt, tts, vad
 from livekit.agents.voice.agent_session import SessionConnectOptions
 from livekit.plugins import openai
 
+from agent.close_wait import wait_only_for_words_in_flight
 from agent.config import Settings
 from agent.models import Scenario
 
@@ -43,7 +44,17 @@ def _openai_kwargs(settings: Settings) -> dict[str, Any]:
 
 def build_stt(settings: Settings, scenario: Scenario | None = None) -> stt.STT[Any]:
     language = (scenario.language if scenario else None) or settings.language
-    return openai.STT(model=settings.stt_model, language=language, **_openai_kwargs(settings))
+    # realtime: audio streams to the provider while the caller speaks, so the transcript is
+    # final about when the turn ends; batch uploads the whole utterance only after the end of
+    # turn, and the LLM waits for that round trip (docs/performance.md, voice-to-voice). The
+    # plugin's server VAD (350 ms of silence) only segments transcripts: our Silero VAD still
+    # ends the turn, so a short pause inside an utterance never does.
+    return openai.STT(
+        model=settings.stt_model,
+        language=language,
+        use_realtime=settings.stt_mode == "realtime",
+        **_openai_kwargs(settings),
+    )
 
 
 def build_llm(settings: Settings) -> llm.LLM[Any]:
@@ -81,7 +92,7 @@ def build_session(
     kwargs: dict[str, Any] = {}
     if userdata is not None:
         kwargs["userdata"] = userdata
-    return AgentSession(
+    session: AgentSession[T] = AgentSession(
         stt=stt_model or build_stt(settings, scenario),
         llm=llm_model or build_llm(settings),
         tts=tts_model or build_tts(settings, scenario),
@@ -89,14 +100,23 @@ def build_session(
         # VAD end of speech: the local end-of-turn model adds seconds on some speech and needs
         # ~250 MB per process; the VAD keeps turn timing predictable.
         # adaptive interruption needs LiveKit Cloud inference; VAD interruption works anywhere
+        # The end of turn waits for Silero's min_silence_duration (0.55 s, which covers the
+        # library's 0.5 s endpointing min_delay): a ~300 ms pause never ends a turn.
+        # Preemptive generation (PREEMPTIVE_GENERATION, off by default) would start the LLM on
+        # the streaming STT's final transcript, before that silence is over: ~150 ms faster,
+        # but an LLM failure then surfaces while the caller still speaks (docs/performance.md).
         turn_handling={
             "turn_detection": "vad" if vad_model is not None else None,
             "interruption": {"mode": "vad"},
+            "preemptive_generation": {"enabled": settings.preemptive_generation},
         },
         session_close_transcript_timeout=SESSION_CLOSE_TRANSCRIPT_TIMEOUT,
         conn_options=connect_options(settings),
         **kwargs,
     )
+    # the bound applies only while the caller's words are in flight: a hang-up ends at once
+    wait_only_for_words_in_flight(session, SESSION_CLOSE_TRANSCRIPT_TIMEOUT)
+    return session
 
 
 def build_apology_session(settings: Settings, vad_model: vad.VAD | None) -> AgentSession[None]:

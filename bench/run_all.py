@@ -22,7 +22,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import REPO_ROOT, RESULTS_DIR, machine_info, write_result
 
-BENCHES = ("bench_cold_start", "bench_turn_overhead", "bench_capacity", "bench_journal")
+BENCHES = (
+    "bench_cold_start",
+    "bench_turn_overhead",
+    "bench_capacity",
+    "bench_journal",
+    "bench_voice_latency",
+)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,6 +19,7 @@ BENCHES = {
     "bench_turn_overhead": "arms",
     "bench_capacity": "levels",
     "bench_journal": "journal",
+    "bench_voice_latency": "arms",
 }
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from livekit.agents import AgentSession, llm
+import pytest
+from livekit.agents import AgentSession, llm, utils
 from livekit.plugins import silero
 
 from agent.config import Settings
@@ -20,17 +21,27 @@ from tests.support.settings import make_settings
 HELLO_16K = Path(__file__).resolve().parent / "audio" / "hello_16k.wav"
 
 
-def stub_settings(stub: OpenAIStub) -> Settings:
-    return make_settings(OPENAI_API_KEY="sk-stub-key", OPENAI_BASE_URL=stub.base_url)
+def stub_settings(stub: OpenAIStub, **overrides: str) -> Settings:
+    return make_settings(OPENAI_API_KEY="sk-stub-key", OPENAI_BASE_URL=stub.base_url, **overrides)
 
 
-async def test_a_full_voice_turn_completes_through_the_real_plugins() -> None:
+# the STT's requests, in order, beside the TTS's and the LLM's (DESIGN: realtime streams the
+# caller's audio over one WebSocket opened when the session starts; batch uploads each turn)
+STT_MODES = {
+    "realtime": (["speech", "chat", "speech"], "realtime"),
+    "batch": (["speech", "transcriptions", "chat", "speech"], "transcriptions"),
+}
+
+
+@pytest.mark.parametrize("stt_mode", sorted(STT_MODES))
+async def test_a_full_voice_turn_completes_through_the_real_plugins(stt_mode: str) -> None:
     scenario = load_scenario("default")
-    async with OpenAIStub() as stub:
+    expected_posts, stt_endpoint = STT_MODES[stt_mode]
+    async with OpenAIStub() as stub, utils.http_context.open():
         stub.transcript = "Hi, I'm here to listen. What's going on?"
         stub.tts_max_seconds = 1.0
         session: AgentSession[None] = build_session(
-            stub_settings(stub), silero.VAD.load(), scenario=scenario
+            stub_settings(stub, STT_MODE=stt_mode), silero.VAD.load(), scenario=scenario
         )
         # the greeting plays first; the caller starts talking once it is over
         audio_in = WavAudioInput(HELLO_16K, lead_silence=1.5, tail_silence=6.0)
@@ -54,9 +65,10 @@ async def test_a_full_voice_turn_completes_through_the_real_plugins() -> None:
             ("assistant", "You said: Hi, I'm here to listen. What's going on?"),
         ]
         # consecutive requests to one endpoint collapse: the TTS speaks sentence by sentence
-        endpoints = [r.endpoint for r in stub.requests if r.endpoint not in (None, "models")]
+        endpoints = [r.endpoint for r in stub.requests if r.method == "POST"]
         collapsed = [e for i, e in enumerate(endpoints) if i == 0 or endpoints[i - 1] != e]
-        assert collapsed == ["speech", "transcriptions", "chat", "speech"]
+        assert collapsed == expected_posts
+        assert len(stub.requests_to(stt_endpoint)) == 1
         assert all(r.authorization == "Bearer sk-stub-key" for r in stub.requests)
         assert audio_out.total_duration > 1.5 and not any(s.interrupted for s in audio_out.segments)
 

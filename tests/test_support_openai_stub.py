@@ -409,3 +409,201 @@ async def test_audio_session_completes_a_voice_turn_through_the_stub(stub: OpenA
     assert seen == ["transcriptions", "chat", "speech"]
     [upload] = stub.requests_to("transcriptions")
     assert upload.file is not None and upload.file["duration"] > 4.0
+
+
+# --------------------------------------------------------------------------- realtime STT
+# The plugin's realtime transcription client (livekit-plugins-openai 1.8.9, stt.py) against the
+# stub: the event names and fields below are the ones that client sends and reads.
+
+
+def silence_frames(seconds: float, rate: int = 16000, frame_ms: int = 20) -> list[rtc.AudioFrame]:
+    spf = rate * frame_ms // 1000
+    return [
+        rtc.AudioFrame(
+            data=bytes(2 * spf), sample_rate=rate, num_channels=1, samples_per_channel=spf
+        )
+        for _ in range(round(seconds * 1000 / frame_ms))
+    ]
+
+
+async def collect_until_final(
+    stream: Any, frames: list[rtc.AudioFrame], timeout: float = 15.0
+) -> list[Any]:
+    """Push every frame, then read events until the first FINAL_TRANSCRIPT."""
+    from livekit.agents import stt as agents_stt
+
+    for frame in frames:
+        stream.push_frame(frame)
+    events: list[Any] = []
+
+    async def read() -> None:
+        async for event in stream:
+            events.append(event)
+            if event.type == agents_stt.SpeechEventType.FINAL_TRANSCRIPT:
+                return
+
+    await asyncio.wait_for(read(), timeout)
+    return events
+
+
+async def test_realtime_stt_streams_interims_then_the_final_with_server_vad(
+    stub: OpenAIStub,
+) -> None:
+    from livekit.agents import stt as agents_stt
+    from livekit.agents import utils
+
+    stub.transcript = "I would like to book a table for two"
+    model = openai.STT(api_key=API_KEY, base_url=stub.base_url, use_realtime=True)
+    assert model.capabilities.streaming and model.capabilities.interim_results
+    async with utils.http_context.open():
+        stream = model.stream()
+        try:
+            events = await collect_until_final(stream, wav_frames(HELLO_16K) + silence_frames(1.0))
+        finally:
+            await stream.aclose()
+            await model.aclose()
+
+    kinds = [e.type for e in events]
+    SE = agents_stt.SpeechEventType
+    assert kinds[0] == SE.START_OF_SPEECH and kinds[-1] == SE.FINAL_TRANSCRIPT
+    assert SE.END_OF_SPEECH in kinds
+    interims = [e.alternatives[0].text for e in events if e.type == SE.INTERIM_TRANSCRIPT]
+    assert interims, "deltas arrive while the audio does"
+    assert all("I would like to book a table for two".startswith(t) for t in interims)
+    assert events[-1].alternatives[0].text == "I would like to book a table for two"
+
+    [upgrade] = stub.requests_to("realtime")
+    assert upgrade.query == {"intent": "transcription", "model": "gpt-4o-mini-transcribe"}
+    assert upgrade.authorization == f"Bearer {API_KEY}"
+    received = [e["event"] for e in stub.realtime_events if e["dir"] == "in"]
+    update = received[0]
+    assert update["type"] == "session.update"
+    audio_input = update["session"]["audio"]["input"]
+    assert update["session"]["type"] == "transcription"
+    assert audio_input["format"] == {"type": "audio/pcm", "rate": 24000}
+    assert audio_input["transcription"]["model"] == "gpt-4o-mini-transcribe"
+    assert audio_input["turn_detection"]["type"] == "server_vad"
+    assert audio_input["turn_detection"]["silence_duration_ms"] == 350
+    appends = [e for e in received if e["type"] == "input_audio_buffer.append"]
+    # 50 ms of 24 kHz s16le per append, as the plugin chunks it
+    assert appends and all(e["bytes"] == 2400 for e in appends[:-1])
+    assert not [e for e in received if e["type"] == "input_audio_buffer.commit"]
+    sent = [e["event"]["type"] for e in stub.realtime_events if e["dir"] == "out"]
+    assert sent.index("input_audio_buffer.speech_started") < sent.index(
+        "input_audio_buffer.speech_stopped"
+    )
+    assert sent.index("input_audio_buffer.committed") < sent.index(
+        "conversation.item.input_audio_transcription.completed"
+    )
+
+
+async def test_realtime_stt_manual_commit_from_the_plugins_vad(stub: OpenAIStub) -> None:
+    """A realtime-only model has no server VAD: the plugin commits on its own VAD's end of
+    speech, and the stub transcribes what was committed."""
+    from livekit.agents import stt as agents_stt
+    from livekit.agents import utils
+
+    stub.transcript = "Manual commit works"
+    model = openai.STT(
+        api_key=API_KEY,
+        base_url=stub.base_url,
+        model="gpt-realtime-whisper",
+        vad=silero.VAD.load(),
+    )
+    async with utils.http_context.open():
+        stream = model.stream()
+        try:
+            events = await collect_until_final(stream, wav_frames(HELLO_16K) + silence_frames(1.5))
+        finally:
+            await stream.aclose()
+            await model.aclose()
+
+    assert events[-1].type == agents_stt.SpeechEventType.FINAL_TRANSCRIPT
+    assert events[-1].alternatives[0].text == "Manual commit works"
+    received = [e["event"] for e in stub.realtime_events if e["dir"] == "in"]
+    assert "turn_detection" not in received[0]["session"]["audio"]["input"]
+    assert [e["type"] for e in received].count("input_audio_buffer.commit") >= 1
+    sent = [e["event"]["type"] for e in stub.realtime_events if e["dir"] == "out"]
+    assert "input_audio_buffer.speech_started" not in sent
+
+
+async def test_realtime_stt_rejects_a_wrong_audio_format(stub: OpenAIStub) -> None:
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(f"{stub.base_url}/realtime?intent=transcription")
+        created = await ws.receive_json()
+        assert created["type"] == "session.created"
+        await ws.send_json(
+            {
+                "type": "session.update",
+                "session": {
+                    "type": "transcription",
+                    "audio": {"input": {"format": {"type": "audio/pcm", "rate": 16000}}},
+                },
+            }
+        )
+        error = await ws.receive_json()
+        await ws.send_json({"type": "input_audio_buffer.commit"})
+        empty = await ws.receive_json()
+        await ws.close()
+    assert error["type"] == "error" and error["error"]["code"] == "invalid_format"
+    assert empty["error"]["code"] == "input_audio_buffer_commit_empty"
+
+
+# --------------------------------------------------------------------------- timing profiles
+
+
+def test_profiles_are_named_and_chosen_by_env_or_argument(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.support.openai_stub import PROFILE_ENV, PROFILES
+
+    monkeypatch.delenv(PROFILE_ENV, raising=False)
+    assert OpenAIStub().profile.name == "zero"
+    monkeypatch.setenv(PROFILE_ENV, "slow")
+    assert OpenAIStub().profile.name == "slow"
+    assert OpenAIStub(profile="typical").profile.name == "typical"
+    # the figures issue 11 states for `typical`
+    typical = PROFILES["typical"]
+    assert (typical.stt_base, typical.stt_per_audio_second) == (0.25, 0.1)
+    assert (typical.llm_first_token, typical.llm_tokens_per_second) == (0.35, 50.0)
+    assert typical.tts_first_byte == 0.25 and typical.tts_speed >= 1.0
+    assert typical.realtime_final_delay == 0.15
+    slow = PROFILES["slow"]
+    assert slow.llm_first_token >= 2 * typical.llm_first_token * 0.9
+    with pytest.raises(ValueError, match="unknown timing profile"):
+        OpenAIStub(profile="warp")
+
+
+async def test_typical_profile_delays_each_provider_at_least_as_stated() -> None:
+    """Lower bounds only (a sleep never ends early); no upper bound on a shared machine."""
+    async with OpenAIStub(profile="typical") as stub:
+        llm_model = make_llm(stub)
+        stt_model = openai.STT(api_key=API_KEY, base_url=stub.base_url)
+        tts_model = openai.TTS(api_key=API_KEY, base_url=stub.base_url, response_format="pcm")
+        try:
+            start = time.perf_counter()
+            async with llm_model.chat(chat_ctx=user_ctx("hi")) as stream:
+                async for chunk in stream:
+                    if chunk.delta and chunk.delta.content:
+                        break
+            first_token = time.perf_counter() - start
+
+            start = time.perf_counter()
+            await stt_model.recognize(wav_frames(HELLO_16K))
+            transcription = time.perf_counter() - start
+
+            start = time.perf_counter()
+            async for _ in tts_model.synthesize("Hello there."):
+                break
+            first_byte = time.perf_counter() - start
+        finally:
+            for model in (llm_model, stt_model, tts_model):
+                await model.aclose()
+    assert first_token >= 0.35
+    assert transcription >= 0.25 + 0.1 * 4.69
+    assert first_byte >= 0.25
+    # and the control endpoint switches profiles of a standalone stub
+    async with OpenAIStub() as stub, aiohttp.ClientSession() as http:
+        async with http.post(f"{stub.url}/_control/config", json={"profile": "slow"}) as resp:
+            assert (await resp.json())["profile"] == "slow"
+        assert stub.profile.name == "slow"

@@ -17,6 +17,26 @@ Point ``openai.LLM`` / ``openai.STT`` / ``openai.TTS`` at :attr:`OpenAIStub.base
   ``audio/wav`` (the plugin decodes by the response Content-Type). With ``tts_sse=True`` a
   ``stream_format="sse"`` request for pcm is answered with ``speech.audio.delta`` events.
 
+- ``GET /v1/realtime?intent=transcription`` (WebSocket): OpenAI's realtime transcription protocol
+  as ``openai.STT(use_realtime=True)`` (livekit-plugins-openai 1.8.9) speaks it. The client sends
+  ``session.update`` (``session.audio.input``: ``format`` pcm 24 kHz, ``transcription.model``,
+  ``turn_detection`` server_vad with ``silence_duration_ms``, or none), then
+  ``input_audio_buffer.append`` (base64 s16le 24 kHz mono) and, without server VAD,
+  ``input_audio_buffer.commit``. The stub answers ``session.created`` / ``session.updated``; with
+  server VAD an energy detector (RMS over 10 ms windows) sends
+  ``input_audio_buffer.speech_started`` / ``speech_stopped`` (``item_id``, ``audio_start_ms`` /
+  ``audio_end_ms``) and commits after ``silence_duration_ms`` of silence; every commit sends
+  ``input_audio_buffer.committed`` and, ``realtime_final_delay`` later,
+  ``conversation.item.input_audio_transcription.completed`` (``item_id``, ``content_index``,
+  ``transcript``, ``usage``). While speech arrives, ``...transcription.delta`` events
+  (``item_id``, ``delta``) carry the transcript word by word, one per
+  ``realtime_delta_interval`` of speech audio. A commit of an empty buffer is an ``error`` event.
+
+Timing: a :class:`TimingProfile` (``zero``, ``typical``, ``slow``; see :data:`PROFILES` for each
+figure and where it comes from) chosen by ``OpenAIStub(profile=...)``, by the environment variable
+``OPENAI_STUB_PROFILE``, by ``--profile`` or by ``POST /_control/config {"profile": "typical"}``.
+``zero`` (the default) is the stub as it always was: answers at once.
+
 Every request is recorded (:attr:`OpenAIStub.requests`: path, headers incl. Authorization, JSON
 body or multipart fields). Faults for tests: :meth:`OpenAIStub.fail_next_chat`,
 :meth:`OpenAIStub.stall_next_chat` (and :meth:`OpenAIStub.fail_next` / :meth:`OpenAIStub.stall_next`
@@ -38,7 +58,8 @@ The standalone server is steered over HTTP (not under ``/v1``, and not recorded)
 - ``POST /_control/fail`` / ``/_control/stall``: the same with ``"endpoint"``
   (``chat``, ``transcriptions``, ``speech``, ``models``)
 - ``POST /_control/tool_call`` ``{"name": "book_table", "arguments": {"people": 2}}``
-- ``POST /_control/config`` ``{"reply": "..." | null, "transcript": "...", ...}``
+- ``POST /_control/config`` ``{"reply": "..." | null, "transcript": "...", "profile": "typical",
+  ...}``
 - ``POST /_control/reset``: forget requests, faults and queued tool calls
 - ``GET /_control/requests[?endpoint=chat]``: the recorded requests as a JSON list;
   ``DELETE /_control/requests`` clears them
@@ -56,6 +77,7 @@ import contextlib
 import io
 import json
 import math
+import os
 import signal
 import sys
 import time
@@ -67,30 +89,38 @@ from types import TracebackType
 from typing import Any, Final, Literal, Self, TypeAlias, cast, get_args
 
 import numpy as np
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, WSMsgType, web
 
 __all__ = [
     "DEFAULT_TRANSCRIPT",
     "ENDPOINT_PATHS",
+    "PROFILES",
+    "PROFILE_ENV",
     "READY_PREFIX",
     "SPEECH_SAMPLE_RATE",
     "Endpoint",
     "Fault",
     "OpenAIStub",
     "RecordedRequest",
+    "TimingProfile",
     "default_reply",
     "last_user_text",
     "main",
+    "profile_from_env",
     "speech_like_pcm16",
 ]
 
-Endpoint: TypeAlias = Literal["chat", "transcriptions", "speech", "models"]
+Endpoint: TypeAlias = Literal["chat", "transcriptions", "speech", "models", "realtime"]
 ENDPOINT_PATHS: Final[dict[Endpoint, str]] = {
     "chat": "/v1/chat/completions",
     "transcriptions": "/v1/audio/transcriptions",
     "speech": "/v1/audio/speech",
     "models": "/v1/models",
+    "realtime": "/v1/realtime",
 }
+PROFILE_ENV: Final = "OPENAI_STUB_PROFILE"
+REALTIME_SAMPLE_RATE: Final = 24000
+"""The realtime transcription API's input rate (``audio/pcm`` at 24 kHz, s16le mono)."""
 SPEECH_SAMPLE_RATE: Final = 24000
 """The sample rate of ``/v1/audio/speech`` audio (what ``openai.TTS`` assumes for pcm)."""
 DEFAULT_TRANSCRIPT: Final = "Hello, I would like to book a table for two."
@@ -181,6 +211,79 @@ class Fault:
     message: str = "injected failure"
 
 
+@dataclass(frozen=True)
+class TimingProfile:
+    """How long the stub takes to answer, per endpoint (seconds). ``zero`` answers at once."""
+
+    name: str
+    stt_base: float = 0.0
+    """Batch transcription: fixed time before the response..."""
+    stt_per_audio_second: float = 0.0
+    """...plus this much per second of uploaded audio."""
+    llm_first_token: float = 0.0
+    """Chat: request -> response headers and first token."""
+    llm_tokens_per_second: float | None = None
+    """Chat: pace of the following tokens (one word = one token); None keeps
+    ``chat_token_delay``."""
+    tts_first_byte: float = 0.0
+    """Speech: request -> first audio bytes."""
+    tts_speed: float = math.inf
+    """Speech: seconds of audio sent per wall-clock second after the first byte (inf: all at
+    once)."""
+    realtime_final_delay: float = 0.0
+    """Realtime transcription: commit -> ``...transcription.completed``."""
+    realtime_delta_interval: float = 0.25
+    """Realtime transcription: seconds of speech audio per ``...transcription.delta`` word."""
+
+
+PROFILES: Final[dict[str, TimingProfile]] = {
+    # today's stub: every answer at once (chat keeps its 5 ms between words)
+    "zero": TimingProfile("zero"),
+    # Public figures for OpenAI's hosted models, rounded (issue 11): gpt-4o-mini-transcribe
+    # answers a short upload in ~0.25 s plus ~0.1 s per second of audio; gpt-4.1-mini's first
+    # token ~0.35 s, then ~50 tokens/s; gpt-4o-mini-tts's first byte ~0.25 s, then faster than
+    # real time (2x here); the realtime transcription API streams deltas while audio arrives and
+    # sends the final ~0.15 s after the commit.
+    "typical": TimingProfile(
+        "typical",
+        stt_base=0.25,
+        stt_per_audio_second=0.1,
+        llm_first_token=0.35,
+        llm_tokens_per_second=50.0,
+        tts_first_byte=0.25,
+        tts_speed=2.0,
+        realtime_final_delay=0.15,
+    ),
+    # a loaded provider: roughly double every figure, TTS only just real time
+    "slow": TimingProfile(
+        "slow",
+        stt_base=0.5,
+        stt_per_audio_second=0.2,
+        llm_first_token=0.7,
+        llm_tokens_per_second=25.0,
+        tts_first_byte=0.5,
+        tts_speed=1.0,
+        realtime_final_delay=0.3,
+        realtime_delta_interval=0.5,
+    ),
+}
+
+
+def profile_from_env(environ: dict[str, str] | None = None) -> TimingProfile:
+    """The profile named by ``OPENAI_STUB_PROFILE`` (``zero`` when unset)."""
+    name = (environ if environ is not None else dict(os.environ)).get(PROFILE_ENV) or "zero"
+    return resolve_profile(name)
+
+
+def resolve_profile(profile: str | TimingProfile) -> TimingProfile:
+    if isinstance(profile, TimingProfile):
+        return profile
+    try:
+        return PROFILES[profile]
+    except KeyError:
+        raise ValueError(f"unknown timing profile {profile!r}; one of {sorted(PROFILES)}") from None
+
+
 @dataclass
 class RecordedRequest:
     """One request the stub received."""
@@ -205,6 +308,9 @@ class RecordedRequest:
     """The fault applied, e.g. ``"status:500"`` or ``"stall:12.0"``."""
     disconnected: bool = False
     """True when the client went away before the response was complete."""
+    first_byte_at: float | None = None
+    """``time.time()`` when the answer's first content left the stub: the first chat token, the
+    first audio chunk, the transcription (benchmarks build per-turn timelines from it)."""
 
     def header(self, name: str) -> str | None:
         """A request header, looked up case-insensitively."""
@@ -246,7 +352,8 @@ class OpenAIStub:
 
     ``api_key``: when set, requests without ``Authorization: Bearer <api_key>`` get a 401.
     The attributes ``reply``, ``transcript``, ``chat_token_delay``, ``tts_sec_per_char``,
-    ``tts_max_seconds`` and ``tts_sse`` may be changed at any time.
+    ``tts_max_seconds``, ``tts_sse`` and ``profile`` may be changed at any time.
+    ``profile``: a :class:`TimingProfile` or its name; None reads ``OPENAI_STUB_PROFILE``.
     """
 
     def __init__(
@@ -263,6 +370,7 @@ class OpenAIStub:
         tts_max_seconds: float = 3.0,
         tts_sse: bool = False,
         model_ids: tuple[str, ...] = ("fake-model", "gpt-4.1", "gpt-4o-mini-transcribe"),
+        profile: str | TimingProfile | None = None,
     ) -> None:
         self.host = host
         self._requested_port = port
@@ -276,6 +384,11 @@ class OpenAIStub:
         self.tts_max_seconds = tts_max_seconds
         self.tts_sse = tts_sse
         self.model_ids = model_ids
+        self.profile = profile_from_env() if profile is None else resolve_profile(profile)
+        self.realtime_events: list[dict[str, Any]] = []
+        """Every realtime event, both ways, in order: ``{"at", "dir": "in"|"out", "event"}``
+        (appended audio is summarised as ``{"type", "bytes"}``)."""
+        self._sockets: set[web.WebSocketResponse] = set()
         self.requests: list[RecordedRequest] = []
         self._faults: dict[Endpoint, deque[Fault]] = {e: deque() for e in get_args(Endpoint)}
         self._tool_calls: deque[tuple[str, str]] = deque()
@@ -315,6 +428,9 @@ class OpenAIStub:
     async def stop(self) -> None:
         """Stop listening. Stalled requests are released at once."""
         self._closing.set()
+        for ws in list(self._sockets):
+            with contextlib.suppress(Exception):
+                await ws.close()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
@@ -423,6 +539,7 @@ class OpenAIStub:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/audio/transcriptions", self._transcriptions)
         app.router.add_post("/v1/audio/speech", self._speech)
+        app.router.add_get("/v1/realtime", self._realtime)
         app.router.add_get("/_control/health", self._control_health)
         app.router.add_get("/_control/requests", self._control_requests)
         app.router.add_delete("/_control/requests", self._control_clear_requests)
@@ -481,6 +598,8 @@ class OpenAIStub:
         return fault
 
     async def _stall(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._closing.wait(), seconds)
 
@@ -595,7 +714,15 @@ class OpenAIStub:
             status=200, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
         rec.status = 200
+        profile = self.profile
+        token_delay = (
+            1.0 / profile.llm_tokens_per_second
+            if profile.llm_tokens_per_second
+            else self.chat_token_delay
+        )
         try:
+            # the headers come with the first token, as from the real API
+            await self._stall(profile.llm_first_token)
             await response.prepare(request)
             await response.write(chunk({"role": "assistant", "content": ""}))
             if tool_call:
@@ -621,9 +748,11 @@ class OpenAIStub:
                     chunk({"tool_calls": [{"index": 0, "function": {"arguments": arguments}}]})
                 )
             for i, word in enumerate(words):
-                if i > 0 and self.chat_token_delay > 0:
-                    await asyncio.sleep(self.chat_token_delay)
+                if i > 0 and token_delay > 0:
+                    await asyncio.sleep(token_delay)
                 await response.write(chunk({"content": word if i == 0 else f" {word}"}))
+                if i == 0:
+                    rec.first_byte_at = time.time()
                 if i == 0 and mid_stream_stall is not None:
                     await self._stall(mid_stream_stall)
             await response.write(chunk({}, finish=finish_reason))
@@ -655,7 +784,10 @@ class OpenAIStub:
             return self._error(rec, 400, "'file' is required", kind="invalid_request_error")
 
         response_format = rec.form.get("response_format", "json")
+        duration = float(rec.file.get("duration", 0.0))
+        await self._stall(self.profile.stt_base + self.profile.stt_per_audio_second * duration)
         rec.status = 200
+        rec.first_byte_at = time.time()
         if response_format == "verbose_json":
             return web.json_response(
                 {
@@ -693,7 +825,11 @@ class OpenAIStub:
         text: str = body["input"]
         response_format = str(body.get("response_format") or "mp3")
         pcm = speech_like_pcm16(self.speech_duration(text))
+        await self._stall(self.profile.tts_first_byte)
         rec.status = 200
+        rec.first_byte_at = time.time()
+        if response_format == "pcm" and not math.isinf(self.profile.tts_speed):
+            return await self._paced_pcm(request, rec, pcm)
         if self.tts_sse and body.get("stream_format") == "sse" and response_format == "pcm":
             response = web.StreamResponse(
                 status=200,
@@ -720,6 +856,42 @@ class OpenAIStub:
         # wav, and every format we do not encode (mp3, opus, aac, flac): the plugin picks its
         # decoder from the response Content-Type, not from the format it asked for
         return web.Response(body=_pcm_to_wav(pcm, SPEECH_SAMPLE_RATE), content_type="audio/wav")
+
+    async def _realtime(self, request: web.Request) -> web.StreamResponse:
+        rec = self._record(request, "realtime")
+        if (refused := self._refuse(request, rec) or await self._apply_fault(rec)) is not None:
+            return refused
+        ws = web.WebSocketResponse(heartbeat=None)
+        await ws.prepare(request)
+        rec.status = 101
+        self._sockets.add(ws)
+        session = _RealtimeSession(self, ws)
+        try:
+            await session.run()
+        finally:
+            self._sockets.discard(ws)
+            await session.aclose()
+        return ws
+
+    async def _paced_pcm(
+        self, request: web.Request, rec: RecordedRequest, pcm: bytes
+    ) -> web.StreamResponse:
+        """Raw pcm in 100 ms chunks at ``profile.tts_speed`` x real time (the first at once)."""
+        response = web.StreamResponse(status=200, headers={"Content-Type": "audio/pcm"})
+        step = SPEECH_SAMPLE_RATE * 2 // 10
+        interval = 0.1 / self.profile.tts_speed
+        start = time.perf_counter()
+        try:
+            await response.prepare(request)
+            for index, offset in enumerate(range(0, len(pcm), step)):
+                delay = start + index * interval - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                await response.write(pcm[offset : offset + step])
+            await response.write_eof()
+        except ConnectionError:
+            rec.disconnected = True
+        return response
 
     async def _not_found(self, request: web.Request) -> web.StreamResponse:
         rec = self._record(request, None)
@@ -798,11 +970,225 @@ class OpenAIStub:
             self.tts_sec_per_char = _opt(data, "tts_sec_per_char", float, self.tts_sec_per_char)
             self.tts_max_seconds = _opt(data, "tts_max_seconds", float, self.tts_max_seconds)
             self.tts_sse = _opt(data, "tts_sse", bool, self.tts_sse)
-            return {}
+            if "profile" in data:
+                self.profile = resolve_profile(_opt(data, "profile", str, "zero"))
+            return {"profile": self.profile.name}
         if action == "reset":
             self.reset()
             return {}
         return None
+
+
+# ---------------------------------------------------------------------- realtime
+
+
+_VOICED_RMS: Final = 200.0
+"""A 10 ms window is speech when its RMS exceeds this (s16 units, about -44 dBFS): the test WAVs
+are digitally silent between words, and the agent's own audio never reaches the stub."""
+_WINDOW: Final = REALTIME_SAMPLE_RATE // 100
+
+
+class _RealtimeSession:
+    """One realtime transcription WebSocket: the server side of the protocol described in the
+    module docstring, with an energy detector standing in for OpenAI's server VAD."""
+
+    def __init__(self, stub: OpenAIStub, ws: web.WebSocketResponse) -> None:
+        self.stub = stub
+        self.ws = ws
+        self.turn_detection: dict[str, Any] | None = None
+        self.buffer_ms = 0  # audio in the uncommitted buffer
+        self.audio_ms = 0  # audio received since the connection opened
+        self.item_seq = 0
+        self.item_id = ""
+        self.speaking = False
+        self.speech_start_ms = 0
+        self.silence_ms = 0
+        self.speech_ms = 0  # speech audio of the current item (for the delta pace)
+        self.words_sent = 0
+        self.carry = b""
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def send(self, event: dict[str, Any]) -> None:
+        self.stub.realtime_events.append({"at": time.time(), "dir": "out", "event": event})
+        if not self.ws.closed:
+            await self.ws.send_json(event)
+
+    def _new_item(self) -> str:
+        self.item_seq += 1
+        self.item_id = f"item_stub_{id(self) % 10000}_{self.item_seq}"
+        self.speech_ms = 0
+        self.words_sent = 0
+        return self.item_id
+
+    async def run(self) -> None:
+        await self.send({"type": "session.created", "session": {"type": "transcription"}})
+        async for msg in self.ws:
+            if msg.type != WSMsgType.TEXT:
+                continue
+            try:
+                event = json.loads(msg.data)
+            except ValueError:
+                await self._error("invalid_json", "the message is not JSON")
+                continue
+            kind = event.get("type") if isinstance(event, dict) else None
+            if kind == "input_audio_buffer.append":
+                audio = base64.b64decode(str(event.get("audio", "")))
+                self.stub.realtime_events.append(
+                    {"at": time.time(), "dir": "in", "event": {"type": kind, "bytes": len(audio)}}
+                )
+                await self._append(audio)
+                continue
+            self.stub.realtime_events.append({"at": time.time(), "dir": "in", "event": event})
+            if kind == "session.update":
+                await self._session_update(event.get("session") or {})
+            elif kind == "input_audio_buffer.commit":
+                await self._commit(manual=True)
+            elif kind == "input_audio_buffer.clear":
+                self.buffer_ms, self.speaking = 0, False
+                await self.send({"type": "input_audio_buffer.cleared"})
+            else:
+                await self._error("unknown_event", f"unsupported event type {kind!r}")
+
+    async def _session_update(self, session: dict[str, Any]) -> None:
+        audio_input = (session.get("audio") or {}).get("input") or {}
+        fmt = audio_input.get("format") or {}
+        if fmt and (fmt.get("type") != "audio/pcm" or fmt.get("rate") != REALTIME_SAMPLE_RATE):
+            await self._error("invalid_format", f"unsupported input format {fmt!r}")
+            return
+        if session.get("type") != "transcription":
+            await self._error("invalid_session", "session.type must be 'transcription'")
+            return
+        # a field left out keeps its value; an explicit null turns server VAD off
+        if "turn_detection" in audio_input:
+            self.turn_detection = audio_input["turn_detection"]
+        await self.send({"type": "session.updated", "session": session})
+
+    async def _append(self, audio: bytes) -> None:
+        data = self.carry + audio
+        usable = len(data) - len(data) % (2 * _WINDOW)
+        self.carry = data[usable:]
+        samples = np.frombuffer(data[:usable], dtype="<i2").astype(np.float64)
+        for start in range(0, len(samples), _WINDOW):
+            window = samples[start : start + _WINDOW]
+            voiced = float(np.sqrt(np.mean(window * window))) > _VOICED_RMS
+            self.audio_ms += 10
+            self.buffer_ms += 10
+            if self.turn_detection is None:
+                if voiced:
+                    await self._speech_audio()
+                continue
+            if voiced:
+                self.silence_ms = 0
+                if not self.speaking:
+                    self.speaking = True
+                    self.speech_start_ms = self.audio_ms - 10
+                    await self.send(
+                        {
+                            "type": "input_audio_buffer.speech_started",
+                            "item_id": self._new_item(),
+                            "audio_start_ms": self.speech_start_ms,
+                        }
+                    )
+                await self._speech_audio()
+            elif self.speaking:
+                self.silence_ms += 10
+                if self.silence_ms >= int(self.turn_detection.get("silence_duration_ms", 500)):
+                    self.speaking = False
+                    await self.send(
+                        {
+                            "type": "input_audio_buffer.speech_stopped",
+                            "item_id": self.item_id,
+                            "audio_end_ms": self.audio_ms - self.silence_ms,
+                        }
+                    )
+                    await self._commit(manual=False)
+
+    async def _speech_audio(self) -> None:
+        """One more 10 ms of speech: a delta word each ``realtime_delta_interval``."""
+        if not self.item_id:
+            self._new_item()
+        self.speech_ms += 10
+        words = self.stub.transcript.split(" ")
+        interval_ms = max(10, round(self.stub.profile.realtime_delta_interval * 1000))
+        # the last word is kept for the final, so a delta never completes the transcript
+        if self.speech_ms % interval_ms == 0 and self.words_sent < len(words) - 1:
+            delta = words[self.words_sent] if self.words_sent == 0 else f" {words[self.words_sent]}"
+            self.words_sent += 1
+            await self.send(
+                {
+                    "type": "conversation.item.input_audio_transcription.delta",
+                    "item_id": self.item_id,
+                    "content_index": 0,
+                    "delta": delta,
+                }
+            )
+
+    async def _commit(self, *, manual: bool) -> None:
+        if self.buffer_ms < 100:
+            await self._error(
+                "input_audio_buffer_commit_empty",
+                "buffer too small: expected at least 100ms of audio",
+            )
+            return
+        heard = bool(self.item_id) and self.speech_ms > 0
+        item_id = self.item_id or self._new_item()
+        # a buffer of silence transcribes to nothing
+        words = self.stub.transcript.split(" ") if heard else []
+        rest = words[self.words_sent :]
+        self.buffer_ms, self.item_id, self.speaking, self.silence_ms = 0, "", False, 0
+        await self.send(
+            {"type": "input_audio_buffer.committed", "item_id": item_id, "previous_item_id": None}
+        )
+        task = asyncio.create_task(
+            self._complete(item_id, rest, first=len(words) == len(rest), heard=heard),
+            name="openai_stub.realtime_complete",
+        )
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _complete(self, item_id: str, rest: list[str], *, first: bool, heard: bool) -> None:
+        await self.stub._stall(self.stub.profile.realtime_final_delay)
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            if rest:
+                delta = " ".join(rest) if first else " " + " ".join(rest)
+                await self.send(
+                    {
+                        "type": "conversation.item.input_audio_transcription.delta",
+                        "item_id": item_id,
+                        "content_index": 0,
+                        "delta": delta,
+                    }
+                )
+            transcript = self.stub.transcript if heard else ""
+            await self.send(
+                {
+                    "type": "conversation.item.input_audio_transcription.completed",
+                    "item_id": item_id,
+                    "content_index": 0,
+                    "transcript": transcript,
+                    "usage": {
+                        "type": "tokens",
+                        "input_tokens": 10,
+                        "output_tokens": max(1, len(transcript.split())),
+                        "total_tokens": 10 + max(1, len(transcript.split())),
+                    },
+                }
+            )
+
+    async def _error(self, code: str, message: str) -> None:
+        await self.send(
+            {
+                "type": "error",
+                "error": {"type": "invalid_request_error", "code": code, "message": message},
+            }
+        )
+
+    async def aclose(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        for task in list(self.tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 # ---------------------------------------------------------------------- standalone
@@ -821,6 +1207,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--chat-token-delay", type=float, default=0.005)
     parser.add_argument("--tts-max-seconds", type=float, default=3.0)
     parser.add_argument("--tts-sse", action="store_true")
+    parser.add_argument(
+        "--profile", choices=sorted(PROFILES), default=None, help=f"default: ${PROFILE_ENV} or zero"
+    )
     parser.add_argument("--verbose", action="store_true", help="log each request to stderr")
     return parser.parse_args(argv)
 
@@ -835,6 +1224,7 @@ async def _serve(args: argparse.Namespace) -> None:
         chat_token_delay=args.chat_token_delay,
         tts_max_seconds=args.tts_max_seconds,
         tts_sse=args.tts_sse,
+        profile=args.profile,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
