@@ -15,10 +15,16 @@ real `livekit` rtc SDK (the Rust FFI) to run a call on this machine, offline:
   falls back to the dual-PC ``/rtc`` path, where server-initiated subscriber offers work),
   ``TrackPublished``/``TrackSubscribed`` (the agents' audio output waits for the latter),
   downstream stream ids ``"<PA_sid>|<TR_sid>"``, participant updates and attribute changes;
+  audio is forwarded live only (a late subscriber never gets earlier frames); the client's
+  announced ``protocol``/``sdk``/``version`` are recorded on the ``joined`` event;
+* what livekit-client in a browser also needs: CORS on every HTTP route, ``/rtc/validate``
+  (200 with a valid token, 401 otherwise; ``/rtc/v1/validate`` is 404, so it falls back), and
+  ``AgentDispatchService.CreateDispatch`` (twirp) for a page's server to dispatch an agent;
 * data packets: user packets (with topic), RPC request/ack/response and data-stream
   header/chunk/trailer packets (``lk.transcription``) are forwarded to the other participants
   of the room, or only to ``destination_identities`` when the sender named any; the sender's
-  identity and sid are stamped on each packet as LiveKit does;
+  identity and sid are stamped on each packet, and its ``kind`` is the channel it came on
+  (``_reliable``/``_lossy``), as LiveKit does;
 * how a call ends: a participant that leaves is broadcast as ``DISCONNECTED`` with
   ``disconnect_reason=CLIENT_INITIATED``; when only agents remain for ``departure_timeout``
   seconds (or nobody remains), the room closes: each remaining participant gets
@@ -31,8 +37,9 @@ What it does NOT emulate (do not write tests that depend on these):
 * the v1 single-peer-connection signalling, ICE restarts, resume/reconnect, migration, TURN;
 * permissions beyond the token's grants at join time, mute forwarding, track unpublishing
   (a departed publisher's downstream track simply stops), subscription control, E2EE;
-* the twirp APIs (RoomService, AgentDispatch, Egress...): ``ctx.delete_room()`` and
-  ``api.LiveKitAPI`` calls get 404; dispatch only happens from test code;
+* the twirp APIs (RoomService, Egress...) but AgentDispatchService.CreateDispatch (the
+  playground's explicit dispatch; no list/delete, no restart policy): ``ctx.delete_room()`` and
+  other ``api.LiveKitAPI`` calls get 404;
 * ``empty_timeout`` for rooms nobody joined, room metadata updates, webhooks, recording, the
   cloud observability upload, SIP;
 * worker load balancing, re-dispatch of a job after a refusal or a worker's death (never done),
@@ -72,12 +79,15 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeVar
 
 from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp.typedefs import Handler
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
+from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import candidate_from_sdp
+from google.protobuf import json_format
 from livekit import api
 from livekit.api.access_token import Claims
-from livekit.protocol import agent, models
+from livekit.protocol import agent, agent_dispatch, models
 from livekit.protocol import rtc as rtcpb
 
 log = logging.getLogger("tests.e2e.standin")
@@ -126,6 +136,37 @@ def participant_token(
     if attributes:
         token = token.with_attributes(attributes)
     return token.to_jwt()
+
+
+CORS_HEADERS: Final = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+    "Access-Control-Allow-Headers": "authorization, content-type",
+    "Access-Control-Max-Age": "600",
+}
+
+
+@web.middleware
+async def _cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A page on another origin (the playground) may call the HTTP routes: livekit-client
+    fetches ``/rtc/.../validate`` after a failed connect, and a page may call twirp."""
+    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        return web.Response(status=204, headers=CORS_HEADERS)
+    response = await handler(request)
+    if not isinstance(response, web.WebSocketResponse):
+        response.headers.update(CORS_HEADERS)
+    return response
+
+
+def _twirp_error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"code": code, "msg": message}, status=status)
+
+
+async def _drain(track: Any) -> None:
+    """Read a relayed track until it ends, dropping every frame."""
+    with contextlib.suppress(MediaStreamError):
+        while True:
+            await track.recv()
 
 
 async def _wait_connected(pc: Any, timeout: float) -> bool:
@@ -361,12 +402,15 @@ class StandIn:
         return f"ws://{self.host}:{self.port}"
 
     async def start(self) -> None:
-        app = web.Application()
+        app = web.Application(middlewares=[_cors])
         app.add_routes(
             [
                 web.get("/agent", self._agent_ws),
                 web.route("*", "/rtc", self._rtc),
                 web.route("*", "/rtc/{tail:.*}", self._rtc),
+                web.post(
+                    "/twirp/livekit.AgentDispatchService/CreateDispatch", self._twirp_dispatch
+                ),
                 web.post("/_standin/dispatch", self._ctl_dispatch),
                 web.post("/_standin/terminate", self._ctl_terminate),
                 web.get("/_standin/state", self._ctl_state),
@@ -844,6 +888,9 @@ class StandIn:
         await ws.prepare(request)
         room = self._room(video.room)
         is_agent = claims.kind == "agent" or bool(video.agent)
+        # what the client announced (livekit-client 2.23: protocol=17, sdk=js); recorded only,
+        # the stand-in speaks the same to every version
+        announced = {key: request.query.get(key, "") for key in ("protocol", "sdk", "version")}
         p = _Participant(
             room=room,
             identity=claims.identity,
@@ -865,14 +912,14 @@ class StandIn:
             metadata=claims.metadata,
         )
         try:
-            await self._join(p)
+            await self._join(p, announced)
             await self._signal_loop(p)
         finally:
             p.signal_done.set()
             await self._remove(p)
         return ws
 
-    async def _join(self, p: _Participant) -> None:
+    async def _join(self, p: _Participant, announced: dict[str, str] | None = None) -> None:
         room = p.room
         old = room.participants.get(p.identity)
         if old is not None:
@@ -903,7 +950,9 @@ class StandIn:
             )
         )
         log.info("%s joined %s as %s (%s)", p.identity, room.name, p.sid, Kind.Name(p.kind))
-        self._event(room, "joined", p.identity, kind=Kind.Name(p.kind), sid=p.sid)
+        self._event(
+            room, "joined", p.identity, kind=Kind.Name(p.kind), sid=p.sid, **(announced or {})
+        )
         for other in others:
             await other.send(
                 rtcpb.SignalResponse(update=rtcpb.ParticipantUpdate(participants=[p.info()]))
@@ -1062,6 +1111,9 @@ class StandIn:
             log.warning("%s: media track %s matches no AddTrack", p.identity, remote.id)
             return
         track.remote = remote
+        # forward live only: drain the source from the start, so that a late subscriber gets
+        # what is said from then on, not every frame queued since the track was published
+        p.spawn(_drain(self._relay.subscribe(remote, buffered=False)))
         for other in list(p.room.participants.values()):
             if other is not p:
                 other.spawn(self._subscribe(other, p, track))
@@ -1128,6 +1180,10 @@ class StandIn:
             log.warning("%s sent an undecodable data packet", sender.identity)
             return
         which = packet.WhichOneof("value") or ""
+        # the kind is the channel's, whatever the sender wrote (as LiveKit does)
+        packet.kind = (
+            models.DataPacket.RELIABLE if label == "_reliable" else models.DataPacket.LOSSY
+        )
         packet.participant_identity = sender.identity
         packet.participant_sid = sender.sid
         destinations = set(packet.destination_identities)
@@ -1170,6 +1226,43 @@ class StandIn:
         pending, p.pending[label] = p.pending.get(label, []), []
         for data in pending:
             channel.send(data)
+
+    # --------------------------------------------------------------------- twirp
+    async def _twirp_dispatch(self, request: web.Request) -> web.Response:
+        """AgentDispatchService.CreateDispatch (protobuf or JSON), as a platform's server (or
+        the playground) calls it: a Bearer token with ``roomAdmin`` for the room. Answers at
+        once, as LiveKit does; the job is dispatched in the background (``self.jobs``)."""
+        body = await request.read()
+        req = agent_dispatch.CreateAgentDispatchRequest()
+        as_json = request.content_type == "application/json"
+        try:
+            if as_json:
+                json_format.Parse(body.decode("utf-8") or "{}", req)
+            else:
+                req.ParseFromString(body)
+        except Exception:
+            return _twirp_error(400, "malformed", "undecodable request")
+        claims = self._verify(request.headers.get("Authorization", "").removeprefix("Bearer "))
+        video = claims.video if claims else None
+        if video is None or not video.room_admin or video.room not in ("", req.room):
+            return _twirp_error(401, "unauthenticated", "a roomAdmin token for the room is needed")
+        if not req.room or not req.agent_name:
+            return _twirp_error(400, "invalid_argument", "room and agent_name are required")
+        self._room(req.room)
+        dispatch_id = _new_id("AD")
+        self._spawn(self._dispatch_in_background(req.room, req.metadata, req.agent_name))
+        answer = agent_dispatch.AgentDispatch(
+            id=dispatch_id, agent_name=req.agent_name, room=req.room, metadata=req.metadata
+        )
+        if as_json:
+            return web.json_response(json_format.MessageToDict(answer))
+        return web.Response(body=answer.SerializeToString(), content_type="application/protobuf")
+
+    async def _dispatch_in_background(self, room: str, metadata: str, agent_name: str) -> None:
+        try:
+            await self.dispatch(room, metadata, agent_name)
+        except (DispatchRefusedError, TimeoutError) as error:
+            log.warning("dispatch to %s in %s failed: %r", agent_name, room, error)
 
     # --------------------------------------------------------------------- control API
     async def _ctl_dispatch(self, request: web.Request) -> web.Response:

@@ -4,16 +4,21 @@ only, no media and no namespace (not marked e2e)."""
 from __future__ import annotations
 
 import asyncio
+import types
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
 from livekit import api
-from livekit.protocol import agent
+from livekit.protocol import agent, models
+from livekit.protocol import rtc as rtcpb
 
-from tests.e2e.standin import DispatchRefusedError, StandIn
+from tests.e2e.caller import Caller
+from tests.e2e.standin import DispatchRefusedError, StandIn, participant_token
 
 AGENT_NAME = "fake-agent"
+WAV = Path(__file__).resolve().parents[1] / "audio" / "hello_48k.wav"
 
 
 class FakeWorker:
@@ -178,3 +183,188 @@ async def test_rtc_v1_answers_404_so_the_sdk_falls_back_to_dual_pc(
     base = plain_standin.url.replace("ws://", "http://")
     async with http.get(f"{base}/rtc/v1", headers={"Upgrade": "websocket"}) as response:
         assert response.status == 404
+
+
+# ------------------------------------------------------------------------------- for livekit-client
+# What livekit-client 2.x in a browser needs of the stand-in (issue 14, part 2).
+BROWSER_ORIGIN = "http://127.0.0.1:8089"  # a page served from another origin (the playground)
+
+
+def http_base(standin: StandIn) -> str:
+    return standin.url.replace("ws://", "http://")
+
+
+def room_token(standin: StandIn, identity: str = "browser-1", room: str = "room-z") -> str:
+    return (
+        api.AccessToken(standin.api_key, standin.api_secret)
+        .with_identity(identity)
+        .with_grants(api.VideoGrants(room_join=True, room=room))
+        .to_jwt()
+    )
+
+
+async def test_http_routes_answer_cors_preflight_and_requests_from_a_page(
+    plain_standin: StandIn, http: aiohttp.ClientSession
+) -> None:
+    base = http_base(plain_standin)
+    preflight = {
+        "Origin": BROWSER_ORIGIN,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type",
+    }
+    async with http.options(
+        f"{base}/twirp/livekit.AgentDispatchService/CreateDispatch", headers=preflight
+    ) as response:
+        assert response.status in (200, 204)
+        assert response.headers["Access-Control-Allow-Origin"] in ("*", BROWSER_ORIGIN)
+        allowed = response.headers["Access-Control-Allow-Headers"].lower()
+        assert "authorization" in allowed and "content-type" in allowed
+        assert "POST" in response.headers["Access-Control-Allow-Methods"]
+    async with http.get(
+        f"{base}/rtc/validate",
+        params={"access_token": room_token(plain_standin)},
+        headers={"Origin": BROWSER_ORIGIN},
+    ) as response:
+        assert response.headers["Access-Control-Allow-Origin"] in ("*", BROWSER_ORIGIN)
+
+
+async def test_rtc_validate_is_200_with_a_valid_token_and_401_otherwise(
+    plain_standin: StandIn, http: aiohttp.ClientSession
+) -> None:
+    base = http_base(plain_standin)
+    good = room_token(plain_standin)
+    bad = (
+        api.AccessToken(plain_standin.api_key, "another_secret_another_secret_xx")
+        .with_identity("browser-1")
+        .with_grants(api.VideoGrants(room_join=True, room="room-z"))
+        .to_jwt()
+    )
+    async with http.get(f"{base}/rtc/validate", params={"access_token": good}) as response:
+        assert response.status == 200
+    for token in (bad, ""):
+        async with http.get(f"{base}/rtc/validate", params={"access_token": token}) as response:
+            assert response.status == 401
+    # livekit-client 2.x tries /rtc/v1 first and asks /rtc/v1/validate why it failed: a 404
+    # (v1 not emulated) makes it fall back to /rtc
+    async with http.get(f"{base}/rtc/v1/validate", params={"access_token": good}) as response:
+        assert response.status == 404
+        assert "requested room does not exist" not in await response.text()
+
+
+async def test_a_client_announcing_protocol_17_joins_and_its_version_is_recorded(
+    plain_standin: StandIn, http: aiohttp.ClientSession
+) -> None:
+    """livekit-client 2.23 announces protocol=17 (sdk=js) in the /rtc query."""
+    ws = await http.ws_connect(
+        f"{plain_standin.url}/rtc",
+        params={
+            "access_token": room_token(plain_standin),
+            "protocol": "17",
+            "sdk": "js",
+            "version": "2.23.0",
+            "auto_subscribe": "1",
+        },
+    )
+    try:
+        first = rtcpb.SignalResponse()
+        first.ParseFromString(await asyncio.wait_for(ws.receive_bytes(), 5))
+        assert first.WhichOneof("message") == "join"
+        assert first.join.participant.identity == "browser-1"
+        joined = await plain_standin.wait_for_event("joined", identity="browser-1", timeout=5)
+        assert (joined.detail["protocol"], joined.detail["sdk"]) == ("17", "js")
+    finally:
+        await ws.close()
+
+
+def test_a_data_packet_takes_its_kind_from_the_channel_it_arrived_on() -> None:
+    """LiveKit stamps the kind of the channel a packet came on (RELIABLE on `_reliable`, LOSSY on
+    `_lossy`) whatever the sender wrote; livekit-client reports that kind to the page."""
+    standin = StandIn()
+    sent: list[tuple[str, str, bytes]] = []
+    standin._send_data = lambda receiver, label, data: sent.append(  # type: ignore[method-assign]
+        (receiver.identity, label, data)
+    )
+    room = types.SimpleNamespace(name="room-k", participants={})
+    sender = types.SimpleNamespace(identity="agent-1", sid="PA_a", room=room)
+    receiver = types.SimpleNamespace(identity="browser-1", sid="PA_b", room=room)
+    room.participants = {"agent-1": sender, "browser-1": receiver}
+    for label, written in (
+        ("_reliable", models.DataPacket.LOSSY),
+        ("_lossy", models.DataPacket.RELIABLE),
+    ):
+        packet = models.DataPacket(
+            kind=written, user=models.UserPacket(payload=b"{}", topic="transcript")
+        )
+        standin._on_data(sender, label, packet.SerializeToString())  # type: ignore[arg-type]
+    kinds = []
+    for identity, label, data in sent:
+        received = models.DataPacket()
+        received.ParseFromString(data)
+        assert identity == "browser-1"
+        kinds.append((label, received.kind))
+    assert kinds == [("_reliable", models.DataPacket.RELIABLE), ("_lossy", models.DataPacket.LOSSY)]
+
+
+@pytest.mark.e2e
+async def test_a_late_subscriber_hears_live_audio_only_never_a_replay(
+    standin: StandIn,
+) -> None:
+    """Audio is forwarded live: a participant who subscribes after someone spoke hears what is
+    said from then on, never the earlier frames replayed (in the namespace: real media)."""
+    speaker = Caller(
+        standin.url, participant_token("agent-s", "room-live", kind="agent"), agent_name=None
+    )
+    listener = Caller(standin.url, participant_token("late-1", "room-live"), agent_name=None)
+    try:
+        await speaker.connect()
+        await speaker.speak(WAV, timeout=20)  # nobody subscribes while it speaks: silence after
+        await listener.connect()
+        # a second of what arrives once subscribed: the speaker's silence, live
+        await listener.wait_until(
+            lambda: sum(f.seconds for f in listener.heard) >= 1.5,
+            timeout=15,
+            what="1.5 s of the speaker's audio",
+        )
+        assert not listener.heard_between(0.0, listener.now()), "earlier speech was replayed"
+    finally:
+        await listener.leave()
+        await speaker.leave()
+
+
+async def test_create_dispatch_over_twirp_dispatches_the_named_agent_with_its_metadata(
+    plain_standin: StandIn, http: aiohttp.ClientSession
+) -> None:
+    """What the playground's server does: api.LiveKitAPI(...).agent_dispatch.create_dispatch."""
+    worker = await connect(http, plain_standin)
+    await worker.register()
+    async with api.LiveKitAPI(
+        http_base(plain_standin), plain_standin.api_key, plain_standin.api_secret
+    ) as lkapi:
+        created = await lkapi.agent_dispatch.create_dispatch(
+            api.CreateAgentDispatchRequest(
+                agent_name=AGENT_NAME, room="room-d", metadata='{"scenarioId": "s"}'
+            )
+        )
+    assert (created.agent_name, created.room, created.metadata) == (
+        AGENT_NAME,
+        "room-d",
+        '{"scenarioId": "s"}',
+    )
+    assert created.id
+    request = (await worker.receive()).availability
+    assert (request.job.agent_name, request.job.metadata) == (AGENT_NAME, '{"scenarioId": "s"}')
+    assert request.job.room.name == "room-d"
+
+
+async def test_create_dispatch_without_a_room_admin_token_is_refused(
+    plain_standin: StandIn, http: aiohttp.ClientSession
+) -> None:
+    async with api.LiveKitAPI(
+        http_base(plain_standin), plain_standin.api_key, "another_secret_another_secret_xx"
+    ) as lkapi:
+        with pytest.raises(api.TwirpError) as error:
+            await lkapi.agent_dispatch.create_dispatch(
+                api.CreateAgentDispatchRequest(agent_name=AGENT_NAME, room="room-d")
+            )
+    assert error.value.status == 401
+    assert plain_standin.jobs == {}

@@ -44,9 +44,10 @@ REPLY: Final = f"You said: {HEARD}"  # the OpenAI stub's default reply
 WAV: Final = Path(__file__).resolve().parents[1] / "audio" / "hello_48k.wav"
 TONE_HZ: Final = 550.0  # the OpenAI stub's TTS carrier
 TEST_BUDGET: Final = 90.0  # hard bound per scenario (they aim at < 40 s)
-# caller leaves -> job ended: the session first waits session_close_transcript_timeout (5 s) for
-# a last transcript, then delivers and disconnects; the stand-in would close the room only after
-# 30 s (departure timeout set in the test), so anything under this bound is the worker's doing
+# caller leaves -> job ended: the session waits for a last transcript only while words are in
+# flight (agent/close_wait.py), then delivers and disconnects; the stand-in would close the room
+# only after 30 s (departure timeout set in the test), so anything under this bound is the
+# worker's doing (tests/e2e/test_hangup_e2e.py holds the tight 2 s bound)
 LEAVE_TO_END: Final = 9.0
 TURN_KEYS: Final = ("seq", "role", "text", "interrupted", "startedAt", "endedAt")
 

@@ -1,0 +1,205 @@
+"""`python -m agent playground`: a local page to talk to the agent in a browser (issue 14).
+
+Rule: the server listens on 127.0.0.1 only (never another interface: it mints room tokens for
+anyone who can reach it), and the API secret stays here: the page gets a participant token for
+one fresh room, never the key or the secret. The agent is dispatched explicitly (AGENT_NAME)
+with valid job metadata, as the platform's server does. The page's code (static/app.js) is the
+living example of the front-end contract in the README.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, Final
+
+from aiohttp import web
+from livekit import api
+
+from agent.config import Settings
+from agent.log import get_logger
+from agent.models import JobMetadata
+from agent.prompts import PROMPTS_DIR, scenario_ids
+
+log = get_logger(__name__)
+
+HOST: Final = "127.0.0.1"
+PLAYGROUND_USER_ID: Final = "playground"
+STATIC_DIR: Final = Path(str(files("agent.ops.playground") / "static"))
+STATIC_FILES: Final = frozenset({"app.js", "style.css", "livekit-client.umd.js"})
+# the local backend's session ids are plain; anything else is not a file name we wrote
+_PLAIN_ID: Final = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+_SCENARIO_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+TOKEN_TTL_SECONDS: Final = 3600
+
+
+@dataclass(frozen=True)
+class CallGrant:
+    """What the page needs to join: never the API key or secret."""
+
+    url: str
+    token: str
+    room: str
+    identity: str
+    agent_name: str
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "url": self.url,
+            "token": self.token,
+            "room": self.room,
+            "identity": self.identity,
+            "agentName": self.agent_name,
+        }
+
+
+def http_url(livekit_url: str) -> str:
+    """The twirp API lives on the same host as the signal URL, over http(s)."""
+    return re.sub(r"^ws", "http", livekit_url)
+
+
+def participant_token(settings: Settings, identity: str, room: str) -> str:
+    return (
+        api.AccessToken(settings.livekit_api_key, settings.livekit_api_secret.get_secret_value())
+        .with_identity(identity)
+        .with_name("playground")
+        .with_ttl(timedelta(seconds=TOKEN_TTL_SECONDS))
+        .with_grants(
+            api.VideoGrants(
+                room_join=True,
+                room=room,
+                can_publish=True,
+                can_subscribe=True,
+                can_publish_data=True,
+            )
+        )
+        .to_jwt()
+    )
+
+
+async def start_call(settings: Settings, scenario_id: str) -> CallGrant:
+    """A fresh room, an explicit dispatch of AGENT_NAME into it, and a token for the page."""
+    suffix = uuid.uuid4().hex[:10]
+    room = f"playground-{suffix}"
+    identity = f"playground-user-{suffix}"
+    agent_name = settings.agent_name_or_default
+    metadata = JobMetadata.model_validate(
+        {
+            "scenarioId": scenario_id,
+            "userId": PLAYGROUND_USER_ID,
+            "participantIdentity": identity,
+        }
+    )
+    async with api.LiveKitAPI(
+        http_url(settings.livekit_url),
+        settings.livekit_api_key,
+        settings.livekit_api_secret.get_secret_value(),
+    ) as lkapi:
+        dispatch = await lkapi.agent_dispatch.create_dispatch(
+            api.CreateAgentDispatchRequest(
+                agent_name=agent_name, room=room, metadata=json.dumps(metadata.to_wire())
+            )
+        )
+    log.info("playground.dispatched", room=room, dispatch_id=dispatch.id, agent_name=agent_name)
+    return CallGrant(
+        settings.livekit_url,
+        participant_token(settings, identity, room),
+        room,
+        identity,
+        agent_name,
+    )
+
+
+def delivered_transcript(data_dir: Path, session_id: str) -> dict[str, Any] | None:
+    """The transcript the embedded local backend holds for `session_id` (its JSON files under
+    AGENT_DATA_DIR/transcripts), the highest ranked of them; None if none is there yet."""
+    if not _PLAIN_ID.match(session_id):
+        return None
+    best: tuple[tuple[bool, int], dict[str, Any]] | None = None
+    for path in (data_dir / "transcripts").glob(f"{session_id}.*.json"):
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+            body = stored["transcript"]
+            rank = (bool(body["complete"]), int(body["turnCount"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # half written or not ours
+        if best is None or rank > best[0]:
+            best = (rank, body)
+    return None if best is None else best[1]
+
+
+class Playground:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.add_routes(
+            [
+                web.get("/", self.index),
+                web.get("/static/{name}", self.static),
+                web.get("/api/scenarios", self.scenarios),
+                web.post("/api/call", self.call),
+                web.get("/api/transcript/{session_id}", self.transcript),
+            ]
+        )
+        return app
+
+    async def index(self, _request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-store"})
+
+    async def static(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        if name not in STATIC_FILES:
+            raise web.HTTPNotFound()
+        return web.FileResponse(STATIC_DIR / name)
+
+    async def scenarios(self, _request: web.Request) -> web.Response:
+        # the backend's contract has no list route: with a backend, the page asks for an id
+        if self.settings.has_backend:
+            return web.json_response({"source": "backend", "scenarios": []})
+        return web.json_response({"source": "prompts", "scenarios": scenario_ids(PROMPTS_DIR)})
+
+    async def call(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            scenario_id = str(body.get("scenarioId", ""))
+        except (ValueError, AttributeError):
+            return web.json_response({"error": "a JSON body {scenarioId} is needed"}, status=400)
+        if not _SCENARIO_ID.match(scenario_id):
+            return web.json_response({"error": "scenarioId is not a valid id"}, status=400)
+        try:
+            grant = await start_call(self.settings, scenario_id)
+        except api.TwirpError as error:
+            log.warning("playground.dispatch_failed", status=error.status, code=error.code)
+            return web.json_response(
+                {"error": f"LiveKit refused the dispatch ({error.status} {error.code})"}, status=502
+            )
+        except OSError as error:
+            log.warning("playground.livekit_unreachable", error_type=type(error).__name__)
+            return web.json_response({"error": "LiveKit is unreachable"}, status=502)
+        return web.json_response(grant.to_json())
+
+    async def transcript(self, request: web.Request) -> web.Response:
+        if self.settings.has_backend:
+            return web.json_response(
+                {"error": "delivered to BACKEND_URL: look there", "where": "backend"}, status=404
+            )
+        body = delivered_transcript(self.settings.agent_data_dir, request.match_info["session_id"])
+        if body is None:
+            return web.json_response({"error": "not delivered yet"}, status=404)
+        return web.json_response({"where": "local", "transcript": body})
+
+
+async def serve(settings: Settings, port: int) -> web.AppRunner:
+    """Start the playground on 127.0.0.1:`port` (0 picks one); returns the runner (the bound
+    port is `runner.addresses[0][1]`)."""
+    runner = web.AppRunner(Playground(settings).app(), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, HOST, port).start()
+    return runner

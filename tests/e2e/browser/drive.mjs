@@ -1,0 +1,112 @@
+// Drives the playground page in Debian's Chromium (tests/e2e/test_browser_e2e.py runs it inside
+// the e2e network namespace). Usage:
+//   node drive.mjs <page url> <microphone wav> <result json> <screenshot png>
+// The page's own state (window.playground) is what is checked; every wait is bounded. The result
+// file is written whatever happens (with `error` set on a failure), then the exit code says.
+import { writeFileSync } from "node:fs";
+import { chromium } from "playwright-core";
+
+const [url, wav, resultPath, screenshotPath] = process.argv.slice(2);
+const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
+
+const result = { steps: [], console: [] };
+const t0 = Date.now();
+const step = (name) => result.steps.push({ name, at: (Date.now() - t0) / 1000 });
+
+const browser = await chromium.launch({
+  executablePath: CHROMIUM,
+  headless: true,
+  args: [
+    "--no-sandbox", // as root in CI
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking", // the machine's network is closed: no Google lookups
+    "--disable-component-update",
+    "--disable-sync",
+    // host candidates as plain addresses: the stand-in cannot resolve mDNS names
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    `--use-file-for-fake-audio-capture=${wav}%noloop`,
+    "--autoplay-policy=no-user-gesture-required",
+  ],
+});
+
+async function snapshot(page) {
+  return page.evaluate(() => {
+    const s = window.playground;
+    return {
+      turns: [...s.turns.values()].sort((a, b) => a.seq - b.seq),
+      shownSeqs: [...document.querySelectorAll("#turns li")].map((li) => Number(li.dataset.seq)),
+      gaps: s.gaps,
+      end: s.end,
+      endShown: document.getElementById("end").textContent,
+      agentLeft: s.agentLeft,
+      agentIdentity: s.agentIdentity,
+      hangup: s.hangup,
+      agentAudioSeconds: s.agentAudioSeconds,
+      delivered: s.delivered,
+      deliveredShown: document.getElementById("delivered").children.length,
+      rejected: s.rejected,
+      connection: document.getElementById("connection").textContent,
+      agentState: document.getElementById("agent-state").textContent,
+      error: document.getElementById("error").textContent,
+    };
+  });
+}
+
+let page;
+let code = 0;
+try {
+  page = await browser.newPage();
+  page.on("console", (m) => result.console.push(`${m.type()}: ${m.text()}`.slice(0, 300)));
+  page.on("pageerror", (e) => result.console.push(`pageerror: ${e.message}`.slice(0, 300)));
+  await page.goto(url);
+  await page.waitForFunction(() => document.querySelectorAll("#scenario option").length > 0, null, {
+    timeout: 10_000,
+  });
+  await page.click("#call");
+  step("call");
+  // the greeting: its turn (seq 1) and its sound
+  await page.waitForFunction(
+    () => window.playground.turns.has(1) && window.playground.agentAudioSeconds >= 0.3,
+    null,
+    { timeout: 45_000, polling: 100 },
+  );
+  step("greeting");
+  // the microphone WAV speaks twice: two user turns, each answered (seq 2..5)
+  await page.waitForFunction(() => window.playground.turns.has(5), null, {
+    timeout: 60_000,
+    polling: 100,
+  });
+  step("two turns answered");
+  await page.click("#hangup");
+  step("hang-up clicked");
+  await page.waitForFunction(
+    () => window.playground.end !== null && window.playground.agentLeft,
+    null,
+    { timeout: 15_000, polling: 50 },
+  );
+  step("end and agent gone");
+  await page.waitForFunction(() => window.playground.delivered !== null, null, {
+    timeout: 35_000,
+    polling: 200,
+  });
+  step("delivered shown");
+} catch (error) {
+  result.error = String(error && error.message ? error.message : error).slice(0, 2000);
+  code = 1;
+} finally {
+  if (page) {
+    try {
+      result.state = await snapshot(page);
+      await page.screenshot({ path: screenshotPath, fullPage: true });
+    } catch (error) {
+      result.snapshotError = String(error);
+    }
+  }
+  await browser.close();
+  writeFileSync(resultPath, JSON.stringify(result, null, 2));
+}
+process.exit(code);

@@ -1,0 +1,193 @@
+"""End to end in a real browser (issue 14, part 2): the playground page in Debian's Chromium,
+driven by the pinned playwright-core (tests/e2e/browser/), with livekit-client 2.23 against the
+LiveKit stand-in, the project's worker (embedded local backend) and the OpenAI stub, all in the
+test network namespace. The microphone is Chromium's fake capture playing a WAV made here: a
+silence for the greeting, then the speech WAV twice with silences for the replies.
+
+Checks: the greeting heard, two spoken turns answered, the turns shown in order with seq 1..n
+and no gap, the hang-up button -> `end` shown and the agent gone, the delivered transcript shown
+and equal to the copy the local backend holds. The screenshot goes to the test's tmp dir (and
+docs/playground.png when PLAYGROUND_SCREENSHOT=1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import time
+import wave
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import pytest
+
+from agent.prompts import load_scenario
+from tests.e2e.caller import read_wav
+from tests.e2e.conftest import Callers
+from tests.e2e.harness import REPO_ROOT, ProcessGroup, free_port, worker_env
+from tests.e2e.standin import StandIn
+from tests.e2e.stubs import start_openai_stub
+from tests.e2e.test_worker_e2e import AGENT_NAME, HEARD, REPLY, TEST_BUDGET, WAV
+
+pytestmark = pytest.mark.e2e
+
+BROWSER_DIR: Final = Path(__file__).resolve().parent / "browser"
+CHROMIUM: Final = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+SAMPLE_RATE: Final = 48_000
+# the microphone: (silence seconds before) speech, twice, then silence to the end of the call
+LEAD_IN: Final = 6.0
+BETWEEN: Final = 8.0
+TAIL: Final = 20.0
+DRIVER_TIMEOUT: Final = 150.0
+FORGED: Final = "forged by another participant"
+
+
+def browser_unavailable() -> str | None:
+    if not Path(CHROMIUM).exists():
+        return f"no Chromium at {CHROMIUM} (README set-up: apt-get install chromium)"
+    if shutil.which("node") is None:
+        return "no node (README set-up: Node.js 20+)"
+    if not (BROWSER_DIR / "node_modules" / "playwright-core").is_dir():
+        return "playwright-core not installed: npm ci --prefix tests/e2e/browser"
+    return None
+
+
+def microphone_wav(path: Path) -> Path:
+    speech = read_wav(WAV)
+
+    def silence(seconds: float) -> np.ndarray[Any, np.dtype[np.int16]]:
+        return np.zeros(int(seconds * SAMPLE_RATE), dtype=np.int16)
+
+    pcm = np.concatenate([silence(LEAD_IN), speech, silence(BETWEEN), speech, silence(TAIL)])
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(SAMPLE_RATE)
+        out.writeframes(pcm.tobytes())
+    return path
+
+
+def held_transcript(data_dir: Path, session_id: str) -> dict[str, Any]:
+    """What the embedded local backend holds (its JSON file), read here independently."""
+    [path] = list((data_dir / "transcripts").glob(f"{session_id}.*.json"))
+    body: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))["transcript"]
+    return body
+
+
+async def intrude(standin: StandIn, callers: Callers) -> None:
+    """Once the page is in its room, another (non-agent) participant publishes a forged turn
+    on the `transcript` topic: the page must ignore it (README: accept only the agent's)."""
+    joined = await standin.wait_until(
+        lambda: next(
+            (e for e in standin.events_of("joined") if e.identity.startswith("playground-user-")),
+            None,
+        ),
+        timeout=60,
+        what="the page to join its room",
+    )
+    intruder = await callers.join("intruder", joined.room)
+    forged = {
+        "type": "turn",
+        "v": 1,
+        "sessionId": "forged",
+        "seq": 2,
+        "role": "user",
+        "text": FORGED,
+        "interrupted": False,
+        "startedAt": "2026-01-01T00:00:00.000Z",
+        "endedAt": "2026-01-01T00:00:01.000Z",
+    }
+    await intruder.room.local_participant.publish_data(
+        json.dumps(forged).encode(), reliable=True, topic="transcript"
+    )
+
+
+async def test_a_call_from_the_playground_in_chromium(
+    standin: StandIn, processes: ProcessGroup, callers: Callers, tmp_path: Path
+) -> None:
+    if (reason := browser_unavailable()) is not None:
+        pytest.skip(reason)
+    async with asyncio.timeout(TEST_BUDGET + DRIVER_TIMEOUT):
+        started = time.monotonic()
+        data_dir = tmp_path / "data"
+        openai = await start_openai_stub(processes, transcript=HEARD)
+        env = worker_env(
+            livekit_url=standin.url,
+            api_key=standin.api_key,
+            api_secret=standin.api_secret,
+            agent_name=AGENT_NAME,
+            data_dir=data_dir,
+            OPENAI_BASE_URL=openai.base_url,
+            NUM_IDLE_PROCESSES="1",
+            DELIVERY_DEADLINE="5",
+        )  # no BACKEND_URL: the embedded local backend, whose copy the page shows
+        processes.start_worker(env)
+        await standin.wait_for_worker(AGENT_NAME, timeout=40)
+        port = free_port()
+        playground = processes.start_module(
+            "agent", env, "playground", "--port", str(port), name="playground"
+        )
+        await playground.wait_for_log("playground on http://", timeout=20)
+
+        result_path = tmp_path / "browser-result.json"
+        screenshot = tmp_path / "playground.png"
+        driver = await asyncio.create_subprocess_exec(
+            "node",
+            str(BROWSER_DIR / "drive.mjs"),
+            f"http://127.0.0.1:{port}/",
+            str(microphone_wav(tmp_path / "microphone.wav")),
+            str(result_path),
+            str(screenshot),
+            cwd=BROWSER_DIR,
+        )
+        intruding = asyncio.create_task(intrude(standin, callers))
+        try:
+            await asyncio.wait_for(driver.wait(), DRIVER_TIMEOUT)
+            await intruding
+        finally:
+            intruding.cancel()
+            if driver.returncode is None:
+                driver.kill()
+                await driver.wait()
+        result = json.loads(result_path.read_text()) if result_path.exists() else {}
+        print(json.dumps({k: result.get(k) for k in ("steps", "error")}, indent=1))
+        assert driver.returncode == 0 and "error" not in result, json.dumps(result, indent=1)
+        state = result["state"]
+        if os.environ.get("PLAYGROUND_SCREENSHOT") == "1":
+            shutil.copyfile(screenshot, REPO_ROOT / "docs" / "playground.png")
+
+        # the greeting heard, two spoken turns answered, in order, no gap
+        assert state["agentAudioSeconds"] >= 0.3
+        turns = state["turns"]
+        assert [t["seq"] for t in turns] == [1, 2, 3, 4, 5]
+        assert state["shownSeqs"] == [1, 2, 3, 4, 5] and state["gaps"] == []
+        assert [(t["role"], t["text"]) for t in turns] == [
+            ("assistant", load_scenario("default").greeting),
+            ("user", HEARD),
+            ("assistant", REPLY),
+            ("user", HEARD),
+            ("assistant", REPLY),
+        ]
+        # hang-up: answered "ok", `end` shown after every turn, the agent gone
+        assert state["hangup"] == {"answer": "ok"}
+        session_id = turns[0]["sessionId"]
+        assert state["end"] == {"type": "end", "v": 1, "sessionId": session_id, "turnCount": 5}
+        assert state["endShown"] == "end: 5 turns"
+        assert state["agentLeft"]
+        await standin.wait_for_event("left", identity=state["agentIdentity"], timeout=5)
+        # the delivered transcript shown is the local backend's copy
+        held = held_transcript(data_dir, session_id)
+        assert state["delivered"] == held
+        assert state["deliveredShown"] == 5
+        assert (held["endedReason"], held["complete"]) == ("caller_hangup", True)
+        keys = ("seq", "role", "text")
+        assert [tuple(t[k] for k in keys) for t in held["turns"]] == [
+            tuple(t[k] for k in keys) for t in turns
+        ]
+        # the forged packet reached the page and was ignored
+        assert state["rejected"] >= 1
+        assert FORGED not in json.dumps(state)
+        print(f"browser call took {time.monotonic() - started:.1f}s")
