@@ -1,5 +1,5 @@
 """`python -m agent <command>`: validate settings, configure logging, build the server and hand
-argv to the LiveKit CLI; plus our own `schema` and `journal` commands.
+argv to the LiveKit CLI; plus our own `schema`, `journal` and `playground` commands.
 
 Rule: everything happens under `if __name__ == "__main__"` (job processes import this module as
 `__mp_main__`), and every fatal start-up problem exits non-zero so a supervisor restarts us: the
@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agent.config import Settings
 
 EXIT_CONFIG = 2
 EXIT_LIVEKIT_UNREACHABLE = 3
@@ -33,15 +38,17 @@ def main(argv: list[str]) -> int:
         from agent.ops.journal_cli import main as journal_main
 
         return journal_main(argv[argv.index("journal", 1) + 1 :])
+    if command == "playground":
+        # A developer's page on 127.0.0.1 (agent/ops/playground/); run a worker beside it
+        from agent.ops.playground import main as playground_main
 
-    from livekit.agents import cli
+        return playground_main(argv[argv.index("playground", 1) + 1 :])
 
     from agent.config import RUN_COMMANDS, SettingsError, check_data_dir, load_settings
-    from agent.log import configure_logging
-    from agent.pipeline import skip_unused_model_preload
-    from agent.worker import WorkerServer, build_server, entrypoint, prewarm
 
     wants_help = "--help" in argv or "-h" in argv
+    settings = None
+    metrics_dir = None
     if command in RUN_COMMANDS and not wants_help:
         try:
             settings = load_settings(command)
@@ -49,7 +56,30 @@ def main(argv: list[str]) -> int:
         except SettingsError as error:
             print(error.render(), file=sys.stderr)
             return EXIT_CONFIG
+        if settings.metrics_port is not None:
+            # before livekit.agents (which imports prometheus_client) and before the job
+            # processes exist: the mode is fixed at import, and they inherit the variable
+            from agent.ops.metrics import use_private_multiproc_dir
+
+            metrics_dir = use_private_multiproc_dir()
+    try:
+        return _run(argv, settings)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _run(argv: list[str], settings: Settings | None) -> int:
+    from livekit.agents import cli
+
+    from agent.log import configure_logging
+    from agent.pipeline import skip_unused_model_preload
+    from agent.tracing import setup_tracing
+    from agent.worker import WorkerServer, build_server, entrypoint, prewarm
+
+    if settings is not None:
         configure_logging(settings.log_level)
+        setup_tracing(settings)  # the main process's spans (job processes: prewarm)
         server = build_server(settings)
     else:
         # --help and download-files need no credentials: an unconfigured server serves them

@@ -15,10 +15,13 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from aiohttp import web
 from livekit.agents import AgentServer, JobContext, JobProcess, get_job_context, vad
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
+from livekit.agents.utils import http_server
 from livekit.agents.worker import ServerEnvOption
 from livekit.plugins import silero
+from opentelemetry import trace
 
 from agent.backend import BackendError, make_backend
 from agent.call import CALL_KEY, Call
@@ -27,8 +30,11 @@ from agent.call.recover import recover_alongside, recover_in_main, startup_recov
 from agent.call.session import build_conversation, open_journal, start_apology, start_conversation
 from agent.call.start import MetadataError, fetch_and_connect, parse_job_metadata
 from agent.config import Settings, load_settings
-from agent.journal import Journal
+from agent.journal import JOURNAL_FILENAME, Journal
 from agent.log import configure_logging, get_logger
+from agent.models import JobMetadata
+from agent.ops.metrics import MetricsEndpoint
+from agent.tracing import setup_tracing, start_call_span
 
 log = get_logger(__name__)
 
@@ -47,7 +53,8 @@ class ProcessState:
 class WorkerServer(AgentServer):
     """AgentServer that (a) remembers why `run` failed: the LiveKit CLI logs the failure and
     exits 0, so `__main__` reads `failure` to exit non-zero; (b) delivers journaled transcripts
-    when the worker starts and once more after a drain, from the main process."""
+    when the worker starts and once more after a drain, from the main process; (c) serves
+    `/ready` on the health server and, with METRICS_PORT, `/metrics` (agent/ops/metrics.py)."""
 
     failure: BaseException | None = None
     settings: Settings | None = None
@@ -56,14 +63,76 @@ class WorkerServer(AgentServer):
         super().__init__(*args, **kwargs)
         self._recovery: set[asyncio.Task[Any]] = set()
         self._drained = False
+        self._registered = False
+        self._metrics: MetricsEndpoint | None = None
         self.on("worker_started", self._on_started)
+        self.on("worker_registered", self._on_registered)
 
     async def run(self, *, devmode: bool = False, unregistered: bool = False) -> None:
         try:
+            # before LiveKit is dialled: a worker that cannot register must still be observable
+            self._start_metrics()
             await super().run(devmode=devmode, unregistered=unregistered)
         except Exception as error:
             self.failure = error
             raise
+
+    # -- readiness: `/` stays the liveness check; `/ready` is 503 until registered and while
+    # draining (or reconnecting), so Kubernetes stops routing to a worker LiveKit cannot reach
+
+    @property
+    def ready(self) -> bool:
+        return (
+            self._registered
+            and not self._connecting
+            and not (self._drained or self.draining)
+            and not self._closed
+        )
+
+    def _on_registered(self, *_args: Any) -> None:
+        self._registered = True
+
+    async def _readiness(self, _request: web.Request) -> web.Response:
+        if self.ready:
+            return web.Response(text="ready")
+        why = "draining" if (self._drained or self.draining) else "not registered with LiveKit"
+        return web.Response(status=503, text=why)
+
+    # The library makes its health server inside run() and starts it at once; routes can only be
+    # added before it starts, so /ready joins `/` and `/worker` when the server is assigned.
+    @property
+    def _http_server(self) -> http_server.HttpServer | None:
+        server = self.__dict__.get("_health_server")
+        return server if isinstance(server, http_server.HttpServer) else None
+
+    @_http_server.setter
+    def _http_server(self, server: http_server.HttpServer | None) -> None:
+        if server is not None:
+            server.app.add_routes([web.get("/ready", self._readiness)])
+        self.__dict__["_health_server"] = server
+
+    # -- metrics (read from the endpoint's thread: plain attribute reads only)
+
+    def job_processes(self) -> list[tuple[int, bool]]:
+        pool = getattr(self, "_proc_pool", None)  # made by run()
+        if pool is None:
+            return []
+        found = []
+        for proc in list(pool.processes):
+            pid = getattr(proc, "pid", None)
+            if isinstance(pid, int):
+                found.append((pid, proc.running_job is not None))
+        return found
+
+    def _start_metrics(self) -> None:
+        settings = self.settings
+        if settings is None or settings.metrics_port is None or self._metrics is not None:
+            return
+        self._metrics = MetricsEndpoint.start(
+            settings.metrics_port,
+            journal_path=settings.agent_data_dir / JOURNAL_FILENAME,
+            worker=self,
+        )
 
     def _on_started(self) -> None:
         if self.settings is not None:
@@ -84,12 +153,16 @@ class WorkerServer(AgentServer):
         # by super().aclose()): whatever they could not deliver is in the journal now.
         if self._drained and self.settings is not None:
             await recover_in_main(self.settings)
+        if self._metrics is not None:
+            await asyncio.to_thread(self._metrics.stop)
+            self._metrics = None
 
 
 def prewarm(proc: JobProcess) -> None:
     # Job processes do not run __main__: configure logging and read settings again here.
     settings = load_settings()
     configure_logging(settings.log_level)
+    setup_tracing(settings)  # each process sets its own provider (no-op unless configured)
     proc.userdata[PROCESS_KEY] = ProcessState(
         settings=settings,
         vad=silero.VAD.load(),
@@ -152,9 +225,20 @@ async def entrypoint(ctx: JobContext) -> None:
     ctx.proc.userdata[CALL_KEY] = call
     ctx.add_shutdown_callback(_backstop)
     recover_alongside(call, settings)
+    call.span = start_call_span(ctx.job.id, metadata.scenario_id)
+    # what the call starts from here (the session's tasks too) is traced under its span;
+    # `finish` ends it after the delivery
+    with trace.use_span(call.span, end_on_exit=False):
+        await _start_call(ctx, call, proc, metadata)
 
+
+async def _start_call(
+    ctx: JobContext, call: Call, proc: ProcessState, metadata: JobMetadata
+) -> None:
+    settings = proc.settings
+    assert call.backend is not None
     try:
-        call.scenario, call.session = await fetch_and_connect(ctx, backend, metadata)
+        call.scenario, call.session = await fetch_and_connect(ctx, call.backend, metadata)
     except BackendError as error:
         log.error("job.backend_unavailable", error_type=type(error).__name__, cause=str(error))
         await start_apology(call, settings, proc.vad, ctx.room)

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 import httpx
 from pydantic import SecretStr
 
+from agent import metrics
 from agent.backend.contract import (
     IDEMPOTENCY_HEADER,
     KEY_HEADER,
@@ -208,7 +209,14 @@ class HttpBackend(StatusRules):
             attempt += 1
             try:
                 reply = await self._attempt(
-                    method, path, content, headers, remaining, attempt, require_ack=require_ack
+                    method,
+                    path,
+                    content,
+                    headers,
+                    remaining,
+                    attempt,
+                    require_ack=require_ack,
+                    template=template,
                 )
             except _Transient as failure:
                 last = failure.cause
@@ -266,16 +274,20 @@ class HttpBackend(StatusRules):
         attempt: int,
         *,
         require_ack: bool = False,
+        template: str = "",
     ) -> Reply:
         # httpx's timeout bounds each phase; asyncio.timeout bounds the whole attempt (a body
         # trickled byte by byte must not outlive the call's deadline).
         per_phase = httpx.Timeout(min(self._timeout, remaining))
+        # every attempt is counted once, by the route's template (never the ids in `path`)
+        result = "error"
         try:
             async with asyncio.timeout(remaining):
                 async with self._client.stream(
                     method, path, content=content, headers=headers, timeout=per_phase
                 ) as response:
                     status = response.status_code
+                    result = metrics.status_class(status)
                     if status in TRANSIENT_4XX or status >= 500:
                         raise _Transient(
                             str(status),
@@ -286,6 +298,8 @@ class HttpBackend(StatusRules):
                     content_type = response.headers.get("Content-Type", "").split(";")[0]
                     location = response.headers.get("Location")
         except (TimeoutError, httpx.TimeoutException):
+            if result == "error":  # no status yet: the answer never came
+                result = "timeout"
             raise _Transient("timeout") from None
         except httpx.DecodingError:
             # A body that claims a content encoding it does not have.
@@ -294,6 +308,8 @@ class HttpBackend(StatusRules):
             raise BackendResponseInvalid(f"{method}: response body could not be decoded") from None
         except httpx.TransportError as error:
             raise _Transient(type(error).__name__) from None
+        finally:
+            metrics.backend_request(template, result)
         if require_ack and 200 <= status < 300:
             # A 2xx that is not the backend's acknowledgement (a proxy's login page, an empty
             # 200) stored nothing we know of: treating it as done would lose the transcript.

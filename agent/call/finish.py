@@ -8,8 +8,12 @@ the shutdown callback's last attempt, only while the journal still says undelive
 
 from __future__ import annotations
 
+import contextlib
 import time
 
+from opentelemetry import trace
+
+from agent import metrics
 from agent.call.state import Call
 from agent.config import Settings
 from agent.delivery import DeliveryOutcome, backstop, deliver
@@ -30,12 +34,26 @@ async def finish(call: Call, settings: Settings) -> None:
     if call.ended_reason is None:
         call.end_reason("job_terminated" if call.room_connected() else "room_closed")
     await call.cancel_tasks()
+    # counted before the delivery, which the library may cut short at session_end_timeout
+    metrics.call_ended(call.ended_reason, was_live=call.counted_live)
+    call.counted_live = False
     if call.publisher is not None:
         await call.publisher.finish(send_end=call.room_connected())
     # The library cancels this hook at session_end_timeout: leave room for the journal steps
     # around the post and for the call.ended line.
     left = settings.session_end_timeout - (time.monotonic() - started) - SESSION_END_MARGIN
-    await deliver_transcript(call, deadline=max(1.0, min(settings.delivery_deadline, left)))
+    # the delivery's span is a child of the call's, which ends with it (agent.tracing)
+    in_call = trace.use_span(call.span, end_on_exit=True) if call.span else contextlib.nullcontext()
+    with in_call:
+        await deliver_transcript(call, deadline=max(1.0, min(settings.delivery_deadline, left)))
+        if call.span is not None:
+            call.span.set_attributes(
+                {
+                    "voice_agent.ended_reason": call.ended_reason or "",
+                    "voice_agent.turn_count": call.recorder.turn_count if call.recorder else 0,
+                    "voice_agent.delivery": call.outcome.status if call.outcome else "none",
+                }
+            )
     log_call_ended(call)
 
 

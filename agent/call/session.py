@@ -19,6 +19,7 @@ from livekit.agents.types import NOT_GIVEN
 from livekit.agents.voice import room_io
 from livekit.agents.voice.events import CloseEvent, ErrorEvent
 
+from agent import metrics
 from agent.call.ending import (
     end_after_no_show,
     end_at_max_duration,
@@ -114,7 +115,15 @@ async def start_conversation(
     )
     call.spawn(end_after_no_show(call, settings.no_show_seconds), "call.no_show")
     call.spawn(end_at_max_duration(call, settings.max_call_seconds), "call.max_duration")
+    count_started(call)
     log.info("call.started", attempt_number=call.session.attempt_number)
+
+
+def count_started(call: Call) -> None:
+    """The call's session runs: counted as started and live until `finish` counts it ended."""
+    if not call.counted_live:
+        call.counted_live = True
+        metrics.call_started()
 
 
 def attach_transcript(call: Call, session: AgentSession[Any], room: rtc.Room) -> None:
@@ -154,6 +163,7 @@ async def start_apology(
         session_host=False,
         record=False,
     )
+    count_started(call)
 
 
 def _room_options(metadata: JobMetadata) -> room_io.RoomOptions:
@@ -178,6 +188,9 @@ def _on_error(call: Call, event: ErrorEvent) -> None:
         error = event.error
         recoverable = bool(getattr(error, "recoverable", True))
         log.warning("call.provider_error", error_type=type(error).__name__, recoverable=recoverable)
+        # kind from the error's type (llm_error, stt_error, tts_error, realtime_model_error)
+        kind = str(getattr(error, "type", "")).removesuffix("_error").removesuffix("_model")
+        metrics.provider_error(str(getattr(event.source, "provider", "") or ""), kind)
         if not recoverable and getattr(error, "type", None) == "llm_error":
             assert call.agent_session is not None
             call.agent_session.say(load_prompt("llm_error"))

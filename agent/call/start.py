@@ -20,6 +20,7 @@ from agent.backend import Backend, BackendError
 from agent.config import Settings
 from agent.models import JobMetadata, Scenario, Session, SessionCreate
 from agent.prompts import DEFAULT_SCENARIO_ID
+from agent.tracing import in_span
 
 
 class MetadataError(ValueError):
@@ -127,8 +128,11 @@ async def fetch_and_connect(
     """Scenario, session and room connection at once. The connection is awaited even when the
     backend fails, because the apology needs the room; a connection failure is raised as is."""
     scenario_result, session_result, connect_result = await asyncio.gather(
-        backend.get_scenario(metadata.scenario_id),
-        open_session(backend, metadata, job_id=ctx.job.id, room_name=ctx.job.room.name),
+        in_span("voice_agent.scenario_fetch", backend.get_scenario(metadata.scenario_id)),
+        in_span(
+            "voice_agent.session_open",
+            open_session(backend, metadata, job_id=ctx.job.id, room_name=ctx.job.room.name),
+        ),
         ctx.connect(),
         return_exceptions=True,
     )

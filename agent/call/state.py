@@ -18,6 +18,7 @@ from typing import Any
 
 from livekit.agents import AgentSession, JobContext
 from livekit.agents.voice.events import CloseEvent, CloseReason
+from opentelemetry import trace
 
 from agent.backend import Backend
 from agent.delivery import DeliveryOutcome
@@ -58,6 +59,10 @@ class Call:
     ended_at: datetime | None = None
     ended_reason: EndedReason | None = None
     outcome: DeliveryOutcome | None = None
+    # counted in voice_agent_calls_live (agent.metrics) until the call is counted as ended
+    counted_live: bool = False
+    # the call's root span (agent.tracing): ended by `finish` after the delivery
+    span: trace.Span | None = None
     # Turns an earlier run of this job journaled (LiveKit ran the job again): the recorder
     # continues after them (see agent.call.session.open_journal).
     earlier_turns: list[Turn] = field(default_factory=list)

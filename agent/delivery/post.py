@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from agent import metrics
 from agent.backend import (
     Backend,
     BackendMisconfigured,
@@ -26,6 +27,7 @@ from agent.delivery.lease import holding_lease, release_shielded
 from agent.journal import CallHeldElsewhere, Journal
 from agent.log import get_logger
 from agent.models import TranscriptPayload
+from agent.tracing import child_span
 
 log = get_logger(__name__)
 
@@ -88,6 +90,37 @@ async def deliver(
     """Journal the final transcript, then post it within `deadline` seconds (backend retries
     included). Never raises for a delivery or journal failure (only CancelledError passes): the
     outcome says what happened and the journal keeps whatever was not delivered."""
+    async with child_span("voice_agent.delivery", **{"voice_agent.call_id": call_id}) as span:
+        outcome = await _deliver(journal, backend, call_id, session_id, payload, deadline=deadline)
+        span.set_attributes(
+            {"voice_agent.outcome": outcome.status, "voice_agent.attempts": outcome.attempts}
+        )
+    counted = _METRIC_OUTCOMES.get(outcome.status)
+    if counted is not None and outcome.attempts > 0:  # 0: no round ran (held elsewhere, dead)
+        metrics.delivery("retried" if counted == "delivered" and outcome.attempts > 1 else counted)
+    return outcome
+
+
+# The operator's words for the outcomes (voice_agent_deliveries_total): a first-round delivery,
+# a 409 (the backend had it), a later round's delivery, kept pending, kept as a dead letter.
+_METRIC_OUTCOMES: dict[OutcomeStatus, str] = {
+    "delivered": "delivered",
+    "already_delivered": "duplicate",
+    "deferred": "pending",
+    "misconfigured": "pending",
+    "rejected": "dead",
+}
+
+
+async def _deliver(
+    journal: Journal,
+    backend: Backend,
+    call_id: str,
+    session_id: str,
+    payload: TranscriptPayload,
+    *,
+    deadline: float,
+) -> DeliveryOutcome:
     loop = asyncio.get_running_loop()
     started = loop.time()
     fields: dict[str, object] = {"call_id": call_id, "session_id": session_id}

@@ -21,6 +21,7 @@ from livekit.agents.voice.events import (
     UserInputTranscribedEvent,
 )
 
+from agent import metrics
 from agent.log import get_logger
 from agent.models import Latency, Percentiles, Turn, utc_from_timestamp, utc_now
 from agent.transcript.publisher import TranscriptPublisher
@@ -146,6 +147,7 @@ class TurnRecorder:
             return None
         turn = self._turn_from(item, text)
         self._turns.append(turn)
+        metrics.turn_recorded(turn.role)
         if turn.role == "user":
             self._utterance = None  # the next interim caption belongs to a new utterance
         if self._on_turn is not None:
@@ -176,9 +178,9 @@ class TurnRecorder:
         self._publisher.publish_interim(item_id, event.transcript)
 
     def _turn_from(self, item: llm.ChatMessage, text: str) -> Turn:
-        metrics = item.metrics
-        started = metrics.get("started_speaking_at")
-        stopped = metrics.get("stopped_speaking_at")
+        found = item.metrics
+        started = found.get("started_speaking_at")
+        stopped = found.get("stopped_speaking_at")
         started_at = started if started is not None else item.created_at
         ended_at = stopped if stopped is not None else max(item.created_at, started_at)
         return Turn(
@@ -191,20 +193,30 @@ class TurnRecorder:
         )
 
     def _collect_metrics(self, item: llm.ChatMessage) -> None:
-        metrics = item.metrics
+        # the same samples feed the transcript's percentiles and the Prometheus histograms
+        found = item.metrics
         if item.role == "assistant":
-            for key, samples in (
-                ("e2e_latency", self._e2e),
-                ("llm_node_ttft", self._llm_ttft),
-                ("tts_node_ttfb", self._tts_ttfb),
+            e2e, ttft, ttfb = (
+                _seconds(found.get(key))
+                for key in ("e2e_latency", "llm_node_ttft", "tts_node_ttfb")
+            )
+            for value, samples in (
+                (e2e, self._e2e),
+                (ttft, self._llm_ttft),
+                (ttfb, self._tts_ttfb),
             ):
-                value = metrics.get(key)
-                if isinstance(value, int | float):
-                    samples.append(float(value))
+                if value is not None:
+                    samples.append(value)
+            metrics.assistant_turn_latency(response=e2e, llm_first_token=ttft, tts_first_byte=ttfb)
         else:
-            value = metrics.get("end_of_turn_delay")
-            if isinstance(value, int | float):
-                self._end_of_turn.append(float(value))
+            delay = _seconds(found.get("end_of_turn_delay"))
+            if delay is not None:
+                self._end_of_turn.append(delay)
+            metrics.user_turn_latency(end_of_turn_delay=delay)
+
+
+def _seconds(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
 
 
 def _name(error: BaseException) -> str:
