@@ -1,0 +1,484 @@
+"""Capacity as deployed: the real worker (`python -m agent start`, one job process per call) with
+Opus/WebRTC media through the e2e LiveKit stand-in, N concurrent callers speaking a real WAV.
+
+Rule: prints figures and writes JSON; never asserts. It runs inside a network namespace of its
+own (WebRTC media skips loopback; tests/e2e/netns.py): started outside one, it re-executes
+itself through `unshare --net` (root, `unshare` and `ip` needed; otherwise it exits with the
+reason and writes nothing).
+
+The stack is the e2e layer's (tests/e2e/README.md): the stand-in (in this process), the OpenAI
+stub and the backend stub (processes of their own, `zero` timing profile: providers cost nothing
+here) and the worker with `NUM_IDLE_PROCESSES=1` and `LOAD_THRESHOLD=1000` as the e2e tests
+start it. For each level N (default 1, 2, 4): N callers (real `livekit` rtc SDK, in this process)
+join N rooms, N jobs are dispatched, every greeting is heard; then for `--seconds` each caller
+speaks `tests/audio/hello_48k.wav` (real speech), waits for the agent's reply and a short gap,
+again and again, the callers' starts spread over one turn. Over exactly that window psutil's
+CPU times (user + system) are read for:
+
+- the worker: its main process + the N job processes serving the calls (what a deployment pays
+  per call; `cpu_s_per_call_s` = their CPU-seconds / (window * N), `calls_per_core` = its
+  inverse); the forkserver and the prewarmed idle process are listed apart;
+- the test harness: this process (stand-in SFU + callers: their Opus encode/decode and aiortc)
+  and the two stubs; not part of the worker's cost;
+- the whole machine (psutil.cpu_times), so that what other work on the host took is visible.
+
+Mid-window (at half of it) each job process's PSS (psutil memory_full_info().pss; USS and RSS
+too) is sampled while its call is live. Job processes are found by the worker's own JSON log
+(records that carry a `job_id` and a `pid` other than the main process's).
+
+    uv run python bench/bench_capacity_deployed.py [--levels 1,2,4] [--seconds 20]
+                                                   [--json PATH] [--smoke]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import psutil
+
+from agent.config import Settings
+from bench._voice import RESULTS_DIR, machine_info, quiet_logging, write_result
+from tests.e2e.caller import Caller
+from tests.e2e.harness import ManagedProcess, ProcessGroup, free_port, worker_env
+from tests.e2e.netns import in_test_netns, netns_argv, netns_env, netns_unavailable_reason
+from tests.e2e.standin import StandIn, participant_token
+from tests.e2e.stubs import start_backend_stub, start_openai_stub
+
+AGENT_NAME: Final = "roleplay-capacity"
+SERVICE_KEY: Final = "bench-internal-service-key-0123456789"
+HEARD: Final = "I have had a really hard week and I need to talk to someone."
+WAV: Final = Path(__file__).resolve().parents[1] / "tests" / "audio" / "hello_48k.wav"
+TTS_MAX_SECONDS: Final = 1.5  # the stub's spoken reply (a tone) lasts at most this
+GAP_AFTER_REPLY: Final = 1.0  # after the reply (at most TTS_MAX_SECONDS) the caller pauses
+TURN_PERIOD: Final = 4.7 + 0.6 + TTS_MAX_SECONDS + GAP_AFTER_REPLY  # roughly, to spread starts
+GOAL_CALLS_PER_CORE: Final = 10.0
+GOAL_PSS_MB: Final = 150.0
+MB: Final = 1024 * 1024
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU-seconds of one process (not its children), None if it is gone."""
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return None
+    return float(times.user + times.system)
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU-seconds of one process per thread name (/proc/PID/task/TID/comm: the Python thread
+    shows the interpreter's name, native threads name themselves), summed over same names."""
+    by_name: dict[str, float] = {}
+    with contextlib.suppress(psutil.Error):
+        for thread in psutil.Process(pid).threads():
+            try:
+                name = Path(f"/proc/{pid}/task/{thread.id}/comm").read_text().strip()
+            except OSError:
+                continue
+            # numbered pools (e.g. "tokio-runtime-w", "ort-worker-3") are grouped by prefix
+            name = name.rstrip("0123456789-_ ") or name
+            by_name[name] = by_name.get(name, 0.0) + thread.user_time + thread.system_time
+    return by_name
+
+
+def memory_mb(pid: int) -> dict[str, float] | None:
+    try:
+        info = psutil.Process(pid).memory_full_info()
+    except psutil.Error:
+        return None
+    return {
+        "pss_mb": round(getattr(info, "pss", 0) / MB, 1),
+        "uss_mb": round(info.uss / MB, 1),
+        "rss_mb": round(info.rss / MB, 1),
+    }
+
+
+def log_records(proc: ManagedProcess) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = []
+    for line in proc.log_text().splitlines():
+        if line.startswith("{"):
+            with contextlib.suppress(json.JSONDecodeError):
+                records.append(json.loads(line))
+    return records
+
+
+def job_pids(worker: ManagedProcess) -> dict[str, int]:
+    """job id -> pid of the job process serving it, from the worker's log: records of the job
+    process carry the job's id and its own pid (the main process logs job ids too: skipped)."""
+    found: dict[str, int] = {}
+    for record in log_records(worker):
+        pid = record.get("pid")
+        if "job_id" in record and isinstance(pid, int) and pid != worker.pid:
+            found.setdefault(str(record["job_id"]), pid)
+    return found
+
+
+def worker_tree(worker_pid: int) -> dict[int, str]:
+    """Every live process of the worker with its command line (to tell the forkserver)."""
+    tree: dict[int, str] = {}
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process(worker_pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                tree[child.pid] = " ".join(child.cmdline())
+    return tree
+
+
+@dataclass
+class CallerLoop:
+    """One caller's turns during the window: speak, wait for the reply, pause, again."""
+
+    caller: Caller
+    latencies: list[float] = field(default_factory=list)  # end of WAV -> reply heard
+    unanswered: int = 0
+
+    async def run(self, *, start_delay: float, until: float) -> None:
+        await asyncio.sleep(start_delay)
+        while time.monotonic() < until - 5.0:  # no turn that cannot finish in the window
+            _, spoke_until = await self.caller.speak(WAV, timeout=15)
+            try:
+                heard = await self.caller.wait_for_audio(after=spoke_until, timeout=10)
+            except TimeoutError:
+                self.unanswered += 1
+                continue
+            self.latencies.append(heard - spoke_until)
+            await asyncio.sleep(TTS_MAX_SECONDS + GAP_AFTER_REPLY)
+
+
+@dataclass
+class Stack:
+    standin: StandIn
+    processes: ProcessGroup
+    worker: ManagedProcess
+    harness_pids: dict[str, int]  # stubs: name -> pid
+
+    async def join(self, identity: str, room: str) -> Caller:
+        token = participant_token(
+            identity, room, api_key=self.standin.api_key, api_secret=self.standin.api_secret
+        )
+        caller = Caller(self.standin.url, token, agent_name=AGENT_NAME)
+        await caller.connect()
+        return caller
+
+
+async def run_level(stack: Stack, n: int, seconds: float) -> dict[str, Any]:
+    callers = [await stack.join(f"caller-{n}-{i}", f"room-{n}-{i}") for i in range(n)]
+    job_ids: list[str] = []
+    try:
+        for i in range(n):
+            job_id = await stack.standin.dispatch(
+                f"room-{n}-{i}",
+                json.dumps(
+                    {
+                        "scenarioId": "default",
+                        "userId": f"u{i}",
+                        "participantIdentity": f"caller-{n}-{i}",
+                    }
+                ),
+                AGENT_NAME,
+            )
+            job_ids.append(job_id)
+        await asyncio.gather(*(c.wait_for_audio(timeout=60) for c in callers))  # greetings
+        await asyncio.sleep(TTS_MAX_SECONDS + 0.5)  # let the greetings finish
+        pids = job_pids(stack.worker)
+        jobs = {job_id: pids[job_id] for job_id in job_ids if job_id in pids}
+        return await measure(stack, callers, jobs, n, seconds)
+    finally:
+        for caller in callers:
+            with contextlib.suppress(Exception):
+                await caller.end_call(timeout=5)
+        for caller in callers:
+            with contextlib.suppress(Exception):
+                await caller.leave()
+        # the job processes end once their calls are delivered; wait for them (bounded)
+        deadline = time.monotonic() + 30
+        pids_now = job_pids(stack.worker)
+        for job_id in job_ids:
+            pid = pids_now.get(job_id)
+            while pid and psutil.pid_exists(pid) and time.monotonic() < deadline:
+                with contextlib.suppress(psutil.Error):
+                    if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                        break
+                await asyncio.sleep(0.2)
+        await asyncio.sleep(1.0)
+
+
+async def measure(
+    stack: Stack, callers: list[Caller], jobs: dict[str, int], n: int, seconds: float
+) -> dict[str, Any]:
+    worker_pid = stack.worker.pid
+    tree = worker_tree(worker_pid)
+    job_set = set(jobs.values())
+    # the forkserver is the main process's child; every job process is the forkserver's child
+    # and shows the same command line
+    direct: set[int] = set()
+    with contextlib.suppress(psutil.Error):
+        direct = {child.pid for child in psutil.Process(worker_pid).children()}
+    forkserver = [pid for pid, cmd in tree.items() if pid in direct and "forkserver" in cmd]
+    others = [pid for pid in tree if pid not in job_set and pid not in forkserver]
+    groups: dict[str, list[int]] = {
+        "worker_main": [worker_pid],
+        "job_processes": sorted(job_set),
+        "forkserver": forkserver,
+        "worker_other": others,  # the prewarmed idle process(es), the resource tracker
+        "harness_this_process": [os.getpid()],  # stand-in SFU + callers
+        "harness_stubs": list(stack.harness_pids.values()),
+    }
+    log_offset = len(log_records(stack.worker))
+    load_before = os.getloadavg()
+    machine_before = psutil.cpu_times()
+    before = {pid: cpu_seconds(pid) for pids in groups.values() for pid in pids}
+    threads_before = {pid: thread_cpu(pid) for pid in job_set}
+    started = time.monotonic()
+    until = started + seconds
+    loops = [CallerLoop(c) for c in callers]
+    tasks = [
+        asyncio.create_task(loop.run(start_delay=i * TURN_PERIOD / n, until=until))
+        for i, loop in enumerate(loops)
+    ]
+    await asyncio.sleep(seconds / 2)
+    memory = {str(pid): memory_mb(pid) for pid in sorted(job_set)}
+    memory_main = memory_mb(worker_pid)
+    memory_forkserver = {str(pid): memory_mb(pid) for pid in forkserver}
+    memory_other = {str(pid): memory_mb(pid) for pid in others}
+    await asyncio.sleep(max(0.0, until - time.monotonic()))
+    after = {pid: cpu_seconds(pid) for pids in groups.values() for pid in pids}
+    threads_after = {pid: thread_cpu(pid) for pid in job_set}
+    window = time.monotonic() - started
+    machine_after = psutil.cpu_times()
+    load_after = os.getloadavg()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    # the job processes' own warnings in the window (slow VAD, a blocked event loop, ...)
+    warnings: dict[str, int] = {}
+    for record in log_records(stack.worker)[log_offset:]:
+        if record.get("level") in ("WARNING", "ERROR") and record.get("pid") in job_set:
+            key = str(record.get("message", ""))[:60]
+            warnings[key] = warnings.get(key, 0) + 1
+
+    # where a job process's CPU goes, summed over the job processes (a thread that ended in the
+    # window is missing: its time is in the process total only)
+    threads: dict[str, float] = {}
+    for pid, names in threads_after.items():
+        for name, seconds_after in names.items():
+            spent = seconds_after - threads_before.get(pid, {}).get(name, 0.0)
+            threads[name] = threads.get(name, 0.0) + spent
+    cpu: dict[str, float] = {}
+    vanished: list[int] = []
+    for name, pids in groups.items():
+        total = 0.0
+        for pid in pids:
+            b, a = before.get(pid), after.get(pid)
+            if b is None or a is None:
+                vanished.append(pid)
+                continue
+            total += a - b
+        cpu[name] = round(total, 3)
+    machine_busy = sum(
+        getattr(machine_after, k) - getattr(machine_before, k)
+        for k in ("user", "nice", "system", "irq", "softirq", "steal")
+    )
+    ours = sum(cpu.values())
+    worker_cost = cpu["worker_main"] + cpu["job_processes"]
+    per_call = worker_cost / (window * n)
+    latencies = [x for loop in loops for x in loop.latencies]
+    pss = [m["pss_mb"] for m in memory.values() if m]
+    return {
+        "n": n,
+        "window_s": round(window, 2),
+        "jobs_found": len(job_set),
+        "cpu_s": cpu,
+        "cpu_s_per_call_s": round(per_call, 4),
+        "cpu_s_per_call_s_with_forkserver_and_idle": round(
+            (worker_cost + cpu["forkserver"] + cpu["worker_other"]) / (window * n), 4
+        ),
+        "calls_per_core": round(1 / per_call, 1) if per_call > 0 else None,
+        "harness_cores": round((cpu["harness_this_process"] + cpu["harness_stubs"]) / window, 3),
+        "machine_cores_busy": round(machine_busy / window, 3),
+        "other_cores_busy": round(max(0.0, machine_busy - ours) / window, 3),
+        # the whole machine busy: the callers' turns then run late and the figures mean less
+        "machine_saturated": machine_busy / window >= 0.9 * (os.cpu_count() or 1),
+        # the stand-in and the callers share this process's one GIL: near a full core, media
+        # and turns run late on the harness side, whatever the worker does
+        "harness_saturated": cpu["harness_this_process"] / window >= 0.85,
+        "pss_mb_per_job": memory,
+        "pss_mb_max": max(pss) if pss else None,
+        "pss_mb_mean": round(statistics.fmean(pss), 1) if pss else None,
+        "memory_worker_main": memory_main,
+        "memory_forkserver": memory_forkserver,
+        "memory_worker_other": memory_other,
+        "turns": len(latencies),
+        "unanswered": sum(loop.unanswered for loop in loops),
+        "reply_latency_median_ms": (
+            round(statistics.median(latencies) * 1000, 1) if latencies else None
+        ),
+        "job_cpu_s_by_thread": {
+            k: round(v, 3) for k, v in sorted(threads.items(), key=lambda kv: -kv[1]) if v >= 0.01
+        },
+        "job_warnings": warnings,
+        "vanished_pids": vanished,
+        "loadavg_before": [round(v, 2) for v in load_before],
+        "loadavg_after": [round(v, 2) for v in load_after],
+    }
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="bench-capacity-deployed-"))
+    processes = ProcessGroup(work / "logs")
+    standin = StandIn(port=free_port())
+    await standin.start()
+    levels: list[dict[str, Any]] = []
+    problem: str | None = None
+    try:
+        openai, backend = await asyncio.gather(
+            start_openai_stub(processes, transcript=HEARD, tts_max_seconds=TTS_MAX_SECONDS),
+            start_backend_stub(processes, key=SERVICE_KEY),
+        )
+        env = worker_env(
+            livekit_url=standin.url,
+            api_key=standin.api_key,
+            api_secret=standin.api_secret,
+            agent_name=AGENT_NAME,
+            data_dir=work / "data",
+            OPENAI_BASE_URL=openai.base_url,
+            BACKEND_URL=backend.url,
+            INTERNAL_SERVICE_KEY=SERVICE_KEY,
+            NUM_IDLE_PROCESSES="1",
+        )
+        worker = processes.start_worker(env)
+        await standin.wait_for_worker(AGENT_NAME, timeout=60)
+        stack = Stack(
+            standin,
+            processes,
+            worker,
+            {"openai_stub": openai.proc.pid, "backend_stub": backend.proc.pid},
+        )
+        for n in args.levels:
+            print(f"  N = {n} ...", flush=True)
+            levels.append(await run_level(stack, n, args.seconds))
+    except Exception as error:  # a benchmark reports what it got and why it stopped
+        problem = f"{type(error).__name__}: {error}"
+        print(f"stopped: {problem}", file=sys.stderr)
+        for proc in processes.processes:
+            print(f"--- {proc.name} log tail ---\n{proc.log_tail(30)}", file=sys.stderr)
+    finally:
+        processes.stop_all()
+        await standin.stop()
+        if args.keep_logs:
+            print(f"logs kept in {work / 'logs'}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    one = next((lvl for lvl in levels if lvl["n"] == 1), None)
+    pss_all = [lvl["pss_mb_max"] for lvl in levels if lvl["pss_mb_max"] is not None]
+    return {
+        "bench": "capacity_deployed",
+        "definition": (
+            "CPU-seconds of the worker's main process + the job processes serving the calls, "
+            "per second of call, over a fixed window of live calls with Opus/WebRTC media "
+            "through the e2e stand-in; PSS of each job process sampled mid-call"
+        ),
+        "machine": machine_info(),
+        "loadavg_end": [round(v, 2) for v in os.getloadavg()],
+        "smoke": args.smoke,
+        "seconds_per_level": args.seconds,
+        "wav": WAV.name,
+        "worker_env": {"NUM_IDLE_PROCESSES": "1", "LOAD_THRESHOLD": "1000"},
+        "stt_mode_shipped": Settings.model_fields["stt_mode"].default,  # not overridden here
+        "goals": {"calls_per_core_min": GOAL_CALLS_PER_CORE, "pss_mb_max": GOAL_PSS_MB},
+        "levels": levels,
+        "summary": {
+            "calls_per_core_n1": one["calls_per_core"] if one else None,
+            "cpu_s_per_call_s_n1": one["cpu_s_per_call_s"] if one else None,
+            "pss_mb_max": max(pss_all) if pss_all else None,
+        },
+        "problem": problem,
+    }
+
+
+def report(result: dict[str, Any]) -> None:
+    print(
+        "capacity as deployed (python -m agent start, job process per call, WebRTC/Opus via the "
+        "stand-in)"
+    )
+    header = (
+        f"{'N':>3} {'CPU-s/call-s':>12} {'calls/core':>10} {'main':>6} {'jobs':>6} "
+        f"{'fork+idle':>9} {'harness':>8} {'others':>7} {'PSS/job MB':>14} {'turns':>5} "
+        f"{'unans':>5} {'reply ms':>8}"
+    )
+    print(header)
+    for lvl in result["levels"]:
+        cpu, window = lvl["cpu_s"], lvl["window_s"]
+        pss = [m["pss_mb"] for m in lvl["pss_mb_per_job"].values() if m]
+        print(
+            f"{lvl['n']:>3} {lvl['cpu_s_per_call_s']:>12.4f} {lvl['calls_per_core'] or 0:>10.1f} "
+            f"{cpu['worker_main'] / window:>6.3f} {cpu['job_processes'] / window:>6.3f} "
+            f"{(cpu['forkserver'] + cpu['worker_other']) / window:>9.3f} "
+            f"{lvl['harness_cores']:>8.3f} {lvl['other_cores_busy']:>7.3f} "
+            f"{'/'.join(f'{p:.0f}' for p in pss) or '-':>14} {lvl['turns']:>5} "
+            f"{lvl['unanswered']:>5} {lvl['reply_latency_median_ms'] or 0:>8.0f}"
+        )
+    for lvl in result["levels"]:
+        threads = ", ".join(f"{k} {v:.2f}" for k, v in lvl["job_cpu_s_by_thread"].items())
+        print(f"  N = {lvl['n']}: job CPU-s by thread: {threads}")
+        if lvl["job_warnings"]:
+            print(f"  N = {lvl['n']}: job warnings in the window: {lvl['job_warnings']}")
+        if lvl["machine_saturated"]:
+            print(f"  N = {lvl['n']}: the machine was saturated (turns late, figures doubtful)")
+        if lvl["harness_saturated"]:
+            print(f"  N = {lvl['n']}: the harness process was near one full core (turns late)")
+    print(
+        "  main/jobs/fork+idle/harness/others in cores busy over the window; goals: >= "
+        f"{GOAL_CALLS_PER_CORE:.0f} calls per core, <= {GOAL_PSS_MB:.0f} MB PSS per job process"
+    )
+    print(f"  load average at the end: {result['loadavg_end']} (2 shared cores: figures are noisy)")
+    if result["problem"]:
+        print(f"  stopped early: {result['problem']}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--levels", default="1,2,4", help="concurrent calls, comma-separated")
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured window per level")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=RESULTS_DIR / "bench_capacity_deployed.json",
+        metavar="PATH",
+    )
+    parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs")
+    parser.add_argument("--smoke", action="store_true", help="N = 1 for 8 s, to check it runs")
+    args = parser.parse_args(argv)
+    args.levels = [int(x) for x in str(args.levels).split(",") if x.strip()]
+    if args.smoke:
+        args.levels, args.seconds = [1], 8.0
+    if not in_test_netns():
+        reason = netns_unavailable_reason()
+        if reason is not None:
+            raise SystemExit(f"bench_capacity_deployed: not run: {reason}")
+        # WebRTC media skips loopback: run again inside a fresh namespace (same pid, exec)
+        script = str(Path(__file__).resolve())
+        full = netns_argv([sys.executable, script, *argv])
+        os.execvpe(full[0], full, netns_env())
+    quiet_logging()
+    result = asyncio.run(run(args))
+    report(result)
+    write_result(args.json, result)
+
+
+if __name__ == "__main__":
+    main()
