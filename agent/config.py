@@ -163,9 +163,9 @@ class Settings(BaseSettings):
     # (docs/performance.md, voice-to-voice); batch: one upload after the end of the turn
     stt_mode: Literal["realtime", "batch"] = Field(default="realtime", alias="STT_MODE")
     # start the LLM on the final transcript, before the end-of-turn silence is over (~150 ms
-    # faster). Off by default: with streaming STT an LLM failure then surfaces while the caller
-    # is still speaking, and the LLM-error apology is cut or lost (docs/performance.md)
-    preemptive_generation: bool = Field(default=False, alias="PREEMPTIVE_GENERATION")
+    # faster; docs/performance.md). An LLM failure then surfaces while the caller is still
+    # speaking: the error handler defers the apology until the turn is over (agent.call.session)
+    preemptive_generation: bool = Field(default=True, alias="PREEMPTIVE_GENERATION")
     tts_model: str = Field(default="gpt-4o-mini-tts", min_length=1, alias="TTS_MODEL")
     tts_voice: str = Field(default="ash", min_length=1, alias="TTS_VOICE")
     language: str = Field(default="en", min_length=2, max_length=16, alias="LANGUAGE")

@@ -102,9 +102,10 @@ def build_session(
         # adaptive interruption needs LiveKit Cloud inference; VAD interruption works anywhere
         # The end of turn waits for Silero's min_silence_duration (0.55 s, which covers the
         # library's 0.5 s endpointing min_delay): a ~300 ms pause never ends a turn.
-        # Preemptive generation (PREEMPTIVE_GENERATION, off by default) would start the LLM on
-        # the streaming STT's final transcript, before that silence is over: ~150 ms faster,
-        # but an LLM failure then surfaces while the caller still speaks (docs/performance.md).
+        # Preemptive generation (PREEMPTIVE_GENERATION, on by default) starts the LLM on the
+        # streaming STT's final transcript, before that silence is over: ~150 ms faster; an LLM
+        # failure then surfaces while the caller still speaks, so its apology waits for the
+        # end of the turn (agent.call.session.attach_error_apology; docs/performance.md).
         turn_handling={
             "turn_detection": "vad" if vad_model is not None else None,
             "interruption": {"mode": "vad"},

@@ -27,7 +27,7 @@ def test_an_unknown_stt_mode_is_a_configuration_error() -> None:
     assert caught.value.errors()[0]["loc"] == ("STT_MODE",)
 
 
-@pytest.mark.parametrize(("value", "enabled"), [(None, False), ("true", True)])
+@pytest.mark.parametrize(("value", "enabled"), [(None, True), ("false", False)])
 async def test_preemptive_generation_follows_the_setting(value: str | None, enabled: bool) -> None:
     overrides: dict[str, Any] = {} if value is None else {"PREEMPTIVE_GENERATION": value}
     session: Any = build_session(make_settings(**overrides), None)

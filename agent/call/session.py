@@ -16,8 +16,8 @@ from typing import Any
 from livekit import rtc
 from livekit.agents import AgentSession, llm, stt, tts, vad
 from livekit.agents.types import NOT_GIVEN
-from livekit.agents.voice import room_io
-from livekit.agents.voice.events import CloseEvent, ErrorEvent
+from livekit.agents.voice import SpeechHandle, room_io
+from livekit.agents.voice.events import CloseEvent, ErrorEvent, SpeechCreatedEvent
 
 from agent import metrics
 from agent.call.ending import (
@@ -96,7 +96,7 @@ def build_conversation(
     call.agent_session = session
     attach_transcript(call, session, room)
     session.on("close", functools.partial(_on_close, call))
-    session.on("error", functools.partial(_on_error, call))
+    attach_error_apology(call, session)
     return session
 
 
@@ -183,7 +183,37 @@ def _on_close(call: Call, event: CloseEvent) -> None:
         log.error("call.close_handler_failed", error_type=type(error).__name__)
 
 
-def _on_error(call: Call, event: ErrorEvent) -> None:
+def attach_error_apology(call: Call, session: AgentSession[Any]) -> None:
+    """Provider errors are logged and counted; a failed LLM reply gets the llm_error line.
+
+    With preemptive generation (PREEMPTIVE_GENERATION) the reply's LLM request starts before the
+    caller's turn has ended, so its failure can surface while the caller is still speaking: the
+    line said then is cut by the caller's own speech, and at the end of the turn the library
+    adopts the failed early reply (which says nothing). So a failure while an early reply is
+    still waiting for the turn to end is apologised for only once that reply has had its turn:
+    if the library adopted it, the apology follows it, whole; if it discarded it (the transcript
+    changed), the reply generated anew answers the turn, or fails and apologises itself."""
+    replies: list[SpeechHandle] = []
+
+    def on_speech_created(event: SpeechCreatedEvent) -> None:
+        try:
+            replies[:] = [r for r in replies if not r.done()]
+            if event.source == "generate_reply":
+                replies.append(event.speech_handle)
+        except Exception as handler_error:  # a handler that raises breaks the library's task
+            log.error("call.speech_handler_failed", error_type=type(handler_error).__name__)
+
+    def on_error(event: ErrorEvent) -> None:
+        # an early reply is one created but not yet scheduled (the caller's turn is still open);
+        # `done`/`scheduled` only read futures, and `_on_error` catches everything itself
+        early = next((r for r in replies if not r.done() and not r.scheduled), None)
+        _on_error(call, event, early_reply=early)
+
+    session.on("speech_created", on_speech_created)
+    session.on("error", on_error)
+
+
+def _on_error(call: Call, event: ErrorEvent, *, early_reply: SpeechHandle | None = None) -> None:
     try:
         error = event.error
         recoverable = bool(getattr(error, "recoverable", True))
@@ -193,6 +223,25 @@ def _on_error(call: Call, event: ErrorEvent) -> None:
         metrics.provider_error(str(getattr(event.source, "provider", "") or ""), kind)
         if not recoverable and getattr(error, "type", None) == "llm_error":
             assert call.agent_session is not None
-            call.agent_session.say(load_prompt("llm_error"))
+            if early_reply is None:
+                call.agent_session.say(load_prompt("llm_error"))
+            else:
+                log.info("call.apology_deferred", speech_id=early_reply.id)
+                call.spawn(
+                    _apologise_after(call.agent_session, early_reply), "call.deferred_apology"
+                )
     except Exception as handler_error:
         log.error("call.error_handler_failed", error_type=type(handler_error).__name__)
+
+
+async def _apologise_after(session: AgentSession[Any], early_reply: SpeechHandle) -> None:
+    """Say the llm_error line once the failed early reply is over, if it answered the turn."""
+    try:
+        await early_reply.wait_for_playout()
+        # interrupted: discarded for a reply generated anew, or the caller spoke again
+        if early_reply.scheduled and not early_reply.interrupted:
+            session.say(load_prompt("llm_error"))
+        else:
+            log.info("call.apology_dropped", speech_id=early_reply.id)
+    except Exception as error:  # a background task: log, never raise into the loop
+        log.error("call.deferred_apology_failed", error_type=type(error).__name__)
