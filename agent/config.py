@@ -3,16 +3,14 @@
 Rule: nothing reads `os.environ` after `load_settings()`; the validated `Settings` object is passed
 explicitly to the server, the plugins and the backend client. Secrets are `SecretStr` so a repr or a
 log line never shows them, and a validation failure is reported by variable name, never by value.
-Each URL and header-key rule is one function (`check_backend_url`, `check_header_secret`, ...)
-that the clients apply too, so nothing that passes boot is refused on the first call.
+Each URL and header-key rule is one function in agent.endpoints that the clients apply too, so
+nothing that passes boot is refused on the first call.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import ClassVar, Literal
-from urllib.parse import SplitResult, urlsplit
 
 from pydantic import (
     Field,
@@ -23,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from agent.endpoints import check_backend_url, check_header_secret, check_livekit_url
 
 # The commands that run a worker or a job and therefore need credentials.
 RUN_COMMANDS = frozenset({"dev", "start", "console", "connect"})
@@ -46,97 +46,6 @@ HINTS: dict[str, str] = {
     "AGENT_DATA_DIR": "a writable directory for the journal (e.g. /data in the image)",
     "DRAIN_TIMEOUT": "seconds a draining worker waits for live calls (>= MAX_CALL_SECONDS)",
 }
-
-# --------------------------------------------------------------------------- URL and key rules
-# One rule per kind of value, used by the Settings validators below AND by the clients that send
-# them (HttpBackend), so a value that passes boot is never refused on the first call. Each raises
-# ValueError("NAME: problem; fix"), never quoting the value (a URL may carry a password).
-
-_URL_SCHEMES = frozenset({"https", "http"})
-_LIVEKIT_SCHEMES = frozenset({"wss", "ws", "https", "http"})
-
-
-def is_loopback_host(host: str) -> bool:
-    """A literal loopback host: `localhost`, 127.0.0.0/8 or ::1 (DESIGN: the only hosts plain
-    http may carry a key to). `foo.localhost` is a name some resolver answers, not a literal."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _check_url_shape(url: str, name: str, schemes: frozenset[str], example: str) -> SplitResult:
-    """The structure every URL we dial must have: a scheme we speak, a host, no credentials,
-    query, fragment, backslash or whitespace (httpx and browsers disagree on what those mean,
-    and a userinfo would be sent as a second credential or leak in logs)."""
-
-    def bad(problem: str) -> ValueError:
-        return ValueError(f"{name}: {problem}; write it as {example}")
-
-    if any(char.isspace() or not char.isprintable() for char in url):
-        # urlsplit silently drops tabs and newlines: check the raw text first
-        raise bad("contains whitespace or a control character (a trailing newline?)")
-    if "\\" in url:
-        raise bad("contains a backslash (clients disagree on whether it is a /)")
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
-    except ValueError:
-        raise bad(
-            "is not a valid URL (check the brackets around an IPv6 host and the port)"
-        ) from None
-    if parts.scheme not in schemes:
-        raise bad(f"must start with {' or '.join(s + '://' for s in sorted(schemes))}")
-    if "@" in parts.netloc:
-        raise bad("must not contain credentials (user:password@); keys go in their own variable")
-    if "?" in url:
-        raise bad("must not have a query (?...)")
-    if "#" in url:
-        raise bad("must not have a fragment (#...)")
-    if not parts.hostname:
-        raise bad("has no host")
-    return parts
-
-
-def check_backend_url(url: str, name: str = "BACKEND_URL") -> str:
-    """The URL an API key is sent to (BACKEND_URL, OPENAI_BASE_URL): https://, or plain http://
-    only to a literal loopback host. Returns it without a trailing slash."""
-    example = "https://host[:port][/base] (plain http:// only to localhost, 127.x.x.x or [::1])"
-    parts = _check_url_shape(url, name, _URL_SCHEMES, example)
-    if parts.scheme == "http" and not is_loopback_host(parts.hostname or ""):
-        raise ValueError(
-            f"{name}: plain http:// is allowed only to a literal loopback host (localhost, "
-            "127.0.0.0/8, [::1]): the key would cross the network in clear text; use https://"
-        )
-    return url.rstrip("/")
-
-
-def check_livekit_url(url: str, name: str = "LIVEKIT_URL") -> str:
-    """The LiveKit server URL: ws(s):// or http(s):// with a host (the library appends its own
-    path and query, so it must have neither credentials nor a query)."""
-    _check_url_shape(url, name, _LIVEKIT_SCHEMES, "wss://my-project.livekit.cloud")
-    return url
-
-
-def check_header_secret(value: str, name: str = "INTERNAL_SERVICE_KEY") -> str:
-    """A key sent in an HTTP header: non-empty printable ASCII with nothing around it. httpx
-    refuses non-ASCII header values, a line break would be header injection, and HTTP strips
-    surrounding whitespace, so the server would see another key than the one configured."""
-    if not value:
-        raise ValueError(f"{name}: is empty")
-    if value != value.strip():
-        raise ValueError(
-            f"{name}: has whitespace or a line break around it (a trailing newline from a "
-            "secret file?); remove it"
-        )
-    if not (value.isascii() and value.isprintable()):
-        raise ValueError(
-            f"{name}: must be printable ASCII (no accented letters, line breaks or control "
-            "characters); copy the key again"
-        )
-    return value
 
 
 class Settings(BaseSettings):

@@ -43,7 +43,8 @@ from agent.backend.status import (
     acknowledgement_problem,
     parse_retry_after,
 )
-from agent.config import Settings, check_backend_url, check_header_secret
+from agent.config import Settings
+from agent.endpoints import check_backend_url, check_header_secret
 from agent.log import get_logger
 from agent.models import Scenario, Session, SessionCreate, TranscriptPayload
 

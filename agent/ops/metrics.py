@@ -236,3 +236,5 @@ class MetricsEndpoint:
         """Blocking (up to the server's poll interval): call it off the event loop."""
         self._server.shutdown()
         self._server.server_close()
+        # the serving thread ends once shutdown() returns; joined so no thread outlives stop()
+        self._thread.join(timeout=5)

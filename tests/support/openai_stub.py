@@ -1042,7 +1042,7 @@ class _RealtimeSession:
             if kind == "session.update":
                 await self._session_update(event.get("session") or {})
             elif kind == "input_audio_buffer.commit":
-                await self._commit(manual=True)
+                await self._commit()
             elif kind == "input_audio_buffer.clear":
                 self.buffer_ms, self.speaking = 0, False
                 await self.send({"type": "input_audio_buffer.cleared"})
@@ -1101,7 +1101,7 @@ class _RealtimeSession:
                             "audio_end_ms": self.audio_ms - self.silence_ms,
                         }
                     )
-                    await self._commit(manual=False)
+                    await self._commit()
 
     async def _speech_audio(self) -> None:
         """One more 10 ms of speech: a delta word each ``realtime_delta_interval``."""
@@ -1123,7 +1123,7 @@ class _RealtimeSession:
                 }
             )
 
-    async def _commit(self, *, manual: bool) -> None:
+    async def _commit(self) -> None:
         if self.buffer_ms < 100:
             await self._error(
                 "input_audio_buffer_commit_empty",
