@@ -61,6 +61,9 @@ USER_TRANSCRIPT = "Hi, I'm here to listen. What's going on?"
 AGENT_REPLY = "I hear you. Tell me more."
 # Replies and greetings are short so a looping caller never talks over them.
 TTS_MAX_SECONDS = 1.0
+VOICED_ABS = 64
+"""A caller sample is voiced above this magnitude (the test WAVs are digitally silent between
+words)."""
 
 BENCH_ENV: dict[str, str] = {
     "LIVEKIT_URL": "ws://127.0.0.1:9",
@@ -232,6 +235,12 @@ def zero_latency_providers() -> Providers:
 # --------------------------------------------------------------------------- audio input
 
 
+def last_voiced_offset(data: Int16Array, rate: int) -> float:
+    """Seconds from the start of `data` to the end of its last voiced sample (0 if none)."""
+    voiced = np.flatnonzero(np.abs(data.astype(np.int32)) > VOICED_ABS)
+    return float(voiced[-1] + 1) / rate if voiced.size else 0.0
+
+
 class LoopingWavInput(io.AudioInput):
     """A real-time microphone: `lead_silence` seconds of silence, then `loops` times the WAV
     (optionally only its first `speech_seconds`) followed by `gap` seconds of silence, then
@@ -255,6 +264,8 @@ class LoopingWavInput(io.AudioInput):
             data = data[: round(speech_seconds * rate)]
         self.sample_rate = rate
         self.speech_seconds = len(data) / rate
+        self.voiced_end = last_voiced_offset(data, rate)
+        """Seconds from the start of the (possibly cut) WAV to the end of its last voiced sample."""
         self.period = self.speech_seconds + gap
         self.lead_silence = lead_silence
         self.loops = loops
@@ -282,11 +293,20 @@ class LoopingWavInput(io.AudioInput):
         return self.lead_silence + self.loops * self.period
 
     def speech_end_times(self) -> list[float]:
-        """`time.time()` at which each loop's speech ended (once started)."""
+        """`time.time()` at which each loop's speech ended (once started): the end of the WAV,
+        trailing silence included."""
+        return self._loop_times(self.speech_seconds)
+
+    def voiced_end_times(self) -> list[float]:
+        """`time.time()` at which each loop's last voiced sample was handed over (once started):
+        the end of the WAV's speech as a listener hears it, without its trailing silence."""
+        return self._loop_times(self.voiced_end)
+
+    def _loop_times(self, offset: float) -> list[float]:
         if self.started_at is None:
             return []
         return [
-            self.started_at + self.lead_silence + i * self.period + self.speech_seconds
+            self.started_at + self.lead_silence + i * self.period + offset
             for i in range(self.loops)
         ]
 

@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import psutil
 
 from agent.config import Settings
-from bench._voice import RESULTS_DIR, machine_info, quiet_logging, write_result
+from bench._common import RESULTS_DIR, machine_info, quiet_logging, write_result
 from tests.e2e.caller import Caller
 from tests.e2e.harness import ManagedProcess, ProcessGroup, free_port, worker_env
 from tests.e2e.netns import in_test_netns, netns_argv, netns_env, netns_unavailable_reason

@@ -56,9 +56,11 @@ from agent.config import Settings
 from agent.persona import PersonaAgent
 from agent.pipeline import build_llm, build_session, build_stt, build_tts
 from agent.prompts import load_scenario
-from bench._voice import (
-    AudibleOutput,
-    CallerMic,
+from bench._common import (
+    AGENT_REPLY,
+    STARTER_INSTRUCTIONS,
+    USER_TRANSCRIPT,
+    LoopingWavInput,
     add_output_args,
     bench_settings,
     close_session_fast,
@@ -67,6 +69,7 @@ from bench._voice import (
     quiet_logging,
     write_result,
 )
+from bench._voice import AudibleOutput
 from tests.support.fakes import FakeSTT
 from tests.support.openai_stub import PROFILES, OpenAIStub, RecordedRequest
 
@@ -75,9 +78,6 @@ ARMS = {
     "B": "this worker's shipped configuration (agent.pipeline.build_session)",
     "C": "floor, measured: B with an instant STT",
 }
-STARTER_INSTRUCTIONS = "You are a helpful voice AI assistant."
-USER_TRANSCRIPT = "Hi, I'm here to listen. What's going on?"
-AGENT_REPLY = "I hear you. Tell me more."
 # short replies, so the reply is over before the caller's next turn
 TTS_MAX_SECONDS = 0.8
 SILERO_MIN_SILENCE = 0.55  # silero.VAD.load()'s default min_silence_duration (plugin source)
@@ -159,7 +159,7 @@ async def run_arm(
 ) -> dict[str, Any]:
     stub.reset()
     stub.realtime_events.clear()
-    mic = CallerMic(lead=lead, gap=gap, turns=turns)
+    mic = LoopingWavInput(lead_silence=lead, gap=gap, loops=turns)
     output = AudibleOutput()
     scenario = load_scenario("default")
     session: AgentSession[Any]
@@ -195,7 +195,7 @@ async def run_arm(
     finally:
         await close_session_fast(session)
         await output.aclose()
-    ends = mic.speech_ends()
+    ends = mic.voiced_end_times()
     bounds = [*ends[1:], ends[-1] + mic.period] if ends else []
     latencies: list[float] = []
     timeline: list[dict[str, float | None]] = []
