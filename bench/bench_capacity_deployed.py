@@ -37,7 +37,6 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -52,9 +51,9 @@ import psutil
 
 from agent.config import Settings
 from bench._common import RESULTS_DIR, machine_info, quiet_logging, write_result
+from bench._e2e import run_in_test_netns, stop_stack, stopped
 from tests.e2e.caller import Caller
 from tests.e2e.harness import ManagedProcess, ProcessGroup, free_port, worker_env
-from tests.e2e.netns import in_test_netns, netns_argv, netns_env, netns_unavailable_reason
 from tests.e2e.standin import StandIn, participant_token
 from tests.e2e.stubs import start_backend_stub, start_openai_stub
 
@@ -371,17 +370,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"  N = {n} ...", flush=True)
             levels.append(await run_level(stack, n, args.seconds))
     except Exception as error:  # a benchmark reports what it got and why it stopped
-        problem = f"{type(error).__name__}: {error}"
-        print(f"stopped: {problem}", file=sys.stderr)
-        for proc in processes.processes:
-            print(f"--- {proc.name} log tail ---\n{proc.log_tail(30)}", file=sys.stderr)
+        problem = stopped(error, processes)
     finally:
-        processes.stop_all()
-        await standin.stop()
-        if args.keep_logs:
-            print(f"logs kept in {work / 'logs'}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        await stop_stack(processes, standin, work, keep_logs=args.keep_logs)
     one = next((lvl for lvl in levels if lvl["n"] == 1), None)
     pss_all = [lvl["pss_mb_max"] for lvl in levels if lvl["pss_mb_max"] is not None]
     return {
@@ -466,14 +457,7 @@ def main(argv: list[str] | None = None) -> None:
     args.levels = [int(x) for x in str(args.levels).split(",") if x.strip()]
     if args.smoke:
         args.levels, args.seconds = [1], 8.0
-    if not in_test_netns():
-        reason = netns_unavailable_reason()
-        if reason is not None:
-            raise SystemExit(f"bench_capacity_deployed: not run: {reason}")
-        # WebRTC media skips loopback: run again inside a fresh namespace (same pid, exec)
-        script = str(Path(__file__).resolve())
-        full = netns_argv([sys.executable, script, *argv])
-        os.execvpe(full[0], full, netns_env())
+    run_in_test_netns(__file__, argv)  # WebRTC media skips loopback
     quiet_logging()
     result = asyncio.run(run(args))
     report(result)
