@@ -12,15 +12,14 @@ from livekit.agents import AgentSession
 from pydantic import SecretStr
 
 from agent.backend import HttpBackend
-from agent.call import Call
 from agent.call.finish import finish
-from agent.call.session import attach_transcript, open_journal
+from agent.call.session import attach_transcript
 from agent.journal import Journal
-from agent.models import JobMetadata, Session
 from agent.persona import PersonaAgent, greeting
 from agent.prompts import load_scenario
 from tests.support import journal_probe
 from tests.support.backend_stub import BackendStub
+from tests.support.calls import SESSION, open_default_call
 from tests.support.fakes import CaptureRoom, FakeLLM
 from tests.support.settings import make_settings
 
@@ -30,21 +29,11 @@ KEY = "internal-service-key-for-tests"
 async def test_turns_reach_the_journal_the_data_channel_and_the_backend(tmp_path: Path) -> None:
     scenario = load_scenario("default")
     async with BackendStub(key=KEY) as stub:
-        stub.add_session(Session(id="S1", user_id="u1", scenario_id="default", attempt_number=1))
+        stub.add_session(SESSION)
         backend = HttpBackend(stub.url, SecretStr(KEY))
         journal = Journal.in_dir(tmp_path)
         room = CaptureRoom()
-        call = Call(
-            "AJ_1",
-            "room-1",
-            JobMetadata(scenario_id="default", user_id="u1", session_id="S1"),
-            backend=backend,
-            journal=journal,
-            room_connected=room.isconnected,
-            scenario=scenario,
-            session=Session(id="S1", user_id="u1", scenario_id="default", attempt_number=1),
-        )
-        await open_journal(call)
+        call = await open_default_call(backend, journal, room)
         # the worker's own wiring; the session is a text one (no room, no audio)
         session: AgentSession[None] = AgentSession(
             llm=FakeLLM("I lost my job."), turn_handling={"turn_detection": None}

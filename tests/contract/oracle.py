@@ -17,6 +17,20 @@ from jsonschema import Draft202012Validator, FormatChecker, ValidationError
 
 CONTRACT_DIR = Path(__file__).parent
 GOLDEN_DIR = CONTRACT_DIR / "golden"
+# DESIGN.md "When a call ends": every endedReason, in the order the text lists them.
+ENDED_REASONS = [
+    "caller_left",
+    "caller_hangup",
+    "room_closed",
+    "max_duration",
+    "no_show",
+    "agent_error",
+    "job_terminated",
+    "worker_shutdown",
+    "backend_unavailable",
+    "crashed",
+    "in_progress",
+]
 
 Body = Literal["transcript", "session_create"]
 _SCHEMA_FILES: dict[Body, str] = {

@@ -21,21 +21,8 @@ from agent.transcript import usage_from_model_usage
 from tests.contract import bodies
 from tests.contract.cases import BROKEN_SESSION_CREATES, BROKEN_TRANSCRIPTS
 from tests.contract.conftest import CaptureServer
-from tests.contract.oracle import contract_errors, golden, strict_json
+from tests.contract.oracle import ENDED_REASONS, contract_errors, golden, strict_json
 
-ENDED_REASONS = [
-    "caller_left",
-    "caller_hangup",
-    "room_closed",
-    "max_duration",
-    "no_show",
-    "agent_error",
-    "job_terminated",
-    "worker_shutdown",
-    "backend_unavailable",
-    "crashed",
-    "in_progress",
-]
 TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
 
 # Keys the worker always sends, per definition, from DESIGN.md (no '?' in the text).

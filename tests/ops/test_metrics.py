@@ -31,34 +31,21 @@ from pydantic import SecretStr
 from agent.backend import HttpBackend
 from agent.call import Call
 from agent.call.finish import finish
-from agent.call.session import attach_transcript, open_journal, start_conversation
+from agent.call.session import attach_transcript, start_conversation
 from agent.journal import JOURNAL_FILENAME, Journal
 from agent.metrics import series
-from agent.models import JobMetadata, Session
 from agent.ops.metrics import MULTIPROC_ENV, MetricsEndpoint, ScrapeCollector, read_journal
-from agent.prompts import load_scenario
 from agent.worker import build_server
+from tests.contract.oracle import ENDED_REASONS as CONTRACT_ENDED_REASONS
 from tests.support.backend_stub import BackendStub
+from tests.support.calls import SESSION, open_default_call
 from tests.support.fakes import CaptureRoom, FakeLLM
 from tests.support.settings import make_settings
 
 KEY = "internal-service-key-for-tests"
 
-# Written from DESIGN.md ("When a call ends") and the issue, not from agent.models / agent.metrics.
-ENDED_REASONS = {
-    "caller_left",
-    "caller_hangup",
-    "room_closed",
-    "max_duration",
-    "no_show",
-    "agent_error",
-    "job_terminated",
-    "worker_shutdown",
-    "backend_unavailable",
-    "crashed",
-    "in_progress",
-    "other",
-}
+# DESIGN.md's endedReason list (the contract oracle, written by hand), plus the catch-all label.
+ENDED_REASONS = {*CONTRACT_ENDED_REASONS, "other"}
 BOUNDED_LABELS: dict[str, set[str]] = {
     "ended_reason": ENDED_REASONS,
     "role": {"user", "assistant", "other"},
@@ -150,25 +137,14 @@ async def test_a_text_call_and_its_delivery_show_in_the_scrape(
     tmp_path: Path, endpoint: tuple[MetricsEndpoint, FakeWorker]
 ) -> None:
     server, worker = endpoint
-    scenario = load_scenario("default")
     settings = make_settings(AGENT_DATA_DIR=str(tmp_path))
     _, before = await scrape(server.port)
     async with BackendStub(key=KEY) as stub:
-        stub.add_session(Session(id="S1", user_id="u1", scenario_id="default", attempt_number=1))
+        stub.add_session(SESSION)
         backend = HttpBackend(stub.url, SecretStr(KEY))
         journal = Journal.in_dir(tmp_path)
         room = CaptureRoom()
-        call = Call(
-            "AJ_1",
-            "room-1",
-            JobMetadata(scenario_id="default", user_id="u1", session_id="S1"),
-            backend=backend,
-            journal=journal,
-            room_connected=room.isconnected,
-            scenario=scenario,
-            session=Session(id="S1", user_id="u1", scenario_id="default", attempt_number=1),
-        )
-        await open_journal(call)
+        call = await open_default_call(backend, journal, room)
         session: AgentSession[Call] = AgentSession(
             llm=FakeLLM("I lost my job."), turn_handling={"turn_detection": None}, userdata=call
         )
