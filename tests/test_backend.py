@@ -140,12 +140,12 @@ async def test_get_scenario_returns_the_validated_scenario(backend: HttpBackend)
     assert scenario.id == "default" and scenario.title and scenario.prompt
 
 
-async def test_create_session_posts_the_body_under_create_job_id_key(
+async def test_create_session_posts_the_body_under_create_room_sid_key(
     backend: HttpBackend, stub: BackendStub
 ) -> None:
-    session = await backend.create_session(NEW_SESSION, job_id="job-7")
+    session = await backend.create_session(NEW_SESSION, room_sid="RM_7")
     (request,) = stub.requests_for("create_session")
-    assert request.header("Idempotency-Key") == "create:job-7"
+    assert request.header("Idempotency-Key") == "create:RM_7"
     assert request.json == {"scenarioId": "default", "userId": "u1", "roomName": "room-1"}
     # The fixture's session s1 is this user's first attempt at this scenario.
     assert (session.user_id, session.scenario_id, session.attempt_number) == ("u1", "default", 2)
@@ -155,10 +155,96 @@ async def test_create_session_retry_reuses_the_create_key_and_makes_one_session(
     backend: HttpBackend, stub: BackendStub
 ) -> None:
     stub.queue("create_session", Fault(status=503))
-    session = await backend.create_session(NEW_SESSION, job_id="job-8")
+    session = await backend.create_session(NEW_SESSION, room_sid="RM_8")
     keys = [r.header("Idempotency-Key") for r in stub.requests_for("create_session")]
-    assert keys == ["create:job-8", "create:job-8"]
+    assert keys == ["create:RM_8", "create:RM_8"]
     assert [s.id for s in stub.sessions.values() if s.user_id == "u1"] == ["s1", session.id]
+
+
+async def test_a_second_job_in_the_same_room_finds_the_same_session(
+    backend: HttpBackend, stub: BackendStub
+) -> None:
+    first = await backend.create_session(NEW_SESSION, room_sid="RM_9")
+    again = await backend.create_session(NEW_SESSION, room_sid="RM_9")  # the re-dispatched job
+    other = await backend.create_session(NEW_SESSION, room_sid="RM_10")
+    assert again == first and first.attempt_number == 2
+    assert (other.attempt_number, other.id != first.id) == (3, True)
+
+
+# --------------------------------------------------------------------------- held transcripts
+
+
+async def test_get_transcript_returns_the_best_held_one(
+    backend: HttpBackend, stub: BackendStub
+) -> None:
+    await backend.post_transcript("s1", transcript(2, complete=False), deadline=5)
+    await backend.post_transcript("s1", transcript(3, complete=False), deadline=5)
+    held = await backend.get_transcript("s1", 1)
+    assert held is not None
+    assert (held.source, held.complete, held.ended_reason, held.turn_count) == (
+        "agent",
+        False,
+        "crashed",
+        3,
+    )
+    assert [t.text for t in held.turns] == ["hello 1", "hello 2", "hello 3"]
+    (request,) = stub.requests_for("get_transcript")
+    assert request.path == "/api/internal/sessions/s1/transcript?attemptNumber=1"
+
+
+async def test_get_transcript_quotes_the_session_id(
+    backend: HttpBackend, stub: BackendStub
+) -> None:
+    assert await backend.get_transcript("a/b c?", 2) is None
+    (request,) = stub.requests_for("get_transcript")
+    assert request.path == "/api/internal/sessions/a%2Fb%20c%3F/transcript?attemptNumber=2"
+
+
+async def test_get_transcript_404_is_none_without_an_error_line(
+    backend: HttpBackend, stub: BackendStub
+) -> None:
+    with capture_logs() as logs:
+        assert await backend.get_transcript("s1", 1) is None
+    assert [e for e in logs if e["log_level"] == "error"] == []
+    assert len(stub.requests_for("get_transcript")) == 1
+
+
+async def test_get_transcript_retries_once_then_answers(
+    backend: HttpBackend, stub: BackendStub
+) -> None:
+    stub.queue("get_transcript", Fault(status=503))
+    assert await backend.get_transcript("s1", 1) is None
+    assert len(stub.requests_for("get_transcript")) == 2
+
+
+async def test_get_transcript_gives_up_after_two_attempts(
+    make_client: MakeClient, stub: BackendStub
+) -> None:
+    # It is on the call's start path: a long default deadline must not make it retry on.
+    client = make_client(default_deadline=60.0)
+    stub.queue("get_transcript", *[Fault(status=503)] * 5)
+    with pytest.raises(BackendUnavailable):
+        await client.get_transcript("s1", 1)
+    assert len(stub.requests_for("get_transcript")) == 2
+
+
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [
+        (Fault(status=401), BackendAuthError),
+        (Fault(status=405), BackendMisconfigured),
+        (Fault(status=302, headers={"Location": "https://login.example/"}), BackendMisconfigured),
+        (Fault(status=400, json={"error": "bad attemptNumber"}), BackendRejected),
+        (Fault(json={"attemptNumber": 1}), BackendResponseInvalid),
+    ],
+)
+async def test_get_transcript_follows_the_status_rules(
+    fault: Fault, error: type[Exception], backend: HttpBackend, stub: BackendStub
+) -> None:
+    stub.queue("get_transcript", fault)
+    with pytest.raises(error):
+        await backend.get_transcript("s1", 1)
+    assert len(stub.requests_for("get_transcript")) == 1
 
 
 async def test_get_session_sends_the_id_as_one_quoted_path_segment(
@@ -216,7 +302,7 @@ async def test_403_raises_auth_error_with_the_reason_without_retry(
     stub.assignments["as-1"] = "someone-else"
     body = SessionCreate(scenario_id="default", user_id="u1", assignment_id="as-1", room_name="r")
     with pytest.raises(BackendAuthError) as caught:
-        await backend.create_session(body, job_id="job-1")
+        await backend.create_session(body, room_sid="RM_1")
     assert caught.value.status == 403
     assert "does not own this assignment" in caught.value.reason
     assert len(stub.requests) == 1
@@ -580,7 +666,7 @@ def test_strip_echoes_finds_short_whole_texts_escaped_quotes_and_collapsed_space
 async def test_every_request_carries_the_key(backend: HttpBackend, stub: BackendStub) -> None:
     stub.queue("post_transcript", Fault(status=503))
     await backend.get_scenario("default")
-    session = await backend.create_session(NEW_SESSION, job_id="job-1")
+    session = await backend.create_session(NEW_SESSION, room_sid="RM_1")
     await backend.get_session(session.id)
     await backend.post_transcript("s1", transcript(), deadline=5)
     assert len(stub.requests) == 5

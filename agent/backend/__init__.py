@@ -13,7 +13,13 @@ semantics"), http (`HttpBackend`: the httpx client, retries within a deadline), 
 
 from __future__ import annotations
 
-from agent.backend.contract import SESSION_PATH, TRANSCRIPT_PATH, transcript_idempotency_key
+from agent.backend.contract import (
+    HELD_TRANSCRIPT_PATH,
+    SESSION_PATH,
+    TRANSCRIPT_PATH,
+    create_idempotency_key,
+    transcript_idempotency_key,
+)
 from agent.backend.http import HttpBackend
 from agent.backend.local import LocalBackend
 from agent.backend.protocol import (
@@ -30,6 +36,7 @@ from agent.backend.status import strip_echoes
 from agent.config import Settings
 
 __all__ = [
+    "HELD_TRANSCRIPT_PATH",
     "SESSION_PATH",
     "TRANSCRIPT_PATH",
     "Backend",
@@ -42,6 +49,7 @@ __all__ = [
     "DeliveryReceipt",
     "HttpBackend",
     "LocalBackend",
+    "create_idempotency_key",
     "make_backend",
     "strip_echoes",
     "transcript_idempotency_key",

@@ -18,6 +18,9 @@ SCENARIO_PATH = "/api/internal/scenarios/{scenarioId}"
 SESSIONS_PATH = "/api/internal/sessions"
 SESSION_PATH = "/api/internal/sessions/{sessionId}"
 TRANSCRIPT_PATH = "/api/internal/sessions/{sessionId}/transcript"
+# GET: the best transcript held for one attempt (404: none). Same path as the POST, its own name
+# so metrics and logs tell a resume's read from a delivery.
+HELD_TRANSCRIPT_PATH = "/api/internal/sessions/{sessionId}/transcript?attemptNumber={attemptNumber}"
 
 
 def transcript_idempotency_key(session_id: str, payload: TranscriptPayload) -> str:
@@ -37,9 +40,11 @@ def transcript_idempotency_key(session_id: str, payload: TranscriptPayload) -> s
     return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
 
-def create_idempotency_key(job_id: str) -> str:
-    """The `Idempotency-Key` of a session creation: one session per LiveKit job."""
-    return f"create:{job_id}"
+def create_idempotency_key(room_sid: str) -> str:
+    """The `Idempotency-Key` of a session creation: `create:{roomSid}`, one session per LiveKit
+    room, so a job re-dispatched into the same room (its worker died) finds the same session and
+    attempt instead of starting a new one."""
+    return f"create:{room_sid}"
 
 
 def segment(value: str) -> str:

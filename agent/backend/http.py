@@ -20,6 +20,7 @@ from pydantic import SecretStr
 
 from agent import metrics
 from agent.backend.contract import (
+    HELD_TRANSCRIPT_PATH,
     IDEMPOTENCY_HEADER,
     KEY_HEADER,
     SCENARIO_PATH,
@@ -46,13 +47,19 @@ from agent.backend.status import (
 from agent.config import Settings
 from agent.endpoints import check_backend_url, check_header_secret
 from agent.log import get_logger
-from agent.models import Scenario, Session, SessionCreate, TranscriptPayload
+from agent.models import HeldTranscript, Scenario, Session, SessionCreate, TranscriptPayload
 
 log = get_logger(__name__)
 
 DEFAULT_TIMEOUT = 5.0  # one attempt (connect, read, write, pool)
 DEFAULT_DEADLINE = 10.0  # a whole get/create call, retries included
-MAX_RESPONSE_BYTES = 1 << 20  # the largest legitimate body (a scenario) is ~50 kB
+# The largest legitimate body: a scenario is ~50 kB; a held transcript of an hour's call is a
+# few hundred kB of JSON.
+MAX_RESPONSE_BYTES = 1 << 20
+# A held-transcript read is on the call's start path (the caller is waiting to be greeted):
+# one attempt plus at most one quick retry, both within BACKEND_TIMEOUT, never the longer
+# default deadline of the other reads.
+HELD_TRANSCRIPT_ATTEMPTS = 2
 
 
 class _Transient(Exception):
@@ -138,14 +145,15 @@ class HttpBackend(StatusRules):
         reply = await self._call("GET", SCENARIO_PATH, path)
         return self._parse(reply, Scenario, "GET", SCENARIO_PATH)
 
-    async def create_session(self, body: SessionCreate, *, job_id: str) -> Session:
-        # Retries reuse one key, so a create whose answer was lost is replayed, not duplicated.
+    async def create_session(self, body: SessionCreate, *, room_sid: str) -> Session:
+        # Retries reuse one key, so a create whose answer was lost is replayed, not duplicated;
+        # the key is the room's, so a job re-dispatched into the room finds the same session.
         reply = await self._call(
             "POST",
             SESSIONS_PATH,
             SESSIONS_PATH,
             content=body.to_json_bytes(),
-            idempotency_key=create_idempotency_key(job_id),
+            idempotency_key=create_idempotency_key(room_sid),
         )
         return self._parse(reply, Session, "POST", SESSIONS_PATH)
 
@@ -153,6 +161,25 @@ class HttpBackend(StatusRules):
         path = SESSION_PATH.format(sessionId=segment(session_id))
         reply = await self._call("GET", SESSION_PATH, path)
         return self._parse(reply, Session, "GET", SESSION_PATH)
+
+    async def get_transcript(self, session_id: str, attempt_number: int) -> HeldTranscript | None:
+        path = HELD_TRANSCRIPT_PATH.format(
+            sessionId=segment(session_id), attemptNumber=int(attempt_number)
+        )
+        # 404 is the answer "none held", not a wrong route: the other calls at job start (the
+        # session's GET or create) already tell a wrong BACKEND_URL loudly. Logged and counted
+        # under the transcript route's template; the method tells a read from a delivery.
+        reply = await self._call(
+            "GET",
+            TRANSCRIPT_PATH,
+            path,
+            deadline=self._timeout,
+            max_attempts=HELD_TRANSCRIPT_ATTEMPTS,
+            done_statuses=frozenset({404}),
+        )
+        if reply.status == 404:
+            return None
+        return self._parse(reply, HeldTranscript, "GET", TRANSCRIPT_PATH)
 
     async def post_transcript(
         self, session_id: str, payload: TranscriptPayload, *, deadline: float
@@ -170,6 +197,9 @@ class HttpBackend(StatusRules):
             done_statuses=frozenset({409}),
             require_ack=True,
             echoes=[turn.text for turn in payload.turns],
+            # A checkpoint's failure is its caller's one line (`checkpoint.failed`); retries
+            # of a transcript the next checkpoint supersedes are not worth a warning each.
+            quiet=payload.ended_reason == "in_progress",
         )
         status: DeliveryStatus = "already_delivered" if reply.status == 409 else "delivered"
         return DeliveryReceipt(status=status, attempts=reply.attempts)
@@ -185,14 +215,20 @@ class HttpBackend(StatusRules):
         content: bytes | None = None,
         idempotency_key: str | None = None,
         deadline: float | None = None,
+        max_attempts: int | None = None,
         done_statuses: frozenset[int] = frozenset(),
         require_ack: bool = False,
         echoes: Iterable[str] = (),
+        quiet: bool = False,
     ) -> Reply:
         """One logical call: retries transient failures until the deadline, then classifies
         the final status. Returns a 2xx (or a `done_statuses`) reply; raises otherwise.
         `require_ack`: a 2xx counts only when it acknowledges (`acknowledgement_problem`), else
-        it is transient. `echoes`: texts no reason may quote (`strip_echoes`)."""
+        it is transient. `echoes`: texts no reason may quote (`strip_echoes`). `max_attempts`
+        caps the attempts as well as the deadline. `quiet`: the retry and give-up lines are
+        debug, for a caller that logs the failure itself."""
+        emit = log.debug if quiet else log.warning
+        emit_failure = log.debug if quiet else log.error
         budget = self._default_deadline if deadline is None else deadline
         headers = {KEY_HEADER: self._key.get_secret_value()}
         if content is not None:
@@ -221,6 +257,8 @@ class HttpBackend(StatusRules):
                 )
             except _Transient as failure:
                 last = failure.cause
+                if max_attempts is not None and attempt >= max_attempts:
+                    break
                 delay = self._backoff(attempt)
                 if failure.retry_after is not None:
                     delay = max(delay, failure.retry_after)
@@ -230,7 +268,7 @@ class HttpBackend(StatusRules):
                     if failure.retry_after is not None and failure.retry_after >= left:
                         last += f" (Retry-After {failure.retry_after:g} s exceeds the deadline)"
                     break
-                log.warning(
+                emit(
                     "backend.retrying",
                     method=method,
                     path=template,
@@ -251,7 +289,7 @@ class HttpBackend(StatusRules):
                 elapsed_ms=round((self._clock() - started) * 1000),
             )
             return reply
-        log.error(
+        emit_failure(
             "backend.request_failed",
             failure="unavailable",
             method=method,

@@ -2,8 +2,9 @@
 default"): scenarios from prompts/, sessions numbered locally, transcripts as JSON files.
 
 Rule: the same answers as the real backend for the same requests (a 409's `already_delivered`
-when it holds an equal or better transcript of the attempt, 404/422 as `BackendRejected`), and
-a disk or database failure is `BackendUnavailable`, so the journal keeps the transcript.
+when it holds an equal or better transcript of the attempt, 404/422 as `BackendRejected`, one
+session per room sid, the best held transcript or None), and a disk or database failure is
+`BackendUnavailable`, so the journal keeps the transcript.
 """
 
 from __future__ import annotations
@@ -28,7 +29,14 @@ from agent.backend.protocol import (
     DeliveryReceipt,
     DeliveryStatus,
 )
-from agent.models import Scenario, Session, SessionCreate, TranscriptPayload, utc_now
+from agent.models import (
+    HeldTranscript,
+    Scenario,
+    Session,
+    SessionCreate,
+    TranscriptPayload,
+    utc_now,
+)
 from agent.prompts import PROMPTS_DIR, PromptError, load_scenario
 
 _T = TypeVar("_T")
@@ -38,7 +46,7 @@ _SAFE_STEM = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
     id TEXT PRIMARY KEY,
-    job_id TEXT NOT NULL UNIQUE,
+    room_sid TEXT NOT NULL UNIQUE,
     user_id TEXT NOT NULL,
     scenario_id TEXT NOT NULL,
     assignment_id TEXT,
@@ -48,6 +56,10 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 CREATE INDEX IF NOT EXISTS sessions_by_owner ON sessions (user_id, scenario_id);
 """
+# Versions before resume keyed sessions by LiveKit job (`job_id`). Their rows keep their ids
+# and attempt numbers; the old job ids in the renamed column never match a room sid, so those
+# finished calls are simply never found again by a create.
+_MIGRATE_JOB_KEY = "ALTER TABLE sessions RENAME COLUMN job_id TO room_sid"
 
 
 def _transcript_stem(session_id: str) -> str:
@@ -92,14 +104,17 @@ class LocalBackend:
         except PromptError as error:
             raise BackendRejected(404, str(error)) from None
 
-    async def create_session(self, body: SessionCreate, *, job_id: str) -> Session:
-        return await self._run(self._create_session_sync, body, job_id)
+    async def create_session(self, body: SessionCreate, *, room_sid: str) -> Session:
+        return await self._run(self._create_session_sync, body, room_sid)
 
     async def get_session(self, session_id: str) -> Session:
         session = await self._run(self._find_session_sync, session_id)
         if session is None:
             raise BackendRejected(404, f"no local session {session_id!r}")
         return session
+
+    async def get_transcript(self, session_id: str, attempt_number: int) -> HeldTranscript | None:
+        return await self._run(self._get_transcript_sync, session_id, attempt_number)
 
     async def post_transcript(
         self, session_id: str, payload: TranscriptPayload, *, deadline: float
@@ -132,8 +147,34 @@ class LocalBackend:
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.close(os.open(self.db_path, os.O_RDWR | os.O_CREAT, 0o600))
         db = sqlite3.connect(self.db_path, timeout=10, isolation_level=None)
-        db.executescript(_SCHEMA)
+        try:
+            db.executescript(_SCHEMA)
+            self._migrate(db)
+        except BaseException:
+            db.close()
+            raise
         return db
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection) -> None:
+        """An existing data dir of the job-keyed version keeps working (see _MIGRATE_JOB_KEY)."""
+
+        def columns() -> set[str]:
+            return {row[1] for row in db.execute("PRAGMA table_info(sessions)")}
+
+        if "job_id" not in columns():
+            return
+        # Checked again under the write lock: two processes opening an old file at once must
+        # not both rename.
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if "job_id" in columns():
+                db.execute(_MIGRATE_JOB_KEY)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
 
     def _private_transcripts_dir(self) -> None:
         """The transcripts directory, 0700: made so, or closed if an older version left it open
@@ -154,7 +195,7 @@ class LocalBackend:
             attempt_number=attempt_number,
         )
 
-    def _create_session_sync(self, body: SessionCreate, job_id: str) -> Session:
+    def _create_session_sync(self, body: SessionCreate, room_sid: str) -> Session:
         columns = "id, user_id, scenario_id, assignment_id, attempt_number"
         with closing(self._connect()) as db:
             # IMMEDIATE takes the write lock before reading the count: two processes creating
@@ -162,7 +203,7 @@ class LocalBackend:
             db.execute("BEGIN IMMEDIATE")
             try:
                 row = db.execute(
-                    f"SELECT {columns} FROM sessions WHERE job_id = ?", (job_id,)
+                    f"SELECT {columns} FROM sessions WHERE room_sid = ?", (room_sid,)
                 ).fetchone()
                 if row is None:
                     (number,) = db.execute(
@@ -172,11 +213,11 @@ class LocalBackend:
                     ).fetchone()
                     session_id = f"local-{uuid.uuid4().hex}"
                     db.execute(
-                        "INSERT INTO sessions (id, job_id, user_id, scenario_id, assignment_id,"
+                        "INSERT INTO sessions (id, room_sid, user_id, scenario_id, assignment_id,"
                         " room_name, attempt_number, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             session_id,
-                            job_id,
+                            room_sid,
                             body.user_id,
                             body.scenario_id,
                             body.assignment_id,
@@ -202,17 +243,30 @@ class LocalBackend:
             ).fetchone()
         return None if row is None else self._session_from_row(row)
 
-    def _held_ranks(self, stem: str, attempt_number: int) -> list[tuple[bool, int]]:
-        ranks: list[tuple[bool, int]] = []
+    def _held(self, stem: str, attempt_number: int) -> list[TranscriptPayload]:
+        held: list[TranscriptPayload] = []
         for path in self.transcripts_dir.glob(f"{stem}.*.json"):
             try:
                 stored = json.loads(path.read_text(encoding="utf-8"))
-                held = TranscriptPayload.model_validate(stored["transcript"])
+                payload = TranscriptPayload.model_validate(stored["transcript"])
             except (OSError, ValueError, KeyError, TypeError):
                 continue  # not ours or unreadable: it cannot outrank a valid transcript
-            if held.attempt_number == attempt_number:
-                ranks.append(_rank(held))
-        return ranks
+            if payload.attempt_number == attempt_number:
+                held.append(payload)
+        return held
+
+    def _held_ranks(self, stem: str, attempt_number: int) -> list[tuple[bool, int]]:
+        return [_rank(payload) for payload in self._held(stem, attempt_number)]
+
+    def _get_transcript_sync(self, session_id: str, attempt_number: int) -> HeldTranscript | None:
+        # Every better transcript was written as a new file (worse ones never were): the best
+        # is the highest-ranked file of the attempt. No directory yet: nothing held.
+        if not self.transcripts_dir.is_dir():
+            return None
+        best = max(
+            self._held(_transcript_stem(session_id), attempt_number), key=_rank, default=None
+        )
+        return None if best is None else HeldTranscript.model_validate(best.to_wire())
 
     def _post_transcript_sync(
         self, session_id: str, payload: TranscriptPayload, key: str

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from agent.models import Scenario, Session, SessionCreate, TranscriptPayload
+from agent.models import HeldTranscript, Scenario, Session, SessionCreate, TranscriptPayload
 
 
 class BackendError(Exception):
@@ -75,9 +75,19 @@ class DeliveryReceipt:
 class Backend(Protocol):
     async def get_scenario(self, scenario_id: str) -> Scenario: ...
 
-    async def create_session(self, body: SessionCreate, *, job_id: str) -> Session: ...
+    async def create_session(self, body: SessionCreate, *, room_sid: str) -> Session:
+        """Create (or, under the same `room_sid`, find again) the room's session: the key is
+        `create:{room_sid}`, so a job re-dispatched into the room gets the same attempt."""
+        ...
 
     async def get_session(self, session_id: str) -> Session: ...
+
+    async def get_transcript(self, session_id: str, attempt_number: int) -> HeldTranscript | None:
+        """The best transcript held for the attempt (agent over browser, complete over
+        incomplete, more turns), None when none is held. On the call's start path, so bounded
+        short (HttpBackend: at most two attempts within BACKEND_TIMEOUT); raises the
+        `BackendError` family otherwise."""
+        ...
 
     async def post_transcript(
         self, session_id: str, payload: TranscriptPayload, *, deadline: float

@@ -9,7 +9,8 @@ Rule: the status semantics of DESIGN.md ("Status semantics"):
   and full jitter, honouring Retry-After, until the call's deadline, then `BackendUnavailable`.
 - 401/403, 3xx (never followed), 404 and 405 are configuration errors (wrong key, URL or route):
   `BackendMisconfigured` at once (`BackendAuthError` for 401/403), never retried within the call,
-  logged once at error level naming the cause.
+  logged once at error level naming the cause. Except on the held-transcript GET, where 404
+  is the answer "none held" (None), not an error.
 - any other 4xx raises `BackendRejected` with the server's reason, capped, the key redacted and,
   for a transcript, any echo of its turns' text replaced (see `strip_echoes`).
 For the other routes a 2xx body that is not JSON, is too large or does not match its model raises

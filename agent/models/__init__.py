@@ -13,6 +13,8 @@ dropped, and the encoder refuses NaN (`allow_nan=False`) as a last guard.
 """
 
 from agent.models.bodies import (
+    HeldTranscript,
+    HeldTurn,
     JobMetadata,
     Latency,
     Percentiles,
@@ -58,6 +60,8 @@ __all__ = [
     "TRANSCRIPT_TOPIC",
     "EndMessage",
     "EndedReason",
+    "HeldTranscript",
+    "HeldTurn",
     "InterimMessage",
     "JobMetadata",
     "Latency",

@@ -3,6 +3,8 @@
 Rule: what the worker receives (`ReceivedModel`) ignores unknown keys; what it sends
 (`SentModel`) is closed; `TranscriptPayload` checks its own consistency (seq continuity,
 turnCount, complete vs endedReason) so an inconsistent transcript never leaves the worker.
+`HeldTranscript` (what the backend holds, read back to resume a call) is received: any source,
+any endedReason, and its consistency is the resuming caller's to judge.
 """
 
 from __future__ import annotations
@@ -176,3 +178,25 @@ class TranscriptPayload(SentModel):
                 f"(got complete={self.complete} with {self.ended_reason})"
             )
         return self
+
+
+class HeldTurn(Turn, ReceivedModel):
+    """A turn of a held transcript: a `Turn` (a resumed call carries it on into its own
+    transcript) that is received, so open in the exported schema and `interrupted` optional."""
+
+
+class HeldTranscript(ReceivedModel):
+    """The best transcript the backend holds for one attempt (`GET .../transcript`): the POST
+    body's shape, but received. `source` may be "agent" or "browser" and `endedReason` is any
+    string the backend has; usage and latency are not read (a resume needs only the turns).
+    Nothing is checked across fields (seq continuity, turnCount): a browser copy may not hold
+    them, and the caller decides what a usable transcript is."""
+
+    attempt_number: int = Field(alias="attemptNumber", ge=1)
+    source: str = Field(min_length=1, max_length=LABEL_MAX)
+    complete: bool
+    ended_reason: str = Field(alias="endedReason", min_length=1, max_length=LABEL_MAX)
+    started_at: UtcDatetime = Field(alias="startedAt")
+    ended_at: UtcDatetime = Field(alias="endedAt")
+    turn_count: int = Field(alias="turnCount", ge=0)
+    turns: list[HeldTurn]

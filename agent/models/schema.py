@@ -15,6 +15,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, JsonSchemaV
 from pydantic_core import core_schema
 
 from agent.models.bodies import (
+    HeldTranscript,
     JobMetadata,
     Scenario,
     Session,
@@ -23,6 +24,7 @@ from agent.models.bodies import (
 )
 from agent.models.data_channel import EndMessage, InterimMessage, TurnMessage
 from agent.models.wire import (
+    ReceivedModel,
     SentModel,
 )
 
@@ -67,7 +69,9 @@ class _WireJsonSchema(GenerateJsonSchema):
 
     def model_schema(self, schema: core_schema.ModelSchema) -> JsonSchemaValue:
         json_schema = super().model_schema(schema)
-        if issubclass(schema["cls"], SentModel):
+        # A received subclass of a sent model (HeldTurn, a Turn read back) stays open.
+        cls = schema["cls"]
+        if issubclass(cls, SentModel) and not issubclass(cls, ReceivedModel):
             json_schema["additionalProperties"] = False
         return json_schema
 
@@ -83,6 +87,7 @@ def json_schema_document() -> dict[str, Any]:
         (SessionCreate, "serialization"),
         (Session, "validation"),
         (TranscriptPayload, "serialization"),
+        (HeldTranscript, "validation"),
         (TurnMessage, "serialization"),
         (InterimMessage, "serialization"),
         (EndMessage, "serialization"),
@@ -99,7 +104,8 @@ def json_schema_document() -> dict[str, Any]:
         "$id": SCHEMA_ID,
         "description": (
             "Bodies the worker sends are closed (additionalProperties: false) with every key it "
-            "always sends required; bodies it receives (JobMetadata, Scenario, Session) are open "
+            "always sends required; bodies it receives (JobMetadata, Scenario, Session, "
+            "HeldTranscript) are open "
             "because the worker ignores unknown keys. No value is ever null: optional keys are "
             "absent. Timestamps are ISO-8601 UTC with milliseconds."
         ),

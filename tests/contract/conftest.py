@@ -11,6 +11,7 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from agent.backend import HttpBackend
+from tests.contract.oracle import golden
 
 KEY = "contract-test-key-0123456789abcdef"
 
@@ -21,6 +22,7 @@ class Captured:
     path: str
     headers: dict[str, str]
     body: bytes
+    query: str = ""  # the raw query string, as sent
 
 
 @dataclass
@@ -38,8 +40,17 @@ async def capture() -> AsyncIterator[CaptureServer]:
 
     async def record(request: web.Request) -> web.Response:
         server.requests.append(
-            Captured(request.method, request.path, dict(request.headers), await request.read())
+            Captured(
+                request.method,
+                request.path,
+                dict(request.headers),
+                await request.read(),
+                request.query_string,
+            )
         )
+        if request.method == "GET" and request.path.endswith("/transcript"):
+            # get_transcript parses the answer as a held transcript: give it the golden one.
+            return web.json_response(golden("held_transcript_browser"))
         if request.path == "/api/internal/sessions":
             # create_session parses the answer as a Session: give it one.
             session = {"id": "sess-1", "userId": "u", "scenarioId": "s", "attemptNumber": 1}

@@ -78,7 +78,7 @@ async def test_ajv_strict_accepts_real_bodies_and_refuses_broken_ones(
         sent = strict_json(capture.last("/transcript").body)
         valid.append({"definition": "TranscriptPayload", "body": sent})
     await client.create_session(
-        SessionCreate.model_validate(golden("session_create")), job_id="job-1"
+        SessionCreate.model_validate(golden("session_create")), room_sid="RM_1"
     )
     valid.append(
         {"definition": "SessionCreate", "body": strict_json(capture.last("/sessions").body)}
@@ -87,6 +87,9 @@ async def test_ajv_strict_accepts_real_bodies_and_refuses_broken_ones(
         ("turn_message", "TurnMessage"),
         ("interim_message", "InterimMessage"),
         ("end_message", "EndMessage"),
+        # what the held-transcript GET answers: any source, any endedReason, unknown keys
+        ("held_transcript_browser", "HeldTranscript"),
+        ("transcript_in_progress", "HeldTranscript"),
     ]:
         valid.append({"definition": definition, "body": golden(name)})
 
@@ -100,6 +103,13 @@ async def test_ajv_strict_accepts_real_bodies_and_refuses_broken_ones(
         body = copy.deepcopy(golden("session_create"))
         mutate(body)
         broken.append((case, {"definition": "SessionCreate", "body": body}))
+
+    held = golden("held_transcript_browser")
+    held["turns"][0]["role"] = "system"
+    broken.append(("held turn role system", {"definition": "HeldTranscript", "body": held}))
+    held = golden("held_transcript_browser")
+    del held["turnCount"]
+    broken.append(("held without turnCount", {"definition": "HeldTranscript", "body": held}))
 
     results = run_ajv(node, tmp_path, valid + [c for _, c in broken])
     accepted, refused = results[: len(valid)], results[len(valid) :]

@@ -61,6 +61,18 @@ REQUIRED = {
     "JobMetadata": {"scenarioId", "userId"},
     "Scenario": {"id", "title", "prompt"},
     "Session": {"id", "userId", "scenarioId", "attemptNumber"},
+    # The held transcript the GET answers: the POST body's shape, from any source.
+    "HeldTranscript": {
+        "attemptNumber",
+        "source",
+        "complete",
+        "endedReason",
+        "startedAt",
+        "endedAt",
+        "turnCount",
+        "turns",
+    },
+    "HeldTurn": {"seq", "role", "text", "startedAt", "endedAt"},
 }
 SENT = {
     "TranscriptPayload",
@@ -73,7 +85,7 @@ SENT = {
     "InterimMessage",
     "EndMessage",
 }
-RECEIVED = {"JobMetadata", "Scenario", "Session"}
+RECEIVED = {"JobMetadata", "Scenario", "Session", "HeldTranscript", "HeldTurn"}
 
 
 def exported(definition: str) -> Draft202012Validator:
@@ -191,7 +203,7 @@ def test_timestamps_are_utc_with_milliseconds_by_pattern() -> None:
         for key, schema in definition.get("properties", {}).items()
         if key in ("startedAt", "endedAt")
     ]
-    assert len(stamps) == 6  # TranscriptPayload, Turn, TurnMessage
+    assert len(stamps) == 10  # TranscriptPayload, Turn, TurnMessage, HeldTranscript, HeldTurn
     for schema in stamps:
         assert (schema["type"], schema["format"], schema["pattern"]) == (
             "string",
@@ -240,10 +252,36 @@ async def test_odd_characters_and_numbers_still_make_a_valid_body(
 async def test_real_session_create_bodies_are_accepted(
     name: str, client: HttpBackend, capture: CaptureServer
 ) -> None:
-    await client.create_session(SessionCreate.model_validate(golden(name)), job_id="job-1")
+    await client.create_session(SessionCreate.model_validate(golden(name)), room_sid="RM_1")
     body = strict_json(capture.last("/sessions").body)
     assert contract_errors("session_create", body) == []
     assert refusals("SessionCreate", body) == []
+
+
+@pytest.mark.parametrize(
+    "name", ["held_transcript_browser", "transcript_in_progress", "transcript_complete"]
+)
+def test_held_transcripts_are_accepted_by_the_exported_schema(name: str) -> None:
+    # Received, so open: a browser copy with keys the worker does not know, any endedReason.
+    assert refusals("HeldTranscript", golden(name)) == []
+
+
+BROKEN_HELD: list[tuple[str, Any]] = [
+    ("missing turns", lambda b: b.pop("turns")),
+    ("missing attemptNumber", lambda b: b.pop("attemptNumber")),
+    ("empty source", lambda b: b.update(source="")),
+    ("null endedReason", lambda b: b.update(endedReason=None)),
+    ("role system", lambda b: b["turns"][0].update(role="system")),
+    ("turn without startedAt", lambda b: b["turns"][1].pop("startedAt")),
+    ("timestamp without milliseconds", lambda b: b.update(endedAt="2026-11-22T09:01:10Z")),
+]
+
+
+@pytest.mark.parametrize(("case", "mutate"), BROKEN_HELD, ids=[c for c, _ in BROKEN_HELD])
+def test_broken_held_transcripts_are_refused(case: str, mutate: Any) -> None:
+    broken = copy.deepcopy(golden("held_transcript_browser"))
+    mutate(broken)
+    assert refusals("HeldTranscript", broken), f"the exported schema accepts {case!r}"
 
 
 # --------------------------------------------------------------------------- broken copies

@@ -35,7 +35,7 @@ async def test_session_create_is_the_golden_body(
     body = SessionCreate(
         scenario_id="scenario-7", user_id="user-42", assignment_id=assignment, room_name="room-abc"
     )
-    await client.create_session(body, job_id="job-1")
+    await client.create_session(body, room_sid="RM_1")
     assert strict_json(capture.last("/sessions").body) == golden(name)
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from agent.models import Session
 from tests.contract.cases import BROKEN_SESSION_CREATES, BROKEN_TRANSCRIPTS
-from tests.contract.oracle import golden
+from tests.contract.oracle import contract_errors, golden
 from tests.support.backend_stub import BackendStub
 
 KEY = "stub-contract-key-0123456789abcdef"
@@ -114,3 +114,77 @@ async def test_broken_session_creates_are_refused(
     mutate(body)
     response = await post_session(stub, body)
     assert response.status_code == 422, (case, response.text)
+
+
+# --------------------------------------------------------------------------- resume's routes
+
+
+async def test_a_checkpoint_golden_body_is_valid_and_stored(stub: BackendStub) -> None:
+    body = golden("transcript_in_progress")
+    assert contract_errors("transcript", body) == []
+    response = await post_transcript(stub, body)
+    assert response.status_code == 201, response.text
+    held = stub.best_transcript("s1")
+    assert held is not None and held.to_control()["transcript"] == body
+
+
+async def create_in_room(stub: BackendStub, room_sid: str, user: str = "user-42") -> Any:
+    async with httpx.AsyncClient(base_url=stub.url) as http:
+        response = await http.post(
+            "/api/internal/sessions",
+            json={"scenarioId": "scenario-7", "userId": user, "roomName": "room-abc"},
+            headers={"X-Internal-Service-Key": KEY, "Idempotency-Key": f"create:{room_sid}"},
+        )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def test_session_creation_is_one_session_per_room(stub: BackendStub) -> None:
+    first = await create_in_room(stub, "RM_abc")
+    again = await create_in_room(stub, "RM_abc")  # a job re-dispatched into the same room
+    other = await create_in_room(stub, "RM_def")
+    assert again == first
+    assert (first["attemptNumber"], other["attemptNumber"]) == (1, 2)
+    assert other["id"] != first["id"]
+
+
+async def get_held(stub: BackendStub, session_id: str, attempt: int, key: str = KEY) -> Any:
+    async with httpx.AsyncClient(base_url=stub.url) as http:
+        return await http.get(
+            f"/api/internal/sessions/{session_id}/transcript",
+            params={"attemptNumber": str(attempt)},
+            headers={"X-Internal-Service-Key": key},
+        )
+
+
+def with_turns(body: dict[str, Any], count: int) -> dict[str, Any]:
+    body = copy.deepcopy(body)
+    body["turns"] = [{**body["turns"][n % 2], "seq": n + 1} for n in range(count)]
+    body["turnCount"] = count
+    return body
+
+
+async def test_get_transcript_answers_the_best_held_by_the_documented_ranking(
+    stub: BackendStub,
+) -> None:
+    assert (await get_held(stub, "s1", 1)).status_code == 404  # nothing held yet
+    checkpoint = golden("transcript_in_progress")  # agent, incomplete, 2 turns
+    browser = {**with_turns(checkpoint, 5), "source": "browser", "complete": True}
+    browser["endedReason"] = "caller_hangup"
+    assert (await post_transcript(stub, browser)).status_code == 201
+    assert (await post_transcript(stub, checkpoint)).status_code == 201
+    # agent over browser, even against a complete and longer browser copy
+    assert (await get_held(stub, "s1", 1)).json() == checkpoint
+    longer = with_turns(checkpoint, 4)
+    assert (await post_transcript(stub, longer)).status_code == 201
+    assert (await get_held(stub, "s1", 1)).json() == longer
+    final = {**with_turns(checkpoint, 3), "complete": True, "endedReason": "caller_left"}
+    assert (await post_transcript(stub, final)).status_code == 201  # complete over more turns
+    assert (await get_held(stub, "s1", 1)).json() == final
+
+
+async def test_get_transcript_is_per_attempt_and_needs_the_key(stub: BackendStub) -> None:
+    assert (await post_transcript(stub, golden("transcript_in_progress"))).status_code == 201
+    assert (await get_held(stub, "s1", 2)).status_code == 404  # another attempt holds none
+    assert (await get_held(stub, "nobody", 1)).status_code == 404
+    assert (await get_held(stub, "s1", 1, key="wrong-key")).status_code == 401

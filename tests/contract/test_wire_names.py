@@ -45,6 +45,18 @@ WIRE_KEYS: dict[str, set[str]] = {
         "latency",
     },
     "Turn": {"seq", "role", "text", "startedAt", "endedAt", "interrupted"},
+    # The GET's answer: the POST body's keys the worker reads (usage and latency are not read).
+    "HeldTranscript": {
+        "attemptNumber",
+        "source",
+        "complete",
+        "endedReason",
+        "startedAt",
+        "endedAt",
+        "turnCount",
+        "turns",
+    },
+    "HeldTurn": {"seq", "role", "text", "startedAt", "endedAt", "interrupted"},
     "Usage": {
         "kind",
         "provider",

@@ -384,7 +384,7 @@ def test_retry_without_a_backend_url_uses_the_embedded_default(tmp_path: Path) -
     # transcripts written as JSON files under AGENT_DATA_DIR, through the same delivery path.
     local = LocalBackend(tmp_path)
     create = SessionCreate(scenario_id="default", user_id="user-1", room_name="room-1")
-    session = asyncio.run(local.create_session(create, job_id="job-1"))
+    session = asyncio.run(local.create_session(create, room_sid="RM_1"))
     with Journal(tmp_path / JOURNAL_FILE) as journal:
         add_dead(journal, session_id=session.id, attempt=session.attempt_number)
 

@@ -10,20 +10,25 @@ infrastructure: no auth on `/_control`.
 Internal API (every request needs `X-Internal-Service-Key`, else 401):
 - `GET  /api/internal/scenarios/{scenarioId}` -> Scenario (404 unknown). The bundled `default`
   scenario is always there.
-- `POST /api/internal/sessions` (`Idempotency-Key: create:{jobId}` required, body SessionCreate)
-  -> 201 Session; attemptNumber counts per (userId, scenarioId); 403 when a registered
-  assignment belongs to another user.
+- `POST /api/internal/sessions` (`Idempotency-Key: create:{roomSid}` required, body
+  SessionCreate) -> 201 Session; one session per key (the same room sid answers the same
+  session and attemptNumber, as for a job re-dispatched into its room); attemptNumber counts
+  per (userId, scenarioId); 403 when a registered assignment belongs to another user.
 - `GET  /api/internal/sessions/{sessionId}` -> Session (404 unknown).
 - `POST /api/internal/sessions/{sessionId}/transcript` (`Idempotency-Key` = sha256 hex of
   `sessionId|attemptNumber|source|complete|turnCount`, checked; body TranscriptPayload, where
   `source` may also be `browser`) -> 201 stored, or 409 when the stub holds an equal or better
   transcript (agent over browser, complete over incomplete, then higher turnCount); 404 unknown
   session, 422 wrong attemptNumber.
+- `GET  /api/internal/sessions/{sessionId}/transcript?attemptNumber=N` -> 200 the best
+  transcript held for that attempt, as it was received (by the ranking above), or 404 when
+  none is held; 400 when attemptNumber is missing or not a positive integer.
 Bad bodies get 422 `{"error": "invalid_body", "message": "field.path: msg; ..."}`. A repeated
 Idempotency-Key with the same body replays the stored response; with a different body, 422.
 
 Faults (per route, consumed in order, before normal handling but after the key check): see
-`Fault`. Routes: `get_scenario`, `create_session`, `get_session`, `post_transcript`.
+`Fault`. Routes: `get_scenario`, `create_session`, `get_session`, `post_transcript`,
+`get_transcript`.
 
 Down mode: `await stub.stop()` closes the API listener and its connections (clients get
 connection refused); `await stub.start()` listens again on the same port.
@@ -79,8 +84,16 @@ from tests.contract.oracle import Body, contract_errors
 
 KEY_HEADER = "X-Internal-Service-Key"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-Route = Literal["get_scenario", "create_session", "get_session", "post_transcript"]
-ROUTES: tuple[Route, ...] = ("get_scenario", "create_session", "get_session", "post_transcript")
+Route = Literal[
+    "get_scenario", "create_session", "get_session", "post_transcript", "get_transcript"
+]
+ROUTES: tuple[Route, ...] = (
+    "get_scenario",
+    "create_session",
+    "get_session",
+    "post_transcript",
+    "get_transcript",
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -235,6 +248,7 @@ class BackendStub:
         for scenario in [load_scenario(DEFAULT_SCENARIO_ID), *(scenarios or [])]:
             self.scenarios[scenario.id] = scenario
         self.sessions: dict[str, Session] = {}
+        self.created: dict[str, str] = {}  # create key (`create:{roomSid}`) -> session id
         self.assignments: dict[str, str] = {}  # assignmentId -> owning userId
         self.transcripts: dict[str, list[StoredTranscript]] = defaultdict(list)
         self.requests: list[RecordedRequest] = []
@@ -310,6 +324,10 @@ class BackendStub:
                     "/api/internal/sessions/{id}/transcript",
                     self._wrap("post_transcript", self._post_transcript),
                 ),
+                web.get(
+                    "/api/internal/sessions/{id}/transcript",
+                    self._wrap("get_transcript", self._get_transcript),
+                ),
             ]
         )
         self._add_control_routes(app)
@@ -332,12 +350,20 @@ class BackendStub:
     def requests_for(self, route: Route) -> list[RecordedRequest]:
         return [r for r in self.requests if r.route == route]
 
-    def best_transcript(self, session_id: str) -> StoredTranscript | None:
-        held = self.transcripts.get(session_id) or []
+    def best_transcript(
+        self, session_id: str, attempt_number: int | None = None
+    ) -> StoredTranscript | None:
+        """The best transcript held (of one attempt when `attempt_number` is given)."""
+        held = [
+            t
+            for t in self.transcripts.get(session_id) or []
+            if attempt_number is None or t.body["attemptNumber"] == attempt_number
+        ]
         return max(held, key=lambda t: t.rank, default=None)
 
     def reset(self) -> None:
         self.sessions.clear()
+        self.created.clear()
         self.transcripts.clear()
         self.requests.clear()
         self.faults.clear()
@@ -421,8 +447,13 @@ class BackendStub:
     async def _create_session(self, request: web.Request, data: Any) -> web.Response:
         key = request.headers.get(IDEMPOTENCY_HEADER, "")
         if not key.startswith("create:") or len(key) == len("create:"):
-            return _error(422, "invalid_idempotency_key", "expected create:{jobId}")
+            return _error(422, "invalid_idempotency_key", "expected create:{roomSid}")
         body = _check("session_create", data)
+        # One session per room: a job re-dispatched into the room (same key) gets the same
+        # session and attempt. Stated here, not left to the replay cache: it is the contract.
+        existing = self.sessions.get(self.created.get(key, ""))
+        if existing is not None:
+            return web.json_response(existing.to_wire(), status=201)
         user_id, scenario_id = body["userId"], body["scenarioId"]
         assignment_id = body.get("assignmentId")
         if assignment_id is not None:
@@ -445,6 +476,7 @@ class BackendStub:
             assignment_id=assignment_id,
         )
         self.sessions[session.id] = session
+        self.created[key] = session.id
         return web.json_response(session.to_wire(), status=201)
 
     async def _get_session(self, request: web.Request, _data: Any) -> web.Response:
@@ -486,6 +518,16 @@ class BackendStub:
             return _error(409, "already_delivered", "an equal or better transcript is held")
         self.transcripts[session_id].append(incoming)
         return web.json_response({"sessionId": session_id, "stored": True}, status=201)
+
+    async def _get_transcript(self, request: web.Request, _data: Any) -> web.Response:
+        session_id = request.match_info["id"]
+        attempt = request.query.get("attemptNumber", "")
+        if not attempt.isascii() or not attempt.isdigit() or int(attempt) < 1:
+            return _error(400, "invalid_query", "attemptNumber must be a positive integer")
+        best = self.best_transcript(session_id, int(attempt))
+        if best is None:
+            return _error(404, "not_found", "no transcript held for this attempt")
+        return web.json_response(best.to_control()["transcript"])
 
     # ------------------------------------------------------------------ control
 

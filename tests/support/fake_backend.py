@@ -19,7 +19,7 @@ from agent.backend import (
     BackendUnavailable,
     DeliveryReceipt,
 )
-from agent.models import Scenario, Session, SessionCreate, TranscriptPayload
+from agent.models import HeldTranscript, Scenario, Session, SessionCreate, TranscriptPayload
 
 Mode = Literal["up", "down", "hang", "reject", "unauthorized", "invalid"]
 
@@ -70,7 +70,10 @@ class FakeBackend:
     async def get_scenario(self, scenario_id: str) -> Scenario:
         raise NotImplementedError("FakeBackend models the transcript endpoint only")
 
-    async def create_session(self, body: SessionCreate, *, job_id: str) -> Session:
+    async def create_session(self, body: SessionCreate, *, room_sid: str) -> Session:
+        raise NotImplementedError("FakeBackend models the transcript endpoint only")
+
+    async def get_transcript(self, session_id: str, attempt_number: int) -> HeldTranscript | None:
         raise NotImplementedError("FakeBackend models the transcript endpoint only")
 
     async def get_session(self, session_id: str) -> Session:
