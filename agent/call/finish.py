@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from datetime import datetime
 
 from opentelemetry import trace
 
@@ -18,7 +19,7 @@ from agent.call.state import Call
 from agent.config import Settings
 from agent.delivery import DeliveryOutcome, backstop, deliver
 from agent.log import get_logger
-from agent.models import Latency, TranscriptPayload, utc_now
+from agent.models import EndedReason, Latency, TranscriptPayload, utc_now
 from agent.transcript import usage_from_session
 
 log = get_logger(__name__)
@@ -58,6 +59,23 @@ async def finish(call: Call, settings: Settings) -> None:
 
 
 def build_transcript(call: Call) -> TranscriptPayload:
+    return _build(
+        call,
+        complete=True,
+        ended_reason=call.ended_reason or "job_terminated",
+        ended_at=call.ended_at or utc_now(),
+    )
+
+
+def build_checkpoint(call: Call) -> TranscriptPayload:
+    """The transcript so far of a live call (agent.delivery.checkpoint): the same turns, usage
+    and latency as the final one would hold now, `complete: false`, `in_progress`, ended now."""
+    return _build(call, complete=False, ended_reason="in_progress", ended_at=utc_now())
+
+
+def _build(
+    call: Call, *, complete: bool, ended_reason: EndedReason, ended_at: datetime
+) -> TranscriptPayload:
     assert call.session is not None
     turns = call.recorder.turns if call.recorder else []
     usage = []
@@ -68,10 +86,10 @@ def build_transcript(call: Call) -> TranscriptPayload:
             log.warning("call.usage_failed", error_type=type(error).__name__)
     return TranscriptPayload(
         attempt_number=call.session.attempt_number,
-        complete=True,
-        ended_reason=call.ended_reason or "job_terminated",
+        complete=complete,
+        ended_reason=ended_reason,
         started_at=call.started_at,
-        ended_at=call.ended_at or utc_now(),
+        ended_at=ended_at,
         turn_count=len(turns),
         turns=turns,
         usage=usage,

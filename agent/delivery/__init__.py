@@ -13,11 +13,20 @@ and counts, never transcript text or secrets.
 
 Modules: post (`deliver`: journal first, post within the deadline, the outcome of each answer),
 lease (keeping a row's lease while its call or delivery runs), recovery (`recover_pending` for
-every process's leftovers, `backstop` for the shutdown callback).
+every process's leftovers, `backstop` for the shutdown callback), checkpoint (`Checkpointer`: the
+transcript so far of a live call, coalesced, never journaled, its own rule).
 """
 
+from agent.delivery.checkpoint import Checkpointer
 from agent.delivery.lease import keep_lease
 from agent.delivery.post import DeliveryOutcome, deliver
 from agent.delivery.recovery import backstop, recover_pending
 
-__all__ = ["DeliveryOutcome", "backstop", "deliver", "keep_lease", "recover_pending"]
+__all__ = [
+    "Checkpointer",
+    "DeliveryOutcome",
+    "backstop",
+    "deliver",
+    "keep_lease",
+    "recover_pending",
+]
