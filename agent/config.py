@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     max_call_seconds: int = Field(default=1800, ge=10, le=6 * 3600, alias="MAX_CALL_SECONDS")
     no_show_seconds: int = Field(default=60, ge=1, le=3600, alias="NO_SHOW_SECONDS")
     delivery_deadline: float = Field(default=30.0, ge=1, le=600, alias="DELIVERY_DEADLINE")
+    # the transcript so far to the backend while a call is live (agent/delivery/checkpoint.py):
+    # at most one per this many seconds, after assistant turns; 0 turns checkpoints off
+    checkpoint_seconds: float = Field(default=5.0, ge=0, le=300, alias="CHECKPOINT_SECONDS")
     drain_timeout: int | None = Field(default=None, ge=0, alias="DRAIN_TIMEOUT")
 
     # Worker capacity and process management
@@ -270,12 +273,15 @@ class JournalRetrySettings(JournalSettings):
 class SettingsError(Exception):
     """Bad or missing configuration: `problems` maps each variable name to how to fix it."""
 
-    def __init__(self, problems: dict[str, str]) -> None:
+    def __init__(self, problems: dict[str, str], *, subject: str = "the worker") -> None:
         self.problems = problems
+        self.subject = subject  # what cannot start: the worker, or `watch`'s watcher
         super().__init__(self.render())
 
     def render(self) -> str:
-        lines = ["configuration error: the worker cannot start. Fix these environment variables"]
+        lines = [
+            f"configuration error: {self.subject} cannot start. Fix these environment variables"
+        ]
         lines.append("(in the environment or in .env):")
         for name, why in self.problems.items():
             lines.append(f"  - {name}: {why}")
@@ -330,3 +336,63 @@ def load_settings(command: str | None = None, env_file: str | Path | None = ".en
         return model(_env_file=env_file)
     except ValidationError as error:
         raise SettingsError(_problems_from(error)) from None
+
+
+# `python -m agent watch` (agent/ops/watch.py): the re-dispatcher for self-hosted LiveKit.
+WATCH_COMMAND = "watch"
+WATCH_HINTS: dict[str, str] = {
+    "WATCH_INTERVAL_SECONDS": "seconds between two looks at the rooms (default 5; > 0, <= 300)",
+    "WATCH_GRACE_SECONDS": "seconds a room may lack its agent before a new dispatch "
+    "(default 10; >= 0, <= 3600)",
+    "WATCH_MAX_REDISPATCH": "new dispatches per room at most (default 3; 0-100)",
+}
+HINTS.update(WATCH_HINTS)
+
+
+class WatchSettings(BaseSettings):
+    """`watch` talks to the LiveKit server API and nothing else: the LiveKit credentials and the
+    agent name it re-dispatches are required, OpenAI and the backend are not read at all."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    livekit_url: str = Field(min_length=1, alias="LIVEKIT_URL")
+    livekit_api_key: str = Field(min_length=1, alias="LIVEKIT_API_KEY")
+    livekit_api_secret: SecretStr = Field(alias="LIVEKIT_API_SECRET")
+    agent_name: str = Field(min_length=1, max_length=128, alias="AGENT_NAME")
+    watch_interval_seconds: float = Field(default=5.0, gt=0, le=300, alias="WATCH_INTERVAL_SECONDS")
+    watch_grace_seconds: float = Field(default=10.0, ge=0, le=3600, alias="WATCH_GRACE_SECONDS")
+    watch_max_redispatch: int = Field(default=3, ge=0, le=100, alias="WATCH_MAX_REDISPATCH")
+    metrics_port: int | None = Field(default=None, ge=0, le=65535, alias="METRICS_PORT")
+    log_level: LogLevel = Field(default="INFO", alias="LOG_LEVEL")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("metrics_port", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("livekit_api_secret")
+    @classmethod
+    def _secret_not_empty(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("livekit_url")
+    @classmethod
+    def _check_livekit_url(cls, value: str) -> str:
+        return check_livekit_url(value)
+
+
+def load_watch_settings(env_file: str | Path | None = ".env") -> WatchSettings:
+    """Validate the watcher's environment once. Raises SettingsError naming every bad variable."""
+    try:
+        return WatchSettings(_env_file=env_file)
+    except ValidationError as error:
+        raise SettingsError(_problems_from(error), subject="the watcher") from None

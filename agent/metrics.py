@@ -35,6 +35,10 @@ ROUTES = frozenset(
 STATUS_CLASSES = frozenset({"2xx", "3xx", "4xx", "5xx", "timeout", "error"})
 PROVIDER_KINDS = frozenset({"stt", "llm", "tts", "realtime"})
 DELIVERY_OUTCOMES = frozenset({"delivered", "duplicate", "retried", "pending", "dead"})
+# a checkpoint of a live call (agent/delivery/checkpoint.py): acknowledged (2xx or 409) or not
+CHECKPOINT_RESULTS = frozenset({"sent", "failed"})
+# where a resumed call's earlier turns came from (agent/call/resume.py)
+RESUME_SOURCES = frozenset({"journal", "backend"})
 # A provider (a plugin's `provider`: the API host, e.g. api.openai.com) is named by configuration
 # (one or two per deployment), not by traffic; still only a short token is kept, so a misbehaving
 # plugin cannot put free text in a label.
@@ -57,6 +61,8 @@ class Series:
     provider_errors: Counter
     backend_requests: Counter
     deliveries: Counter
+    calls_resumed: Counter
+    checkpoints: Counter
 
 
 @functools.cache
@@ -106,6 +112,16 @@ def series() -> Series:
             "voice_agent_deliveries",
             "Transcript delivery rounds, by outcome",
             ["outcome"],
+        ),
+        calls_resumed=Counter(
+            "voice_agent_calls_resumed",
+            "Calls resumed after their worker died, by where the earlier turns came from",
+            ["source"],
+        ),
+        checkpoints=Counter(
+            "voice_agent_checkpoints",
+            "Checkpoints of live calls posted to the backend, by result",
+            ["result"],
         ),
     )
 
@@ -173,3 +189,11 @@ def backend_request(route: str, result: str) -> None:
 
 def delivery(outcome: str) -> None:
     series().deliveries.labels(outcome=_bounded(outcome, DELIVERY_OUTCOMES)).inc()
+
+
+def call_resumed(source: str) -> None:
+    series().calls_resumed.labels(source=_bounded(source, RESUME_SOURCES)).inc()
+
+
+def checkpoint(result: str) -> None:
+    series().checkpoints.labels(result=_bounded(result, CHECKPOINT_RESULTS)).inc()

@@ -1,25 +1,27 @@
-"""The persona: instructions, greeting, apology and closing lines from prompts/ + the scenario,
-and the two Agent classes the worker runs.
+"""The persona: instructions, greeting, resume, apology and closing lines from prompts/ + the
+scenario, and the two Agent classes the worker runs.
 
-Rule: what the agent says comes from prompts/ or the scenario, never from code. The greeting is
-spoken from `Agent.on_enter` once the linked participant is ready to hear it: no sleeps. A
-greeting the caller cut into after hearing its start is a turn (interrupted, what was played),
-like any other reply cut after its first audio frame.
+Rule: what the agent says comes from prompts/ or the scenario, never from code. The opening line
+(the greeting; for a resumed call the resume line, after the earlier turns given as the chat
+context) is spoken from `Agent.on_enter` once the linked participant is ready to hear it: no
+sleeps. An opening line the caller cut into after hearing its start is a turn (interrupted, what
+was played), like any other reply cut after its first audio frame.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from livekit.agents import Agent, AgentSession, llm
+from livekit.agents.types import NOT_GIVEN
 from livekit.agents.voice import io
 from livekit.agents.voice.speech_handle import SpeechHandle
 
 from agent.log import get_logger
-from agent.models import Scenario
+from agent.models import Scenario, Turn
 from agent.prompts import load_prompt
 
 log = get_logger(__name__)
@@ -34,6 +36,28 @@ def instructions(scenario: Scenario) -> str:
 
 def greeting(scenario: Scenario) -> str:
     return scenario.greeting or load_prompt("greeting")
+
+
+def resume_line() -> str:
+    """What the persona says instead of the greeting when its call resumes after an outage."""
+    return load_prompt("resume")
+
+
+def earlier_context(turns: Sequence[Turn]) -> llm.ChatContext:
+    """A resumed call's earlier turns as chat messages, in order: the persona remembers what
+    was said (the library puts the instructions before them)."""
+    return llm.ChatContext(
+        [
+            llm.ChatMessage(
+                id=f"earlier-{turn.seq}",
+                role=turn.role,
+                content=[turn.text],
+                interrupted=turn.interrupted,
+                created_at=turn.started_at.timestamp(),
+            )
+            for turn in turns
+        ]
+    )
 
 
 async def wait_until_listening(session: AgentSession[Any], timeout: float | None = None) -> bool:
@@ -52,11 +76,15 @@ async def wait_until_listening(session: AgentSession[Any], timeout: float | None
 
 
 class PersonaAgent(Agent):
-    """Plays the scenario persona; greets once the caller can hear it."""
+    """Plays the scenario persona; greets once the caller can hear it. With `earlier_turns`
+    (a resumed call) it starts from them and says the resume line instead of the greeting."""
 
-    def __init__(self, scenario: Scenario) -> None:
-        super().__init__(instructions=instructions(scenario))
-        self._greeting = greeting(scenario)
+    def __init__(self, scenario: Scenario, *, earlier_turns: Sequence[Turn] = ()) -> None:
+        super().__init__(
+            instructions=instructions(scenario),
+            chat_ctx=earlier_context(earlier_turns) if earlier_turns else NOT_GIVEN,
+        )
+        self._greeting = resume_line() if earlier_turns else greeting(scenario)
         self._greeter: asyncio.Task[None] | None = None
 
     async def on_enter(self) -> None:

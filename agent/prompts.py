@@ -17,7 +17,7 @@ from agent.models import Scenario
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 DEFAULT_SCENARIO_ID = "default"
 
-PromptName = Literal["system", "greeting", "apology", "llm_error", "closing"]
+PromptName = Literal["system", "greeting", "apology", "llm_error", "closing", "resume"]
 PROMPT_NAMES: tuple[str, ...] = get_args(PromptName)
 
 _SCENARIO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")

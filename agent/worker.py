@@ -3,9 +3,9 @@
 Rule: `prewarm`, `entrypoint` and `on_session_end` are module-level functions, because the
 library pickles them by reference into job processes (no closures). Nothing happens at import
 time. The entrypoint reads as a table of contents of `agent.call`, in the order a call happens
-(metadata, the parallel start, journal, session; `on_session_end`: finish and deliver; the
-shutdown callback: backstop); behaviour lives in the modules it calls. Per-process objects
-(settings, VAD, journal) come from prewarm.
+(metadata, the parallel start and look-back, journal, recovery, session; `on_session_end`:
+finish and deliver; the shutdown callback: backstop); behaviour lives in the modules it calls.
+Per-process objects (settings, VAD, journal) come from prewarm.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from agent.backend import BackendError, make_backend
 from agent.call import CALL_KEY, Call
 from agent.call.finish import backstop_call, finish
 from agent.call.recover import recover_alongside, recover_in_main, startup_recovery
+from agent.call.resume import log_already_ended, settle_already_ended
 from agent.call.session import build_conversation, open_journal, start_apology, start_conversation
-from agent.call.start import MetadataError, fetch_and_connect, parse_job_metadata
+from agent.call.start import MetadataError, parse_job_metadata, start_in_parallel
 from agent.config import Settings, load_settings
 from agent.journal import JOURNAL_FILENAME, Journal
 from agent.log import configure_logging, get_logger
@@ -224,7 +225,6 @@ async def entrypoint(ctx: JobContext) -> None:
     call = Call.for_job(ctx, metadata, backend=backend, journal=proc.journal)
     ctx.proc.userdata[CALL_KEY] = call
     ctx.add_shutdown_callback(_backstop)
-    recover_alongside(call, settings)
     call.span = start_call_span(ctx.job.id, metadata.scenario_id)
     # what the call starts from here (the session's tasks too) is traced under its span;
     # `finish` ends it after the delivery
@@ -237,14 +237,28 @@ async def _start_call(
 ) -> None:
     settings = proc.settings
     assert call.backend is not None
+    # Recovery (in the background, never delaying the call) starts only once this call's own
+    # journal row is open, or it has none: a dead run's row that this call adopts must not be
+    # claimed and delivered apart as `crashed` first.
     try:
-        call.scenario, call.session = await fetch_and_connect(ctx, call.backend, metadata)
+        started = await start_in_parallel(ctx, call.backend, metadata, journal=call.journal)
     except BackendError as error:
         log.error("job.backend_unavailable", error_type=type(error).__name__, cause=str(error))
+        recover_alongside(call, settings)
         await start_apology(call, settings, proc.vad, ctx.room)
         return
+    call.scenario, call.session = started.scenario, started.session
+    call.resume_from(started.earlier)
     ctx.log_context_fields = {"session_id": call.session.id, "scenario_id": metadata.scenario_id}
+    if call.already_ended:
+        # dispatched into a room whose call is over: say nothing, deliver nothing, end the job
+        # (on_session_end lets the recovery finish first: it may deliver the earlier run's row)
+        log_already_ended(call)
+        recover_alongside(call, settings)
+        ctx.shutdown("already_ended")
+        return
     await open_journal(call)
+    recover_alongside(call, settings)
     try:
         session = build_conversation(call, settings, proc.vad, ctx.room)
         await start_conversation(call, session, settings, ctx.room)
@@ -259,6 +273,9 @@ async def on_session_end(ctx: JobContext) -> None:
     call = ctx.proc.userdata.get(CALL_KEY)
     if not isinstance(call, Call):
         log.info("call.ended_without_session")
+        return
+    if call.already_ended:
+        await settle_already_ended(call, process_state(ctx).settings.delivery_deadline)
         return
     await finish(call, process_state(ctx).settings)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import Settings, SettingsError, load_settings
+from agent.config import Settings, SettingsError, WatchSettings, load_settings
 
 REQUIRED = {
     "LIVEKIT_URL": "wss://example.livekit.cloud",
@@ -142,7 +142,11 @@ def test_readme_table_lists_exactly_the_settings() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
     documented = set(re.findall(r"^\| `([A-Z_]+)` \|", table, flags=re.MULTILINE))
-    aliases = {field.alias for field in Settings.model_fields.values()}
+    aliases = {
+        field.alias
+        for model in (Settings, WatchSettings)
+        for field in model.model_fields.values()
+    }
     assert documented == aliases
 
 
@@ -151,7 +155,11 @@ def test_env_example_names_only_real_settings() -> None:
 
     example = (Path(__file__).resolve().parent.parent / ".env.example").read_text()
     named = set(re.findall(r"^#? ?([A-Z_]+)=", example, flags=re.MULTILINE))
-    aliases = {field.alias for field in Settings.model_fields.values()}
+    aliases = {
+        field.alias
+        for model in (Settings, WatchSettings)
+        for field in model.model_fields.values()
+    }
     assert named <= aliases
 
 
@@ -317,3 +325,25 @@ def test_an_openai_key_with_a_trailing_newline_is_refused(monkeypatch: pytest.Mo
         load_settings("dev")
     assert list(caught.value.problems) == ["OPENAI_API_KEY"]
     assert "very-secret" not in caught.value.render()
+
+
+def test_checkpoint_seconds_defaults_to_5_and_0_turns_them_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CHECKPOINT_SECONDS", raising=False)
+    set_env(monkeypatch)
+    assert load_settings("dev").checkpoint_seconds == 5
+    set_env(monkeypatch, CHECKPOINT_SECONDS="0")
+    assert load_settings("dev").checkpoint_seconds == 0
+    set_env(monkeypatch, CHECKPOINT_SECONDS="2.5")
+    assert load_settings("dev").checkpoint_seconds == 2.5
+
+
+@pytest.mark.parametrize("value", ["-1", "301", "soon"])
+def test_a_bad_checkpoint_seconds_is_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    set_env(monkeypatch, CHECKPOINT_SECONDS=value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings("dev")
+    assert list(caught.value.problems) == ["CHECKPOINT_SECONDS"]

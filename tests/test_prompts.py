@@ -56,3 +56,10 @@ def test_a_scenario_without_title_is_refused(tmp_path: Path) -> None:
     (tmp_path / "scenarios" / "x.md").write_text("---\ngreeting: hi\n---\nbody\n")
     with pytest.raises(PromptError, match="needs a title"):
         load_scenario("x", tmp_path)
+
+
+def test_the_resume_line_is_a_prompt_of_its_own() -> None:
+    # DESIGN.md: the persona's greeting, apology and resume lines come from prompts/
+    assert "resume" in PROMPT_NAMES
+    written = (Path(__file__).resolve().parents[1] / "prompts" / "resume.md").read_text()
+    assert load_prompt("resume") == written.strip()

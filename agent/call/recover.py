@@ -21,7 +21,9 @@ log = get_logger(__name__)
 
 
 def recover_alongside(call: Call, settings: Settings) -> None:
-    """A new job delivers what earlier jobs left, in a task the call owns."""
+    """A new job delivers what earlier jobs left, in a task the call owns. The worker starts it
+    once the call's own journal row is open (or the call has none): a dead run's row that the
+    call adopts (agent.call.resume) is gone by then, never claimed and delivered as `crashed`."""
     assert call.journal is not None and call.backend is not None
     call.spawn(
         recover_pending(call.journal, call.backend, deadline=settings.delivery_deadline), "rec"

@@ -26,12 +26,14 @@ from agent.call.ending import (
     hang_up,
     register_end_call_rpc,
 )
+from agent.call.finish import build_checkpoint
+from agent.call.resume import log_resumed
 from agent.call.state import Call
 from agent.config import Settings
-from agent.delivery import keep_lease
+from agent.delivery import Checkpointer, keep_lease
 from agent.journal import CallHeldElsewhere
 from agent.log import get_logger
-from agent.models import JobMetadata
+from agent.models import JobMetadata, Turn
 from agent.persona import ApologyAgent, PersonaAgent
 from agent.pipeline import build_apology_session, build_session
 from agent.prompts import load_prompt
@@ -42,21 +44,31 @@ log = get_logger(__name__)
 
 async def open_journal(call: Call) -> None:
     """Journal the call (its row, owned by this process) and keep its lease for as long as the
-    call lasts. The same job id run again (LiveKit re-running a job in a new process) continues
-    the earlier run's turns: they come back from `open_call`, the recorder numbers new turns
-    after them, and the final transcript holds them all, once. While another live process still
-    holds the row (the first run delivering its transcript), that row and its turns stay its
-    own: this run journals under its own id, starting from a copy of those turns."""
+    call lasts. A call that resumes (`call.earlier`, the look-back of `agent.call.resume`)
+    continues the earlier turns: from a dead run's journal row, which the new row adopts and
+    supersedes in one transaction (never delivered apart as `crashed`), or from the backend's
+    checkpoint, copied into the new row. The same job id run again (LiveKit re-running a job in
+    a new process) continues its own row the same way. The recorder numbers new turns after
+    them and the final transcript holds them all, once. While another live process still holds
+    the row (the first run delivering its transcript), that row and its turns stay its own: this
+    run journals under its own id, starting from a copy of those turns."""
     assert call.session is not None and call.journal is not None
     journal = call.journal
+    earlier = call.earlier if call.earlier is not None and not call.earlier.complete else None
+    adopt = None
+    if earlier is not None and earlier.call_id not in (None, call.job_id):
+        adopt = earlier.call_id
     open_call = functools.partial(
         journal.open_call,
         session_id=call.session.id,
         attempt_number=call.session.attempt_number,
         started_at=call.started_at,
+        seed=earlier.turns if earlier is not None and earlier.source == "backend" else (),
     )
     try:
-        call.earlier_turns = await asyncio.to_thread(open_call, call.job_id)
+        call.earlier_turns = await asyncio.to_thread(
+            open_call, call.job_id, continue_from=adopt, adopt=adopt is not None
+        )
     except CallHeldElsewhere:
         first_run = call.job_id
         call.job_id = f"{first_run}/run-{os.getpid()}"  # the key of this run's journal row
@@ -65,7 +77,8 @@ async def open_journal(call: Call) -> None:
             open_call, call.job_id, continue_from=first_run
         )
     if call.earlier_turns:
-        log.info("call.continued", earlier_turns=len(call.earlier_turns))
+        call.resumed_from = earlier.source if earlier is not None else "journal"
+        log_resumed(call)
     call.spawn(keep_lease(journal, call.job_id), "journal.lease")
 
 
@@ -94,7 +107,7 @@ def build_conversation(
         tts_model=tts_model,
     )
     call.agent_session = session
-    attach_transcript(call, session, room)
+    attach_transcript(call, session, room, checkpoint_seconds=settings.checkpoint_seconds)
     session.on("close", functools.partial(_on_close, call))
     attach_error_apology(call, session)
     return session
@@ -104,10 +117,11 @@ async def start_conversation(
     call: Call, session: AgentSession[Call], settings: Settings, room: rtc.Room | None
 ) -> None:
     """Start the persona (in `room`; without one, the session's IO is whatever was set on it),
-    then the no-show and max-duration timers."""
+    then the no-show and max-duration timers. A resumed call's persona has the earlier turns as
+    its chat context and opens with the resume line instead of the greeting."""
     assert call.scenario is not None and call.session is not None
     await session.start(
-        agent=PersonaAgent(call.scenario),
+        agent=PersonaAgent(call.scenario, earlier_turns=call.earlier_turns),
         room=room if room is not None else NOT_GIVEN,
         room_options=_room_options(call.metadata),
         session_host=False,
@@ -126,15 +140,29 @@ def count_started(call: Call) -> None:
         metrics.call_started()
 
 
-def attach_transcript(call: Call, session: AgentSession[Any], room: rtc.Room) -> None:
-    """Every final turn: journaled at once, then queued for the data channel."""
+def attach_transcript(
+    call: Call, session: AgentSession[Any], room: rtc.Room, *, checkpoint_seconds: float = 0.0
+) -> None:
+    """Every final turn: journaled at once, then queued for the data channel; after an
+    assistant turn, a checkpoint to the backend (at most one per `checkpoint_seconds`; 0: none;
+    the worker passes CHECKPOINT_SECONDS)."""
     assert call.session is not None and call.journal is not None
     journal = call.journal
+    checkpoints = _checkpointer(call, checkpoint_seconds)
+
+    def on_turn(turn: Turn) -> None:
+        try:
+            journal.append_turn(call.job_id, turn)  # first: the journal is what survives
+        finally:
+            # even when the append failed: the checkpoint may then be the only copy elsewhere
+            if checkpoints is not None and turn.role == "assistant":
+                checkpoints.trigger()
+
     call.publisher = TranscriptPublisher(
         room_data_sink(room), session_id=call.session.id, is_connected=room.isconnected
     )
     call.recorder = TurnRecorder(
-        on_turn=lambda turn: journal.append_turn(call.job_id, turn),
+        on_turn=on_turn,
         publisher=call.publisher,
         started_at=call.started_at,
         earlier_turns=call.earlier_turns,
@@ -145,6 +173,22 @@ def attach_transcript(call: Call, session: AgentSession[Any], room: rtc.Room) ->
         functools.partial(hang_up, call),
         allowed_identity=call.linked_identity,
         spawn=call.spawn,
+    )
+
+
+def _checkpointer(call: Call, seconds: float) -> Checkpointer | None:
+    """The call's checkpoints, when it has a backend (HTTP or the embedded one) and they are on.
+    The post runs in a task the call owns; it stops for good once the call has an end reason,
+    which `finish` records before it cancels the call's tasks and delivers."""
+    if call.backend is None or call.session is None or seconds <= 0:
+        return None
+    return Checkpointer(
+        call.backend,
+        call.session.id,
+        functools.partial(build_checkpoint, call),
+        interval=seconds,
+        spawn=call.spawn,
+        is_live=lambda: call.ended_reason is None,
     )
 
 

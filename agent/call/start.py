@@ -1,9 +1,10 @@
-"""Steps 1 and 2 of a call: validated metadata, then scenario, session and room in one gather.
+"""Steps 1 and 2 of a call: validated metadata, then scenario, session (then the look-back for
+its earlier turns) and room in one gather.
 
 Rule: ids come only from `ctx.job.metadata` (room metadata and participant attributes are
 client-writable). The backend calls and `ctx.connect()` overlap, so a cold start costs about the
 slowest of them, not their sum; a backend that is down or refuses us surfaces as `BackendError`
-so the caller can take the apology path.
+so the caller can take the apology path. The look-back (`agent.call.resume`) never raises.
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from livekit.agents import JobContext
 from pydantic import ValidationError
 
 from agent.backend import Backend, BackendError
+from agent.call.resume import Earlier, look_back
 from agent.config import Settings
+from agent.journal import Journal
 from agent.models import JobMetadata, Scenario, Session, SessionCreate
 from agent.prompts import DEFAULT_SCENARIO_ID
 from agent.tracing import in_span
@@ -95,10 +99,11 @@ def parse_job_metadata(raw: str, settings: Settings) -> JobMetadata:
 
 
 async def open_session(
-    backend: Backend, metadata: JobMetadata, *, job_id: str, room_name: str
+    backend: Backend, metadata: JobMetadata, *, room_sid: str, room_name: str
 ) -> Session:
-    """Fetch the session the platform created, or create one under `create:{jobId}`; either way
-    it must belong to the metadata's user and scenario."""
+    """Fetch the session the platform created, or create one under `create:{roomSid}` (one
+    session per room: a job re-dispatched into the room finds the same session and attempt);
+    either way it must belong to the metadata's user and scenario."""
     if metadata.session_id:
         session = await backend.get_session(metadata.session_id)
     else:
@@ -108,7 +113,7 @@ async def open_session(
             assignment_id=metadata.assignment_id,
             room_name=room_name,
         )
-        session = await backend.create_session(body, job_id=job_id)
+        session = await backend.create_session(body, room_sid=room_sid)
     mismatched = [
         name
         for name, ours, theirs in (
@@ -122,22 +127,59 @@ async def open_session(
     return session
 
 
-async def fetch_and_connect(
-    ctx: JobContext, backend: Backend, metadata: JobMetadata
-) -> tuple[Scenario, Session]:
-    """Scenario, session and room connection at once. The connection is awaited even when the
-    backend fails, because the apology needs the room; a connection failure is raised as is."""
+@dataclass(frozen=True, slots=True)
+class Started:
+    """What the parallel step found: the scenario, the session, and the attempt's earlier
+    turns (None: a new call)."""
+
+    scenario: Scenario
+    session: Session
+    earlier: Earlier | None
+
+
+def room_sid(ctx: JobContext) -> str:
+    """The room's server id, the session's create key. A job without one (a local `console`
+    run) keys by its job id, as before: still one session per job."""
+    return str(getattr(ctx.job.room, "sid", "") or "") or ctx.job.id
+
+
+async def _session_then_look_back(
+    backend: Backend, metadata: JobMetadata, journal: Journal | None, ctx: JobContext
+) -> tuple[Session, Earlier | None]:
+    # chained in the session's branch: the look-back needs the session id and attempt, and
+    # overlaps the scenario fetch and the connection like the session itself
+    session = await in_span(
+        "voice_agent.session_open",
+        open_session(backend, metadata, room_sid=room_sid(ctx), room_name=ctx.job.room.name),
+    )
+    earlier = await in_span("voice_agent.look_back", look_back(backend, journal, session))
+    return session, earlier
+
+
+async def start_in_parallel(
+    ctx: JobContext, backend: Backend, metadata: JobMetadata, *, journal: Journal | None
+) -> Started:
+    """Scenario, session (then the look-back for its earlier turns: `agent.call.resume`) and
+    room connection at once. The connection is awaited even when the backend fails, because
+    the apology needs the room; a connection failure is raised as is."""
     scenario_result, session_result, connect_result = await asyncio.gather(
         in_span("voice_agent.scenario_fetch", backend.get_scenario(metadata.scenario_id)),
-        in_span(
-            "voice_agent.session_open",
-            open_session(backend, metadata, job_id=ctx.job.id, room_name=ctx.job.room.name),
-        ),
+        _session_then_look_back(backend, metadata, journal, ctx),
         ctx.connect(),
         return_exceptions=True,
     )
     for result in (connect_result, scenario_result, session_result):
         if isinstance(result, BaseException):
             raise result
-    assert isinstance(scenario_result, Scenario) and isinstance(session_result, Session)
-    return scenario_result, session_result
+    assert isinstance(scenario_result, Scenario) and isinstance(session_result, tuple)
+    session, earlier = session_result
+    return Started(scenario_result, session, earlier)
+
+
+async def fetch_and_connect(
+    ctx: JobContext, backend: Backend, metadata: JobMetadata
+) -> tuple[Scenario, Session]:
+    """`start_in_parallel` without the journal: scenario and session (the look-back still asks
+    the backend) for callers that start a new call only."""
+    started = await start_in_parallel(ctx, backend, metadata, journal=None)
+    return started.scenario, started.session

@@ -21,6 +21,7 @@ from livekit.agents.voice.events import CloseEvent, CloseReason
 from opentelemetry import trace
 
 from agent.backend import Backend
+from agent.call.resume import Earlier, Source
 from agent.delivery import DeliveryOutcome
 from agent.journal import Journal
 from agent.log import get_logger
@@ -63,9 +64,14 @@ class Call:
     counted_live: bool = False
     # the call's root span (agent.tracing): ended by `finish` after the delivery
     span: trace.Span | None = None
-    # Turns an earlier run of this job journaled (LiveKit ran the job again): the recorder
-    # continues after them (see agent.call.session.open_journal).
+    # Turns an earlier run of this call journaled or checkpointed (LiveKit ran the job again,
+    # or re-dispatched it after a worker died): the recorder continues after them, the persona
+    # has them as its chat context (see agent.call.session.open_journal).
     earlier_turns: list[Turn] = field(default_factory=list)
+    # What the look-back at job start found for the session attempt (agent.call.resume).
+    earlier: Earlier | None = None
+    # Where a resumed call's earlier turns came from; None: a new call (set by open_journal).
+    resumed_from: Source | None = None
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @classmethod
@@ -89,7 +95,19 @@ class Call:
 
     @property
     def journaled(self) -> bool:
-        return self.session is not None and self.journal is not None
+        return self.session is not None and self.journal is not None and not self.already_ended
+
+    @property
+    def already_ended(self) -> bool:
+        """The look-back found this attempt's complete transcript: the call is over (this job
+        was dispatched into a room whose call ended), so nothing runs and nothing is delivered."""
+        return self.earlier is not None and self.earlier.complete
+
+    def resume_from(self, earlier: Earlier | None) -> None:
+        """Record the look-back's finding; a call resumed keeps the earlier call's start."""
+        self.earlier = earlier
+        if earlier is not None and not earlier.complete:
+            self.started_at = earlier.started_at
 
     def end_reason(self, reason: EndedReason) -> None:
         """Record why the call ends; the first reason wins (later ones are consequences)."""
@@ -123,6 +141,14 @@ class Call:
         self._tasks.discard(task)
         if not task.cancelled() and (error := task.exception()) is not None:
             log.error("call.task_failed", task=task.get_name(), error_type=type(error).__name__)
+
+    async def settle_tasks(self, timeout: float) -> None:
+        """Let the call's tasks finish within `timeout` seconds, then cancel what is left."""
+        current = asyncio.current_task()
+        tasks = [task for task in self._tasks if task is not current]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+        await self.cancel_tasks()
 
     async def cancel_tasks(self) -> None:
         current = asyncio.current_task()

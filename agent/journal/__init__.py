@@ -11,10 +11,12 @@ it (`store`). Modules:
 - live: a call being journaled (open, append turns, refresh the lease)
 - ending: the end of a call (final transcript, delivery bookkeeping, dead letters)
 - recovery: claiming rows whose owner is gone or whose lease lapsed
+- earlier: the call a re-dispatched job continues (by session and attempt, any call id)
 - queries, operator: reads for the worker and for `python -m agent journal`
 - store: `Journal`, all of the above in one object
 """
 
+from agent.journal.earlier import EarlierCall
 from agent.journal.live import APPENDS_PER_FORCED_CHECKPOINT
 from agent.journal.operator import JournalRow
 from agent.journal.ownership import LEASE_REFRESH_SECONDS, LEASE_SECONDS, CallHeldElsewhere, Owner
@@ -30,6 +32,7 @@ __all__ = [
     "CallHeldElsewhere",
     "CallState",
     "ClaimedCall",
+    "EarlierCall",
     "Journal",
     "JournalRow",
     "Owner",

@@ -7,6 +7,7 @@ and never fsyncs (the WAL checkpoint runs from the off-loop calls, see `JournalB
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from datetime import datetime
 
 from agent.journal.base import JournalBase
@@ -32,14 +33,21 @@ class LiveCall(JournalBase):
         attempt_number: int,
         started_at: datetime,
         continue_from: str | None = None,
+        adopt: bool = False,
+        seed: Sequence[Turn] = (),
     ) -> list[Turn]:
         """Start journaling a call, owned by this process with a fresh lease, and return the
         turns an earlier run of it journaled (seq 1..k; empty for a new call). The caller
         continues `seq` after them and its final transcript includes them: an id opened again
         (LiveKit running the same job in a new process) never overwrites the first run's
         turns. `continue_from`: start this row from another call's turns instead (its row held
-        elsewhere). Raises CallHeldElsewhere, writing nothing, while another live process
-        holds the row with a fresh lease."""
+        elsewhere). `adopt` (with `continue_from`, a dead run of the same session attempt
+        under another job id: a re-dispatched job): that row is superseded in this same
+        transaction, deleted with its turns once they are this row's, so no recovery ever
+        delivers it as a separate `crashed` transcript; a row another live process holds is
+        never superseded (its turns are still copied). `seed`: turns known from elsewhere (the
+        backend's checkpoint), used when the journal has fewer. Raises CallHeldElsewhere,
+        writing nothing, while another live process holds the row with a fresh lease."""
         now = self._clock()
         with self._transaction() as conn:
             row = conn.execute(
@@ -48,6 +56,14 @@ class LiveCall(JournalBase):
             if row is not None and self._held_by_other(conn, call_id, row, now):
                 raise CallHeldElsewhere(call_id)
             earlier = self._earlier_turns(conn, continue_from or call_id)
+            if len(seed) > len(earlier):
+                earlier = list(seed)
+            adopted = (
+                adopt
+                and continue_from is not None
+                and continue_from != call_id
+                and self._supersede(conn, continue_from, now)
+            )
             conn.execute(
                 f"""
                 INSERT INTO calls (call_id, session_id, attempt_number, started_at, owner_host,
@@ -85,9 +101,28 @@ class LiveCall(JournalBase):
                     "INSERT INTO turns VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [turn_row(call_id, turn) for turn in earlier],
                 )
+        if adopted:
+            log.info("journal.adopted", call_id=call_id, adopted_call_id=continue_from)
+        elif adopt and continue_from is not None and continue_from != call_id:
+            log.warning("journal.adopt_refused", call_id=call_id, held_call_id=continue_from)
         if earlier:
             log.info("journal.call_reopened", call_id=call_id, earlier_turns=len(earlier))
         return earlier
+
+    def _supersede(self, conn: sqlite3.Connection, call_id: str, now: float) -> bool:
+        """Delete a dead run's row and its turns (inside the caller's transaction, after their
+        turns were read); False, touching nothing, while another live process holds it."""
+        row = conn.execute(
+            f"SELECT {self._OWNER_COLUMNS} FROM calls "
+            f"WHERE call_id = ? AND state IN ('live', 'pending')",
+            (call_id,),
+        ).fetchone()
+        if row is None or self._held_by_other(conn, call_id, row, now):
+            return False
+        conn.execute("DELETE FROM calls WHERE call_id = ?", (call_id,))
+        conn.execute("DELETE FROM turns WHERE call_id = ?", (call_id,))
+        conn.execute("DELETE FROM lease_watch WHERE call_id = ?", (call_id,))
+        return True
 
     def _earlier_turns(self, conn: sqlite3.Connection, call_id: str) -> list[Turn]:
         """The most turns journaled for a call: its per-turn rows, or its stored transcript's

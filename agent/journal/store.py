@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from agent.journal.earlier import EarlierCalls
 from agent.journal.ending import CallEnd
 from agent.journal.live import LiveCall
 from agent.journal.operator import OperatorQueries
@@ -28,7 +29,7 @@ from agent.journal.recovery import Recovery
 from agent.journal.schema import JOURNAL_FILENAME
 
 
-class Journal(LiveCall, CallEnd, Recovery, Queries, OperatorQueries):
+class Journal(LiveCall, CallEnd, Recovery, EarlierCalls, Queries, OperatorQueries):
     """One SQLite connection, shared by the threads `asyncio.to_thread` uses, under a lock.
     Open one per process: an SQLite connection must never cross a fork."""
 

@@ -60,6 +60,10 @@ BOUNDED_LABELS: dict[str, set[str]] = {
     "status_class": {"2xx", "3xx", "4xx", "5xx", "timeout", "error", "other"},
     "kind": {"stt", "llm", "tts", "realtime", "other"},
     "state": {"live", "pending", "dead", "idle", "running"},
+    # checkpoints of live calls (issue 15): acknowledged or not
+    "result": {"sent", "failed", "other"},
+    # resumed calls (issue 15): where the earlier turns came from
+    "source": {"journal", "backend", "other"},
 }
 TRANSCRIPT_ROUTE = "/api/internal/sessions/{sessionId}/transcript"
 DOCS = Path(__file__).resolve().parents[2] / "docs"
