@@ -1,5 +1,5 @@
 """`python -m agent <command>`: validate settings, configure logging, build the server and hand
-argv to the LiveKit CLI; plus our own `schema`, `journal` and `playground` commands.
+argv to the LiveKit CLI; plus our own `schema`, `journal`, `playground` and `watch` commands.
 
 Rule: everything happens under `if __name__ == "__main__"` (job processes import this module as
 `__mp_main__`), and every fatal start-up problem exits non-zero so a supervisor restarts us: the
@@ -43,6 +43,11 @@ def main(argv: list[str]) -> int:
         from agent.ops.playground import main as playground_main
 
         return playground_main(argv[argv.index("playground", 1) + 1 :])
+    if command == "watch":
+        # self-hosted LiveKit's re-dispatcher, a process of its own (agent/ops/watch.py)
+        from agent.ops.watch import main as watch_main
+
+        return watch_main(argv[argv.index("watch", 1) + 1 :])
 
     from agent.config import RUN_COMMANDS, SettingsError, check_data_dir, load_settings
 
