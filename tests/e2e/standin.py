@@ -20,6 +20,19 @@ real `livekit` rtc SDK (the Rust FFI) to run a call on this machine, offline:
 * what livekit-client in a browser also needs: CORS on every HTTP route, ``/rtc/validate``
   (200 with a valid token, 401 otherwise; ``/rtc/v1/validate`` is 404, so it falls back), and
   ``AgentDispatchService.CreateDispatch`` (twirp) for a page's server to dispatch an agent;
+* the server API a watcher uses (twirp, protobuf or JSON, the API key's Bearer JWT verified
+  with the secret; 401 ``unauthenticated`` without the grant): ``RoomService.ListRooms``
+  (``roomList``), ``RoomService.ListParticipants`` (``roomAdmin`` for the room; kind AGENT or
+  STANDARD, attributes as joined/set), ``AgentDispatchService.ListDispatch`` and
+  ``CreateDispatch`` (``roomAdmin`` for the room): every dispatch is recorded
+  (``self.dispatches``) with its jobs and their state (status as the worker reports it,
+  participant identity, worker id; times in Unix ns); a room that is not open is 404;
+* optionally, LiveKit Cloud's re-dispatch (``redispatch_lost_jobs``, off by default): when a
+  worker's /agent socket drops, each of its assigned jobs that has not ended (no final
+  ``update_job``, not terminated by the test, its agent not gone with ``CLIENT_INITIATED``)
+  in a room still open gets a new job (new id, same dispatch, room, agent name, metadata)
+  sent to another connected worker of that agent name, waiting up to ``redispatch_wait``
+  seconds for one; each attempt is recorded in ``self.redispatches`` (``lost_at``/``at``);
 * data packets: user packets (with topic), RPC request/ack/response and data-stream
   header/chunk/trailer packets (``lk.transcription``) are forwarded to the other participants
   of the room, or only to ``destination_identities`` when the sender named any; the sender's
@@ -37,13 +50,17 @@ What it does NOT emulate (do not write tests that depend on these):
 * the v1 single-peer-connection signalling, ICE restarts, resume/reconnect, migration, TURN;
 * permissions beyond the token's grants at join time, mute forwarding, track unpublishing
   (a departed publisher's downstream track simply stops), subscription control, E2EE;
-* the twirp APIs (RoomService, Egress...) but AgentDispatchService.CreateDispatch (the
-  playground's explicit dispatch; no list/delete, no restart policy): ``ctx.delete_room()`` and
-  other ``api.LiveKitAPI`` calls get 404;
+* the twirp APIs (RoomService, Egress...) but ListRooms, ListParticipants, ListDispatch and
+  CreateDispatch (no delete, no restart policy): ``ctx.delete_room()`` and other
+  ``api.LiveKitAPI`` calls get 404;
 * ``empty_timeout`` for rooms nobody joined, room metadata updates, webhooks, recording, the
   cloud observability upload, SIP;
-* worker load balancing, re-dispatch of a job after a refusal or a worker's death (never done),
-  job migration (``migrate_job`` is only recorded), ``WS_FULL`` workers being skipped;
+* worker load balancing (the newest connected worker is asked; one that drops before its
+  assignment is replaced by another), re-dispatch after a refusal, re-dispatch after a
+  worker's death unless ``redispatch_lost_jobs`` is set, job migration (``migrate_job`` is
+  only recorded), ``WS_FULL`` workers being skipped; a lost worker's agent participants are
+  not removed by the stand-in: they leave when their own signal socket drops (a killed
+  process's does at once);
 * a signal socket that drops without a ``leave`` is removed at once with ``SIGNAL_CLOSE``
   (LiveKit first waits for the client to resume).
 
@@ -74,7 +91,7 @@ import logging
 import signal
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeVar
 
@@ -85,9 +102,11 @@ from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import candidate_from_sdp
 from google.protobuf import json_format
+from google.protobuf.message import Message
 from livekit import api
 from livekit.api.access_token import Claims
 from livekit.protocol import agent, agent_dispatch, models
+from livekit.protocol import room as room_pb
 from livekit.protocol import rtc as rtcpb
 
 log = logging.getLogger("tests.e2e.standin")
@@ -107,6 +126,7 @@ LEAVE_GRACE: Final = 1.0
 MAX_PENDING_PACKETS: Final = 1000
 
 _T = TypeVar("_T")
+_Msg = TypeVar("_Msg", bound=Message)
 Kind = models.ParticipantInfo.Kind
 Reason = models.DisconnectReason
 
@@ -228,8 +248,21 @@ class RoomEvent:
     detail: dict[str, str] = field(default_factory=dict)
 
 
+# a job is over once its worker reported one of these (or it was lost with its worker)
+FINAL_JOB_STATUSES: Final = frozenset(
+    {agent.JobStatus.JS_SUCCESS, agent.JobStatus.JS_FAILED, agent.JobStatus.JS_CANCELLED}
+)
+
+
+def _now_ns() -> int:
+    return time.time_ns()
+
+
 @dataclass
 class JobRecord:
+    """One job the stand-in sent. ``status``/``error`` follow the worker's ``update_job``
+    messages (JS_PENDING until the first); times are Unix nanoseconds, as LiveKit's JobState."""
+
     job_id: str
     room_name: str
     agent_name: str
@@ -239,6 +272,69 @@ class JobRecord:
     token: str = ""  # the room token sent in the JobAssignment
     assigned: bool = False
     terminated: bool = False
+    dispatch_id: str = ""
+    room_sid: str = ""
+    status: agent.JobStatus = agent.JobStatus.JS_PENDING
+    error: str = ""
+    started_at: int = field(default_factory=_now_ns)
+    ended_at: int = 0
+    updated_at: int = field(default_factory=_now_ns)
+    lost: bool = False  # its worker's /agent socket dropped before the job ended
+    left_reason: str = ""  # why its agent participant left the room (DisconnectReason name)
+
+    @property
+    def ended(self) -> bool:
+        return self.status in FINAL_JOB_STATUSES
+
+    def state(self) -> agent.JobState:
+        return agent.JobState(
+            status=self.status,
+            error=self.error,
+            started_at=self.started_at,
+            ended_at=self.ended_at,
+            updated_at=self.updated_at,
+            participant_identity=self.participant_identity,
+            worker_id=self.worker_id,
+        )
+
+
+@dataclass
+class DispatchRecord:
+    """An agent dispatch: one per ``dispatch()``/CreateDispatch; a re-dispatch adds a job to
+    the same record. ``created_at`` is Unix nanoseconds (LiveKit's AgentDispatchState)."""
+
+    dispatch_id: str
+    room_name: str
+    room_sid: str
+    agent_name: str
+    metadata: str
+    created_at: int = field(default_factory=_now_ns)
+    job_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RedispatchRecord:
+    """A job of a lost worker sent again (``redispatch_lost_jobs``). ``lost_at`` is when the
+    stand-in saw the worker's socket drop, ``at`` when the new job was assigned (or given up:
+    then ``new_job_id`` is empty and ``error`` says why); both ``time.monotonic()``."""
+
+    lost_at: float
+    at: float
+    dispatch_id: str
+    room_name: str
+    old_job_id: str
+    old_worker_id: str
+    new_job_id: str = ""
+    new_worker_id: str = ""
+    error: str = ""
+
+
+class RoomClosedError(RuntimeError):
+    """A re-dispatch found its room closed (a closed room is never re-created for it)."""
+
+
+class _WorkerLostError(ConnectionError):
+    """The worker asked for a job dropped its socket before answering."""
 
 
 class DispatchRefusedError(RuntimeError):
@@ -257,11 +353,12 @@ class _Worker:
     ws: web.WebSocketResponse
     agent_name: str = ""
     registered: bool = False
+    gone: bool = False  # its socket dropped or closed: never chosen again
     send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def connected(self) -> bool:
-        return self.registered and not self.ws.closed
+        return self.registered and not self.gone and not self.ws.closed
 
     async def send(self, msg: agent.ServerMessage) -> None:
         async with self.send_lock:
@@ -358,6 +455,7 @@ class _Room:
             creation_time=int(self.created_at),
             creation_time_ms=int(self.created_at * 1000),
             num_participants=len(self.participants),
+            num_publishers=sum(1 for p in self.participants.values() if p.tracks),
         )
 
 
@@ -375,6 +473,8 @@ class StandIn:
         api_key: str = DEFAULT_API_KEY,
         api_secret: str = DEFAULT_API_SECRET,
         departure_timeout: float = 2.0,
+        redispatch_lost_jobs: bool = False,
+        redispatch_wait: float = 30.0,
     ) -> None:
         self.host = host
         self.port = port
@@ -385,11 +485,21 @@ class StandIn:
         self.terminations: list[TerminationRecord] = []
         self.events: list[RoomEvent] = []
         self.jobs: dict[str, JobRecord] = {}
+        self.dispatches: dict[str, DispatchRecord] = {}
+        # as LiveKit Cloud does: when a worker's /agent socket drops, each of its jobs that was
+        # assigned, has not ended and whose room is still open is sent again (new job id, same
+        # dispatch) to another connected worker of the agent name, waiting up to
+        # redispatch_wait seconds for one. Off by default: self-hosted LiveKit never does it.
+        # A test may switch it on at any time before the kill.
+        self.redispatch_lost_jobs = redispatch_lost_jobs
+        self.redispatch_wait = redispatch_wait
+        self.redispatches: list[RedispatchRecord] = []
         self.auth_failures = 0
         self._verifier = api.TokenVerifier(api_key, api_secret)
         self._workers: dict[str, _Worker] = {}
         self._rooms: dict[str, _Room] = {}
         self._pending_answers: dict[str, asyncio.Future[agent.AvailabilityResponse]] = {}
+        self._asked: dict[str, str] = {}  # job id -> the worker asked for it (pending answers)
         self._relay = MediaRelay()
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -409,7 +519,15 @@ class StandIn:
                 web.route("*", "/rtc", self._rtc),
                 web.route("*", "/rtc/{tail:.*}", self._rtc),
                 web.post(
-                    "/twirp/livekit.AgentDispatchService/CreateDispatch", self._twirp_dispatch
+                    "/twirp/livekit.AgentDispatchService/CreateDispatch",
+                    self._twirp_create_dispatch,
+                ),
+                web.post(
+                    "/twirp/livekit.AgentDispatchService/ListDispatch", self._twirp_list_dispatch
+                ),
+                web.post("/twirp/livekit.RoomService/ListRooms", self._twirp_list_rooms),
+                web.post(
+                    "/twirp/livekit.RoomService/ListParticipants", self._twirp_list_participants
                 ),
                 web.post("/_standin/dispatch", self._ctl_dispatch),
                 web.post("/_standin/terminate", self._ctl_terminate),
@@ -583,48 +701,119 @@ class StandIn:
 
     # --------------------------------------------------------------------- dispatch
     async def dispatch(
-        self, room_name: str, metadata: str, agent_name: str, *, timeout: float = 30.0
+        self,
+        room_name: str,
+        metadata: str,
+        agent_name: str,
+        *,
+        timeout: float = 30.0,
+        dispatch_id: str | None = None,
+        exclude: Collection[str] = (),
     ) -> str:
-        """Dispatch a job for ``room_name`` to the worker registered as ``agent_name`` (waiting
-        up to ``timeout`` for one), creating the room if needed. Returns the job id once the
-        JobAssignment is sent. Raises DispatchRefusedError on available=false."""
-        worker = self._workers[await self.wait_for_worker(agent_name, timeout=timeout)]
-        room = self._room(room_name)
-        job = self._job_proto(_new_id("AJ"), room, agent_name, metadata)
-        record = JobRecord(job.id, room_name, agent_name, metadata, worker.worker_id)
+        """Dispatch a job for ``room_name`` to a connected worker registered as ``agent_name``
+        (the newest, waiting up to ``timeout`` for one), creating the room if needed. Returns the
+        job id once the JobAssignment is sent. Raises DispatchRefusedError on available=false.
+
+        A worker whose socket drops before the assignment is sent is never chosen again: the
+        same job is offered to another one (as LiveKit retries a job request). ``dispatch_id``
+        adds the job to that existing dispatch (a re-dispatch; its room must still be open);
+        ``exclude`` names workers not to ask."""
+        deadline = time.monotonic() + timeout
+        dispatch = self.dispatches.get(dispatch_id) if dispatch_id else None
+        again = dispatch is not None
+        if dispatch is None:
+            dispatch = self._new_dispatch(self._room(room_name), agent_name, metadata, dispatch_id)
+        skipped = set(exclude)
+        room = self._open_room_of(dispatch) if again else self._room(room_name)
+        job = self._job_proto(_new_id("AJ"), room, agent_name, metadata, dispatch.dispatch_id)
+        record = JobRecord(
+            job.id,
+            room_name,
+            agent_name,
+            metadata,
+            "",
+            dispatch_id=dispatch.dispatch_id,
+            room_sid=room.sid,
+        )
         self.jobs[job.id] = record
-        answer = await self._ask(worker, job, timeout)
-        if not answer.available:
-            raise DispatchRefusedError(job.id, answer)
-        identity = answer.participant_identity or f"agent-{job.id}"
-        token = (
-            api.AccessToken(self.api_key, self.api_secret)
-            .with_identity(identity)
-            .with_name(answer.participant_name or identity)
-            .with_metadata(answer.participant_metadata)
-            .with_kind("agent")
-            .with_attributes(dict(answer.participant_attributes))
-            .with_grants(
-                api.VideoGrants(
-                    room_join=True,
-                    room=room_name,
-                    agent=True,
-                    can_update_own_metadata=True,
-                )
+        dispatch.job_ids.append(job.id)
+        while True:
+            worker_id = await self.wait_until(
+                lambda: next(
+                    (w for w in reversed(self.worker_ids(agent_name)) if w not in skipped), None
+                ),
+                timeout=max(deadline - time.monotonic(), 0.0),
+                what=f"a connected worker registered as {agent_name!r}",
             )
-            .to_jwt()
-        )
-        await worker.send(
-            agent.ServerMessage(assignment=agent.JobAssignment(job=job, url=self.url, token=token))
-        )
+            worker = self._workers[worker_id]
+            if again:
+                self._open_room_of(dispatch)
+            record.worker_id = worker.worker_id
+            try:
+                answer = await self._ask(worker, job, max(deadline - time.monotonic(), 0.1))
+            except _WorkerLostError:
+                log.info("job %s: worker %s lost before answering", job.id, worker.worker_id)
+                skipped.add(worker.worker_id)
+                continue
+            if not answer.available:
+                record.status = agent.JobStatus.JS_FAILED
+                record.error = "refused"
+                record.ended_at = record.updated_at = _now_ns()
+                raise DispatchRefusedError(job.id, answer)
+            identity = answer.participant_identity or f"agent-{job.id}"
+            token = (
+                api.AccessToken(self.api_key, self.api_secret)
+                .with_identity(identity)
+                .with_name(answer.participant_name or identity)
+                .with_metadata(answer.participant_metadata)
+                .with_kind("agent")
+                .with_attributes(dict(answer.participant_attributes))
+                .with_grants(
+                    api.VideoGrants(
+                        room_join=True,
+                        room=room_name,
+                        agent=True,
+                        can_update_own_metadata=True,
+                    )
+                )
+                .to_jwt()
+            )
+            try:
+                await worker.send(
+                    agent.ServerMessage(
+                        assignment=agent.JobAssignment(job=job, url=self.url, token=token)
+                    )
+                )
+            except (ConnectionError, RuntimeError):
+                log.info("job %s: worker %s lost before its assignment", job.id, worker.worker_id)
+                skipped.add(worker.worker_id)
+                continue
+            break
         record.participant_identity = identity
         record.token = token
         record.assigned = True
+        record.updated_at = _now_ns()
         log.info(
             "assigned job %s (room %s) to %s as %s", job.id, room_name, worker.worker_id, identity
         )
         self._notify()
         return job.id
+
+    def _new_dispatch(
+        self, room: _Room, agent_name: str, metadata: str, dispatch_id: str | None = None
+    ) -> DispatchRecord:
+        dispatch = DispatchRecord(
+            dispatch_id or _new_id("AD"), room.name, room.sid, agent_name, metadata
+        )
+        self.dispatches[dispatch.dispatch_id] = dispatch
+        return dispatch
+
+    def _open_room_of(self, dispatch: DispatchRecord) -> _Room:
+        """The dispatch's room, still open (a re-dispatch never re-creates a closed room)."""
+        room = self._rooms.get(dispatch.room_name)
+        if room is None or room.closed or room.sid != dispatch.room_sid:
+            raise RoomClosedError(f"room {dispatch.room_name} of {dispatch.dispatch_id} closed")
+        return room
 
     async def request_availability(
         self,
@@ -638,7 +827,7 @@ class StandIn:
         job (a worker that accepts will log an assignment timeout after 7.5 s)."""
         worker = self._workers[await self.wait_for_worker(agent_name, timeout=timeout)]
         room = self._rooms.get(room_name) or _Room(name=room_name, sid=_new_id("RM"))
-        job = self._job_proto(_new_id("AJ"), room, agent_name, metadata)
+        job = self._job_proto(_new_id("AJ"), room, agent_name, metadata, _new_id("AD"))
         return await self._ask(worker, job, timeout)
 
     async def terminate(self, job_id: str) -> None:
@@ -659,10 +848,12 @@ class StandIn:
         if p is not None:
             await self._kick(p, Reason.PARTICIPANT_REMOVED)
 
-    def _job_proto(self, job_id: str, room: _Room, agent_name: str, metadata: str) -> agent.Job:
+    def _job_proto(
+        self, job_id: str, room: _Room, agent_name: str, metadata: str, dispatch_id: str
+    ) -> agent.Job:
         return agent.Job(
             id=job_id,
-            dispatch_id=_new_id("AD"),
+            dispatch_id=dispatch_id,
             type=agent.JobType.JT_ROOM,
             room=room.proto(),
             agent_name=agent_name,
@@ -672,13 +863,24 @@ class StandIn:
     async def _ask(
         self, worker: _Worker, job: agent.Job, timeout: float
     ) -> agent.AvailabilityResponse:
+        """Send the AvailabilityRequest and await the answer; _WorkerLostError if the worker's
+        socket drops first."""
+        if not worker.connected:
+            raise _WorkerLostError(worker.worker_id)
         fut: asyncio.Future[agent.AvailabilityResponse] = asyncio.get_running_loop().create_future()
         self._pending_answers[job.id] = fut
+        self._asked[job.id] = worker.worker_id
         try:
-            await worker.send(agent.ServerMessage(availability=agent.AvailabilityRequest(job=job)))
+            try:
+                await worker.send(
+                    agent.ServerMessage(availability=agent.AvailabilityRequest(job=job))
+                )
+            except (ConnectionError, RuntimeError) as error:
+                raise _WorkerLostError(worker.worker_id) from error
             return await asyncio.wait_for(fut, timeout)
         finally:
             self._pending_answers.pop(job.id, None)
+            self._asked.pop(job.id, None)
 
     async def _send_termination(self, job: JobRecord, reason: str) -> None:
         worker = self._workers.get(job.worker_id)
@@ -724,8 +926,68 @@ class StandIn:
                 await self._on_worker_message(worker, msg)
         finally:
             log.info("worker %s disconnected", worker.worker_id)
-            self._notify()
+            self._on_worker_lost(worker)
         return ws
+
+    def _on_worker_lost(self, worker: _Worker) -> None:
+        """A worker's /agent socket dropped (or closed): it is never chosen again, a job it was
+        asked for goes to another worker, and its live jobs are lost (JS_FAILED, as far as the
+        stand-in knows) and, with ``redispatch_lost_jobs``, sent again."""
+        worker.gone = True
+        for job_id, worker_id in list(self._asked.items()):
+            fut = self._pending_answers.get(job_id)
+            if worker_id == worker.worker_id and fut is not None and not fut.done():
+                fut.set_exception(_WorkerLostError(worker.worker_id))
+        lost_at = time.monotonic()
+        for job in list(self.jobs.values()):
+            if job.worker_id != worker.worker_id or not job.assigned or job.ended or self._stopping:
+                continue
+            job.lost = True
+            job.status = agent.JobStatus.JS_FAILED
+            job.error = "worker disconnected"
+            job.ended_at = job.updated_at = _now_ns()
+            # a job the test terminated, or whose agent hung up itself, was ending anyway
+            ending = job.terminated and job.left_reason in ("", "CLIENT_INITIATED")
+            room = self._rooms.get(job.room_name)
+            room_open = room is not None and not room.closed and room.sid == job.room_sid
+            if self.redispatch_lost_jobs and not ending and room_open:
+                self._spawn(self._redispatch(job, lost_at))
+        self._notify()
+
+    async def _redispatch(self, old: JobRecord, lost_at: float) -> None:
+        dispatch = self.dispatches.get(old.dispatch_id)
+        new_job_id, error = "", ""
+        try:
+            if dispatch is None:
+                raise RoomClosedError(f"job {old.job_id} has no dispatch")
+            self._open_room_of(dispatch)
+            log.info("job %s lost with worker %s: re-dispatching", old.job_id, old.worker_id)
+            new_job_id = await self.dispatch(
+                dispatch.room_name,
+                dispatch.metadata,
+                dispatch.agent_name,
+                timeout=self.redispatch_wait,
+                dispatch_id=dispatch.dispatch_id,
+                exclude={old.worker_id},
+            )
+        except (DispatchRefusedError, TimeoutError, RoomClosedError) as failure:
+            error = repr(failure)
+            log.warning("job %s: re-dispatch given up: %s", old.job_id, error)
+        new = self.jobs.get(new_job_id)
+        self.redispatches.append(
+            RedispatchRecord(
+                lost_at=lost_at,
+                at=time.monotonic(),
+                dispatch_id=old.dispatch_id,
+                room_name=old.room_name,
+                old_job_id=old.job_id,
+                old_worker_id=old.worker_id,
+                new_job_id=new_job_id,
+                new_worker_id=new.worker_id if new is not None else "",
+                error=error,
+            )
+        )
+        self._notify()
 
     async def _on_worker_message(self, worker: _Worker, msg: agent.WorkerMessage) -> None:
         record = WorkerRecord(time.monotonic(), worker.worker_id, msg)
@@ -755,8 +1017,17 @@ class StandIn:
             if fut is not None and not fut.done():
                 fut.set_result(answer)
         elif which == "update_job":
-            status = agent.JobStatus.Name(msg.update_job.status)
-            log.info("job %s: %s %s", msg.update_job.job_id, status, msg.update_job.error)
+            update = msg.update_job
+            log.info(
+                "job %s: %s %s", update.job_id, agent.JobStatus.Name(update.status), update.error
+            )
+            job = self.jobs.get(update.job_id)
+            if job is not None and job.worker_id == worker.worker_id and not job.lost:
+                job.status = update.status
+                job.error = update.error
+                job.updated_at = _now_ns()
+                if job.ended:
+                    job.ended_at = job.updated_at
         elif which == "ping":
             await worker.send(
                 agent.ServerMessage(
@@ -857,6 +1128,8 @@ class StandIn:
                 await pc.close()
         if p.is_agent:
             for job in self.jobs.values():
+                if job.participant_identity == p.identity and job.room_name == room.name:
+                    job.left_reason = job.left_reason or Reason.Name(reason)
                 if (
                     job.participant_identity == p.identity
                     and job.room_name == room.name
@@ -1136,7 +1409,12 @@ class StandIn:
                     log.warning("%s: subscriber PC never connected", sub.identity)
                     return
                 sub.subscribed.add(track.info.sid)
-                sender = sub.sub_pc.addTrack(self._relay.subscribe(track.remote))
+                # A new transceiver each time: addTrack would reuse the transceiver of a
+                # publisher that left (a killed agent), whose m-line the client already tied
+                # to the old track, and the caller would hear silence from the new agent.
+                sender = sub.sub_pc.addTransceiver(
+                    self._relay.subscribe(track.remote), direction="sendonly"
+                ).sender
                 sender._stream_id = f"{pub.sid}|{track.info.sid}"  # LiveKit: "PA_sid|TR_sid"
                 sender._track_id = track.info.sid
             await sub.sub_pc.setLocalDescription(await sub.sub_pc.createOffer())
@@ -1228,12 +1506,19 @@ class StandIn:
             channel.send(data)
 
     # --------------------------------------------------------------------- twirp
-    async def _twirp_dispatch(self, request: web.Request) -> web.Response:
-        """AgentDispatchService.CreateDispatch (protobuf or JSON), as a platform's server (or
-        the playground) calls it: a Bearer token with ``roomAdmin`` for the room. Answers at
-        once, as LiveKit does; the job is dispatched in the background (``self.jobs``)."""
+    # Twirp over HTTP as livekit-api's TwirpClient speaks it: POST, a protobuf body
+    # (``application/protobuf``; JSON is accepted too and answered in kind), a Bearer JWT signed
+    # with the API secret whose video grants allow the call, errors as JSON ``{code, msg}``.
+    async def _twirp_call(
+        self,
+        request: web.Request,
+        req: _Msg,
+        handle: Callable[[_Msg], Coroutine[Any, Any, Message | web.Response]],
+        *,
+        grant: Literal["room_list", "room_admin"],
+        room_of: Callable[[_Msg], str] = lambda _req: "",
+    ) -> web.Response:
         body = await request.read()
-        req = agent_dispatch.CreateAgentDispatchRequest()
         as_json = request.content_type == "application/json"
         try:
             if as_json:
@@ -1242,26 +1527,146 @@ class StandIn:
                 req.ParseFromString(body)
         except Exception:
             return _twirp_error(400, "malformed", "undecodable request")
-        claims = self._verify(request.headers.get("Authorization", "").removeprefix("Bearer "))
-        video = claims.video if claims else None
-        if video is None or not video.room_admin or video.room not in ("", req.room):
-            return _twirp_error(401, "unauthenticated", "a roomAdmin token for the room is needed")
-        if not req.room or not req.agent_name:
-            return _twirp_error(400, "invalid_argument", "room and agent_name are required")
-        self._room(req.room)
-        dispatch_id = _new_id("AD")
-        self._spawn(self._dispatch_in_background(req.room, req.metadata, req.agent_name))
-        answer = agent_dispatch.AgentDispatch(
-            id=dispatch_id, agent_name=req.agent_name, room=req.room, metadata=req.metadata
-        )
+        auth = request.headers.get("Authorization", "")
+        claims = self._verify(auth.removeprefix("Bearer ")) if auth.startswith("Bearer ") else None
+        if claims is None:
+            if not auth.startswith("Bearer "):
+                self.auth_failures += 1
+            return _twirp_error(401, "unauthenticated", "invalid or missing API token")
+        video = claims.video
+        if grant == "room_list":
+            allowed = video is not None and bool(video.room_list)
+        else:
+            # LiveKit checks roomAdmin for the very room named in the request
+            allowed = (
+                video is not None and bool(video.room_admin) and video.room in ("", room_of(req))
+            )
+        if not allowed:
+            self.auth_failures += 1
+            return _twirp_error(401, "unauthenticated", f"permissions denied: {grant} needed")
+        answer = await handle(req)
+        if isinstance(answer, web.Response):
+            return answer
         if as_json:
             return web.json_response(json_format.MessageToDict(answer))
         return web.Response(body=answer.SerializeToString(), content_type="application/protobuf")
 
-    async def _dispatch_in_background(self, room: str, metadata: str, agent_name: str) -> None:
+    async def _twirp_create_dispatch(self, request: web.Request) -> web.Response:
+        """AgentDispatchService.CreateDispatch, as a platform's server (or the playground) calls
+        it: answers at once, as LiveKit does; the job is dispatched in the background and
+        recorded under the returned dispatch id (``self.dispatches``, ``self.jobs``)."""
+
+        async def handle(req: agent_dispatch.CreateAgentDispatchRequest) -> Message | web.Response:
+            if not req.room or not req.agent_name:
+                return _twirp_error(400, "invalid_argument", "room and agent_name are required")
+            dispatch = self._new_dispatch(self._room(req.room), req.agent_name, req.metadata)
+            self._spawn(
+                self._dispatch_in_background(
+                    req.room, req.metadata, req.agent_name, dispatch.dispatch_id
+                )
+            )
+            return self._dispatch_proto(dispatch)
+
+        return await self._twirp_call(
+            request,
+            agent_dispatch.CreateAgentDispatchRequest(),
+            handle,
+            grant="room_admin",
+            room_of=lambda req: req.room,
+        )
+
+    async def _twirp_list_dispatch(self, request: web.Request) -> web.Response:
+        """AgentDispatchService.ListDispatch: the open room's dispatches (or the one asked for),
+        each with its jobs and their state."""
+
+        async def handle(req: agent_dispatch.ListAgentDispatchRequest) -> Message | web.Response:
+            room = self._rooms.get(req.room)
+            if room is None:
+                return _twirp_error(404, "not_found", "requested room does not exist")
+            return agent_dispatch.ListAgentDispatchResponse(
+                agent_dispatches=[
+                    self._dispatch_proto(d)
+                    for d in self.dispatches.values()
+                    if d.room_sid == room.sid
+                    and (not req.dispatch_id or d.dispatch_id == req.dispatch_id)
+                ]
+            )
+
+        return await self._twirp_call(
+            request,
+            agent_dispatch.ListAgentDispatchRequest(),
+            handle,
+            grant="room_admin",
+            room_of=lambda req: req.room,
+        )
+
+    async def _twirp_list_rooms(self, request: web.Request) -> web.Response:
+        """RoomService.ListRooms: the open rooms (only those named, if any are)."""
+
+        async def handle(req: room_pb.ListRoomsRequest) -> Message | web.Response:
+            names = set(req.names)
+            return room_pb.ListRoomsResponse(
+                rooms=[
+                    room.proto()
+                    for room in self._rooms.values()
+                    if not room.closed and (not names or room.name in names)
+                ]
+            )
+
+        return await self._twirp_call(
+            request, room_pb.ListRoomsRequest(), handle, grant="room_list"
+        )
+
+    async def _twirp_list_participants(self, request: web.Request) -> web.Response:
+        """RoomService.ListParticipants: kind AGENT for agents, STANDARD for callers, with the
+        attributes they joined with or set (an agent's ``lk.agent.name``, ``lk.agent.state``)."""
+
+        async def handle(req: room_pb.ListParticipantsRequest) -> Message | web.Response:
+            room = self._rooms.get(req.room)
+            if room is None:
+                return _twirp_error(404, "not_found", "requested room does not exist")
+            return room_pb.ListParticipantsResponse(
+                participants=[p.info() for p in room.participants.values()]
+            )
+
+        return await self._twirp_call(
+            request,
+            room_pb.ListParticipantsRequest(),
+            handle,
+            grant="room_admin",
+            room_of=lambda req: req.room,
+        )
+
+    def _dispatch_proto(self, dispatch: DispatchRecord) -> agent_dispatch.AgentDispatch:
+        jobs = [self.jobs[job_id] for job_id in dispatch.job_ids if job_id in self.jobs]
+        return agent_dispatch.AgentDispatch(
+            id=dispatch.dispatch_id,
+            agent_name=dispatch.agent_name,
+            room=dispatch.room_name,
+            metadata=dispatch.metadata,
+            state=agent_dispatch.AgentDispatchState(
+                created_at=dispatch.created_at,
+                jobs=[
+                    agent.Job(
+                        id=job.job_id,
+                        dispatch_id=job.dispatch_id,
+                        type=agent.JobType.JT_ROOM,
+                        room=models.Room(sid=job.room_sid, name=job.room_name),
+                        agent_name=job.agent_name,
+                        metadata=job.metadata,
+                        state=job.state(),
+                    )
+                    for job in jobs
+                ],
+            ),
+        )
+
+    async def _dispatch_in_background(
+        self, room: str, metadata: str, agent_name: str, dispatch_id: str
+    ) -> None:
         try:
-            await self.dispatch(room, metadata, agent_name)
-        except (DispatchRefusedError, TimeoutError) as error:
+            await self.dispatch(room, metadata, agent_name, dispatch_id=dispatch_id)
+        except (DispatchRefusedError, TimeoutError, RoomClosedError) as error:
             log.warning("dispatch to %s in %s failed: %r", agent_name, room, error)
 
     # --------------------------------------------------------------------- control API
@@ -1294,6 +1699,7 @@ class StandIn:
                     for name, room in self._rooms.items()
                 },
                 "jobs": [vars(j) for j in self.jobs.values()],
+                "redispatches": [vars(r) for r in self.redispatches],
                 "terminations": [vars(t) for t in self.terminations],
             }
         )
