@@ -131,6 +131,35 @@ async def test_llm_fixed_reply_and_queued_tool_call(stub: OpenAIStub) -> None:
     assert first.body["tools"][0]["function"]["name"] == "book_table"
 
 
+async def test_context_reply_mode_names_every_earlier_user_turn(stub: OpenAIStub) -> None:
+    """The `context` mode's marker depends on every user message of the request (what the e2e
+    resume test uses to prove a restored context), and `echo` switches it back."""
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "first words"},
+        {"role": "assistant", "content": "an answer"},
+        {"role": "user", "content": [{"type": "text", "text": "second words"}]},
+        {"role": "assistant", "content": "another answer"},
+        {"role": "user", "content": "third words"},
+    ]
+    replies = []
+    async with aiohttp.ClientSession(base_url=stub.url) as http:
+        for mode, sent in [("context", messages), ("context", messages[:2]), ("echo", messages)]:
+            async with http.post("/_control/config", json={"reply_mode": mode}) as resp:
+                assert resp.status == 200
+            body = {"model": "m", "messages": sent}
+            async with http.post("/v1/chat/completions", json=body) as resp:
+                replies.append((await resp.json())["choices"][0]["message"]["content"])
+        async with http.post("/_control/config", json={"reply_mode": "digest"}) as resp:
+            assert resp.status == 400
+
+    assert replies == [
+        "You said: third words; earlier user turns: 2 (first words | second words)",
+        "You said: first words; earlier user turns: 0",
+        "You said: third words",
+    ]
+
+
 # --------------------------------------------------------------------------- STT
 
 

@@ -11,6 +11,12 @@ told to speak a WAV (at real-time pace, then silence again), and records:
   order) before they are recorded;
 * ``lk.transcription`` text streams (LiveKit's own transcriptions), from anyone.
 
+The agent may change during a call (its worker died and a new job joined the room under a new
+identity): the caller keeps one timeline across agents. Every agent's audio track is subscribed
+and recorded with its sender, ``agent_joins``/``agent_leaves`` say when each agent came and went,
+``wait_for_agent`` and ``end_call`` address the newest agent present, and the waits for audio
+can be narrowed to one sender.
+
 It can call the agent's ``agent.end_call`` RPC and leave. Times are seconds since the caller
 was created (``time.monotonic()`` based). Every wait is bounded.
 
@@ -155,6 +161,13 @@ class Caller:
         # protocol, which the project's worker turns off with session_host=False)
         self.byte_streams: list[tuple[float, str, str]] = []
         self.disconnect_reasons: list[int] = []
+        # identity -> time each agent was first seen / left (one call may see several agents)
+        self.agent_joins: dict[str, float] = {}
+        self.agent_leaves: dict[str, float] = {}
+        # (time, participant identity, track sid) of every track subscribed
+        self.subscribed: list[tuple[float, str, str]] = []
+        # identity -> its audio listeners, stopped when that participant leaves
+        self._listeners: dict[str, set[asyncio.Task[None]]] = {}
         self._assembler = PartsAssembler()
         self._kept: list[tuple[float, Samples]] = []
         self._changed = asyncio.Event()
@@ -166,8 +179,8 @@ class Caller:
         self._connected = False
         self.room.on("track_subscribed", self._on_track_subscribed)
         self.room.on("data_received", self._on_data)
-        self.room.on("participant_connected", lambda _p: self._notify())
-        self.room.on("participant_disconnected", lambda _p: self._notify())
+        self.room.on("participant_connected", self._on_participant_connected)
+        self.room.on("participant_disconnected", self._on_participant_disconnected)
         self.room.on("participant_attributes_changed", lambda *_a: self._notify())
         self.room.on("disconnected", self._on_disconnected)
         self.room.register_text_stream_handler(TRANSCRIPTION_TOPIC, self._on_text_stream)
@@ -214,10 +227,11 @@ class Caller:
     def identity(self) -> str:
         return self.room.local_participant.identity if self._connected else ""
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def _notify(self) -> None:
         self._changed.set()
@@ -246,18 +260,46 @@ class Caller:
         return participant.attributes.get(AGENT_NAME_ATTRIBUTE) == self.agent_name
 
     def agents(self) -> list[rtc.RemoteParticipant]:
-        return [p for p in self.room.remote_participants.values() if self.is_agent(p)]
+        """The agents in the room now, oldest first."""
+        present = [p for p in self.room.remote_participants.values() if self.is_agent(p)]
+        for p in present:  # already there when we joined, or its attributes came late
+            self.agent_joins.setdefault(p.identity, self.now())
+        return sorted(present, key=lambda p: self.agent_joins[p.identity])
 
-    async def wait_for_agent(self, *, timeout: float) -> rtc.RemoteParticipant:
-        agents: list[rtc.RemoteParticipant] = await self.wait_until(
-            self.agents, timeout=timeout, what="an agent participant"
+    async def wait_for_agent(
+        self, *, timeout: float, exclude: tuple[str, ...] = ()
+    ) -> rtc.RemoteParticipant:
+        """The newest agent present whose identity is not in ``exclude`` (e.g. the agent of a
+        worker that died), once there is one."""
+
+        def found() -> rtc.RemoteParticipant | None:
+            fresh = [p for p in self.agents() if p.identity not in exclude]
+            return fresh[-1] if fresh else None
+
+        agent: rtc.RemoteParticipant = await self.wait_until(
+            found, timeout=timeout, what="an agent participant"
         )
-        return agents[0]
+        return agent
 
     async def wait_for_agent_gone(self, *, timeout: float) -> None:
         await self.wait_until(
             lambda: not self.agents(), timeout=timeout, what="the agent to leave the room"
         )
+
+    def _on_participant_connected(self, participant: rtc.RemoteParticipant) -> None:
+        if self.is_agent(participant):
+            self.agent_joins.setdefault(participant.identity, self.now())
+        self._notify()
+
+    def _on_participant_disconnected(self, participant: rtc.RemoteParticipant) -> None:
+        if participant.identity in self.agent_joins:
+            self.agent_leaves.setdefault(participant.identity, self.now())
+        # A departed agent's track is not ended by the stand-in, and libwebrtc keeps producing
+        # (silent) frames for a receiver that gets no more RTP: without this, those frames
+        # would interleave with the next agent's audio in `heard` and the kept samples.
+        for task in self._listeners.pop(participant.identity, set()):
+            task.cancel()
+        self._notify()
 
     def _on_disconnected(self, reason: int) -> None:
         self.disconnect_reasons.append(reason)
@@ -314,9 +356,13 @@ class Caller:
         _publication: rtc.RemoteTrackPublication,
         participant: rtc.RemoteParticipant,
     ) -> None:
+        self.subscribed.append((self.now(), participant.identity, track.sid))
         if track.kind == rtc.TrackKind.KIND_AUDIO and self.is_agent(participant):
+            # one listener per agent track: a new agent (new identity, new track) is heard too
+            self.agent_joins.setdefault(participant.identity, self.now())
             log.info("caller hears %s", participant.identity)
-            self._spawn(self._listen(track, participant.identity))
+            listener = self._spawn(self._listen(track, participant.identity))
+            self._listeners.setdefault(participant.identity, set()).add(listener)
         self._notify()
 
     async def _listen(self, track: rtc.Track, sender: str) -> None:
@@ -362,13 +408,18 @@ class Caller:
         after: float = 0.0,
         min_rms: float = DEFAULT_MIN_RMS,
         min_seconds: float = 0.2,
+        sender: str | None = None,
         timeout: float,
     ) -> float:
-        """Wait until ``min_seconds`` of sound arrived after time ``after``; return the time the
-        first loud frame of it arrived."""
+        """Wait until ``min_seconds`` of sound arrived after time ``after`` (from ``sender``
+        only, when given); return the time the first loud frame of it arrived."""
 
         def found() -> float | None:
-            loud = [f for f in self.heard if f.t >= after and f.rms >= min_rms]
+            loud = [
+                f
+                for f in self.heard
+                if f.t >= after and f.rms >= min_rms and (sender is None or f.sender == sender)
+            ]
             return loud[0].t if sum(f.seconds for f in loud) >= min_seconds else None
 
         first: float = await self.wait_until(found, timeout=timeout, what="audio from the agent")
@@ -460,7 +511,7 @@ class Caller:
     async def end_call(
         self, *, destination: str | None = None, payload: str = "{}", timeout: float = 15.0
     ) -> str:
-        """Call ``agent.end_call`` on the agent (the first agent present unless named)."""
+        """Call ``agent.end_call`` on the agent (the newest agent present unless named)."""
         if destination is None:
             destination = (await self.wait_for_agent(timeout=timeout)).identity
         return await asyncio.wait_for(

@@ -69,7 +69,8 @@ class OpenAIStubProcess:
         return result
 
     async def configure(self, **options: Any) -> None:
-        """``transcript``, ``reply``, ``tts_max_seconds``, ``chat_token_delay``, ..."""
+        """``transcript``, ``reply``, ``reply_mode`` (``"context"``: a reply that names every
+        earlier user turn of the request), ``tts_max_seconds``, ``chat_token_delay``, ..."""
         await self.control("config", **options)
 
     async def fail_chat(self, count: int, status: int = 500) -> None:
@@ -128,7 +129,11 @@ class BackendStubProcess:
 
 
 async def start_openai_stub(
-    processes: ProcessGroup, *, transcript: str, tts_max_seconds: float = 1.5
+    processes: ProcessGroup,
+    *,
+    transcript: str,
+    tts_max_seconds: float = 1.5,
+    reply_mode: str = "echo",
 ) -> OpenAIStubProcess:
     proc = processes.start_module(
         "tests.support.openai_stub",
@@ -141,6 +146,8 @@ async def start_openai_stub(
         transcript,
         "--tts-max-seconds",
         str(tts_max_seconds),
+        "--reply-mode",
+        reply_mode,
         "--verbose",  # one line per request in its log
         name="openai_stub",
     )

@@ -8,7 +8,11 @@ Point ``openai.LLM`` / ``openai.STT`` / ``openai.TTS`` at :attr:`OpenAIStub.base
   ``stream_options.include_usage`` is set, then ``data: [DONE]``; a plain ``chat.completion`` when
   not streaming. The reply is :attr:`OpenAIStub.reply` (a string, or a callable receiving the
   request's messages), by default ``"You said: <last user text>"``. A tool call queued with
-  :meth:`OpenAIStub.queue_tool_call` answers the next request that offers tools.
+  :meth:`OpenAIStub.queue_tool_call` answers the next request that offers tools. The
+  ``context`` reply mode (:func:`context_reply`: ``reply_mode="context"``, ``--reply-mode`` or
+  ``config {"reply_mode": "context"}``) answers with a marker of every user message the request
+  carried, ``"You said: <last>; earlier user turns: <n> (<first> | <second> ...)"``, so a test
+  can prove which earlier turns reached the LLM (e.g. a resumed call's restored context).
 - ``POST /v1/audio/transcriptions`` (multipart): ``{"text": transcript}`` (``verbose_json`` and
   ``text`` formats too).
 - ``POST /v1/audio/speech``: a synthetic speech-like signal (a 550 Hz tone, amplitude-modulated at
@@ -58,8 +62,8 @@ The standalone server is steered over HTTP (not under ``/v1``, and not recorded)
 - ``POST /_control/fail`` / ``/_control/stall``: the same with ``"endpoint"``
   (``chat``, ``transcriptions``, ``speech``, ``models``)
 - ``POST /_control/tool_call`` ``{"name": "book_table", "arguments": {"people": 2}}``
-- ``POST /_control/config`` ``{"reply": "..." | null, "transcript": "...", "profile": "typical",
-  ...}``
+- ``POST /_control/config`` ``{"reply": "..." | null, "reply_mode": "echo" | "context",
+  "transcript": "...", "profile": "typical", ...}``
 - ``POST /_control/reset``: forget requests, faults and queued tool calls
 - ``GET /_control/requests[?endpoint=chat]``: the recorded requests as a JSON list;
   ``DELETE /_control/requests`` clears them
@@ -103,6 +107,7 @@ __all__ = [
     "OpenAIStub",
     "RecordedRequest",
     "TimingProfile",
+    "context_reply",
     "default_reply",
     "last_user_text",
     "main",
@@ -111,6 +116,8 @@ __all__ = [
 ]
 
 Endpoint: TypeAlias = Literal["chat", "transcriptions", "speech", "models", "realtime"]
+ReplyMode: TypeAlias = Literal["echo", "context"]
+REPLY_MODES: Final[tuple[str, ...]] = get_args(ReplyMode)
 ENDPOINT_PATHS: Final[dict[Endpoint, str]] = {
     "chat": "/v1/chat/completions",
     "transcriptions": "/v1/audio/transcriptions",
@@ -195,6 +202,18 @@ def default_reply(messages: Messages) -> str:
     """``"You said: <last user text>"``, or a greeting when there is no user message yet."""
     text = last_user_text(messages).strip()
     return f"You said: {text}" if text else "Hello! How can I help you today?"
+
+
+def context_reply(messages: Messages) -> str:
+    """``"You said: <last>; earlier user turns: <n> (<t1> | <t2> ...)"`` over the request's user
+    messages (the parenthesis only when n > 0): a reply that depends on the whole context, not
+    just the last message."""
+    said = [t for t in (_message_text(m).strip() for m in messages if m.get("role") == "user") if t]
+    if not said:
+        return default_reply(messages)
+    *earlier, last = said
+    marker = f"You said: {last}; earlier user turns: {len(earlier)}"
+    return f"{marker} ({' | '.join(earlier)})" if earlier else marker
 
 
 @dataclass
@@ -965,6 +984,8 @@ class OpenAIStub:
                 if reply is not None and not isinstance(reply, str):
                     raise _BadControl("'reply' must be a string or null")
                 self.reply = reply
+            if "reply_mode" in data:
+                self.reply = _reply_of_mode(data["reply_mode"])
             self.transcript = _opt(data, "transcript", str, self.transcript)
             self.chat_token_delay = _opt(data, "chat_token_delay", float, self.chat_token_delay)
             self.tts_sec_per_char = _opt(data, "tts_sec_per_char", float, self.tts_sec_per_char)
@@ -977,6 +998,13 @@ class OpenAIStub:
             self.reset()
             return {}
         return None
+
+
+def _reply_of_mode(mode: Any) -> ReplyFn | None:
+    """The ``reply`` of a reply mode: None (the default echo) or :func:`context_reply`."""
+    if mode not in REPLY_MODES:
+        raise _BadControl(f"'reply_mode' must be one of {', '.join(REPLY_MODES)}")
+    return context_reply if mode == "context" else None
 
 
 # ---------------------------------------------------------------------- realtime
@@ -1202,6 +1230,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--reply", default=None, help="fixed chat reply (default: echo)")
+    parser.add_argument(
+        "--reply-mode", choices=REPLY_MODES, default=None, help="echo or context (see docstring)"
+    )
     parser.add_argument("--transcript", default=DEFAULT_TRANSCRIPT)
     parser.add_argument("--api-key", default=None, help="require this bearer key (401 otherwise)")
     parser.add_argument("--chat-token-delay", type=float, default=0.005)
@@ -1218,7 +1249,7 @@ async def _serve(args: argparse.Namespace) -> None:
     stub = OpenAIStub(
         host=args.host,
         port=args.port,
-        reply=args.reply,
+        reply=_reply_of_mode(args.reply_mode) if args.reply_mode else args.reply,
         transcript=args.transcript,
         api_key=args.api_key,
         chat_token_delay=args.chat_token_delay,
