@@ -3,7 +3,7 @@ real-time WAV microphone, zero-latency providers, and the project's call set up 
 `agent.worker.entrypoint` does it, minus the room.
 
 Rule: a benchmark builds the call through the same functions the entrypoint calls
-(`agent.call.start.fetch_and_connect`, `agent.call.session.open_journal`, `build_conversation`,
+(`agent.call.start.start_in_parallel`, `agent.call.session.open_journal`, `build_conversation`,
 `start_conversation`), with fakes injected, so that a change to the wiring cannot leave a bench
 measuring another shape; only the LiveKit room is replaced (no WebRTC here: a `CaptureRoom`
 for the data channel and `session.output.audio` is a `CaptureAudioOutput`).
@@ -458,7 +458,7 @@ def make_job_context(
 
 @dataclass
 class ProjectCall:
-    """A call of this project's agent, set up like `entrypoint` after `fetch_and_connect`."""
+    """A call of this project's agent, set up like `entrypoint` after `start_in_parallel`."""
 
     ctx: BenchJobContext
     call: Call

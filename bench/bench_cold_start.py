@@ -5,16 +5,19 @@ output, in-process, zero-latency fake providers, both backend calls delayed by d
 Rule: prints figures and writes JSON; never asserts. The timed path is the project's: job
 metadata parsed, `make_backend` (the real `HttpBackend` against the loopback `BackendStub`, whose
 `get_scenario` and `create_session` answers are each delayed by d with `Fault(delay=d)`), the
-background recovery task (`recover_alongside`), `fetch_and_connect` (one gather with
-`FakeJobContext.connect()`), then the entrypoint's own `open_journal`, `build_conversation` (with
+background recovery task (`recover_alongside`), `start_in_parallel` (one gather of the scenario
+fetch, the session then its look-back for earlier turns in the journal and the backend's held
+transcript, and `FakeJobContext.connect()`), then the entrypoint's own `resume_from`,
+`open_journal`, `build_conversation` (with
 injected zero-latency fakes and the prewarmed Silero VAD) and `start_conversation`, with the
 persona's `on_enter` greeting, up to the first frame `CaptureAudioOutput` receives.
 `ctx.connect()` takes 0 s by default (`--connect-delay-ms` to change it): the design's
-definition delays only the two backend calls.
+definition delays only the two backend calls (the look-back's GET, a 404 for a new call, is
+not delayed: it is in both arms alike).
 
-The "sequential" arm is a control: the same path with the two backend calls and the connect
-awaited one after the other instead of `fetch_and_connect`. Arms and delays are interleaved in
-a shuffled order in every round, after unmeasured warm-up rounds.
+The "sequential" arm is a control: the same path with the backend calls, the look-back and the
+connect awaited one after the other instead of `start_in_parallel`. Arms and delays are
+interleaved in a shuffled order in every round, after unmeasured warm-up rounds.
 
     uv run python bench/bench_cold_start.py [--runs 15] [--delay-ms 200] [--connect-delay-ms 0]
                                             [--json PATH] [--smoke]
@@ -40,10 +43,11 @@ from pydantic import SecretStr
 
 from agent.backend import Backend, make_backend
 from agent.call.recover import recover_alongside
-from agent.call.start import fetch_and_connect, open_session, parse_job_metadata
+from agent.call.resume import look_back
+from agent.call.start import Started, open_session, parse_job_metadata, start_in_parallel
 from agent.config import Settings
 from agent.journal import Journal
-from agent.models import JobMetadata, Scenario, Session
+from agent.models import JobMetadata
 from bench._common import (
     BenchJobContext,
     OtherLoad,
@@ -69,13 +73,14 @@ FIRST_FRAME_TIMEOUT = 15.0
 
 
 async def sequential(
-    ctx: BenchJobContext, backend: Backend, metadata: JobMetadata
-) -> tuple[Scenario, Session]:
-    """The control: what `fetch_and_connect` must not be."""
+    ctx: BenchJobContext, backend: Backend, metadata: JobMetadata, journal: Journal
+) -> Started:
+    """The control: what `start_in_parallel` must not be."""
     scenario = await backend.get_scenario(metadata.scenario_id)
-    record = await open_session(backend, metadata, job_id=ctx.job.id, room_name=ctx.job.room.name)
+    record = await open_session(backend, metadata, room_sid=ctx.job.id, room_name=ctx.job.room.name)
+    earlier = await look_back(backend, journal, record)
     await ctx.connect()
-    return scenario, record
+    return Started(scenario, record, earlier)
 
 
 async def cold_start(
@@ -106,14 +111,17 @@ async def cold_start(
     recover_alongside(call, settings)
     try:
         if arm == "gather":
-            scenario, record = await fetch_and_connect(ctx.as_job_context(), backend, metadata)
+            begun = await start_in_parallel(
+                ctx.as_job_context(), backend, metadata, journal=journal
+            )
         else:
-            scenario, record = await sequential(ctx, backend, metadata)
+            begun = await sequential(ctx, backend, metadata, journal)
+        call.resume_from(begun.earlier)  # None here: every start is a new call
         project = await start_project_session(
             ctx,
             call,
-            scenario=scenario,
-            session_record=record,
+            scenario=begun.scenario,
+            session_record=begun.session,
             settings=settings,
             vad_model=vad_model,
             providers=providers,

@@ -18,6 +18,10 @@ the same caller: `tests/audio/hello_16k.wav` played in real time through a loopi
 Sessions alternate arms (ABBA order), one session at a time. The greeting of ours plays during
 the lead silence, before the caller speaks.
 
+Then checkpoints (issue 15), on vs off in the same run (bench/_checkpoint_cost.py): the turn
+handler's cost per assistant turn and a checkpoint's on-loop preparation at 10/50/200 turns, and
+the loop's lag while checkpoints post to a loopback server (`--no-checkpoints` skips it).
+
     uv run python bench/bench_turn_overhead.py [--sessions 3] [--loops 2] [--json PATH] [--smoke]
 """
 
@@ -42,6 +46,7 @@ from livekit.plugins import silero
 
 from agent.config import Settings
 from agent.journal import Journal
+from bench import _checkpoint_cost
 from bench._common import (
     STARTER_INSTRUCTIONS,
     LoopingWavInput,
@@ -218,6 +223,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         }
     handling = {s["arm"]: s["turn_handling"] for s in sessions}
     other_cores = other.cores_busy()
+    checkpoints = await _checkpoint_cost.measure(smoke=args.smoke) if args.checkpoints else None
     return {
         "bench": "turn_overhead",
         "definition": (
@@ -236,6 +242,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "arms": arms,
         "comparison": comparison,
         "sessions": [{k: v for k, v in s.items() if k != "turn_handling"} for s in sessions],
+        "checkpoints": checkpoints,
     }
 
 
@@ -263,6 +270,8 @@ def report(result: dict[str, Any]) -> None:
     print(f"  other processes kept {result['other_processes_cores_busy']:.2f} cores busy meanwhile")
     if not result["turn_handling_equal"]:
         print("  WARNING: the arms' resolved turn_handling differ; see the JSON")
+    if result.get("checkpoints"):
+        _checkpoint_cost.report(result["checkpoints"])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -272,6 +281,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lead", type=float, default=2.0, help="silence before the first turn")
     parser.add_argument("--gap", type=float, default=2.5, help="silence after each turn")
     parser.add_argument("--speech-seconds", type=float, default=None, help="trim the WAV")
+    parser.add_argument(
+        "--no-checkpoints",
+        dest="checkpoints",
+        action="store_false",
+        help="skip the checkpoint cost figures",
+    )
     add_output_args(parser, __file__)
     args = parser.parse_args(argv)
     if args.smoke:
