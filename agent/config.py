@@ -365,6 +365,9 @@ class WatchSettings(BaseSettings):
     watch_grace_seconds: float = Field(default=10.0, ge=0, le=3600, alias="WATCH_GRACE_SECONDS")
     watch_max_redispatch: int = Field(default=3, ge=0, le=100, alias="WATCH_MAX_REDISPATCH")
     metrics_port: int | None = Field(default=None, ge=0, le=65535, alias="METRICS_PORT")
+    # Railway injects PORT and its deploy-time healthcheck (railway.toml's `/`) calls it: the
+    # watcher answers there like the worker's health server does; unset, it serves nothing.
+    port: int | None = Field(default=None, ge=0, le=65535, alias="PORT")
     log_level: LogLevel = Field(default="INFO", alias="LOG_LEVEL")
 
     @field_validator("log_level", mode="before")
@@ -372,7 +375,7 @@ class WatchSettings(BaseSettings):
     def _upper_log_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("metrics_port", mode="before")
+    @field_validator("metrics_port", "port", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value

@@ -143,9 +143,7 @@ def test_readme_table_lists_exactly_the_settings() -> None:
     table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
     documented = set(re.findall(r"^\| `([A-Z_]+)` \|", table, flags=re.MULTILINE))
     aliases = {
-        field.alias
-        for model in (Settings, WatchSettings)
-        for field in model.model_fields.values()
+        field.alias for model in (Settings, WatchSettings) for field in model.model_fields.values()
     }
     assert documented == aliases
 
@@ -156,9 +154,7 @@ def test_env_example_names_only_real_settings() -> None:
     example = (Path(__file__).resolve().parent.parent / ".env.example").read_text()
     named = set(re.findall(r"^#? ?([A-Z_]+)=", example, flags=re.MULTILINE))
     aliases = {
-        field.alias
-        for model in (Settings, WatchSettings)
-        for field in model.model_fields.values()
+        field.alias for model in (Settings, WatchSettings) for field in model.model_fields.values()
     }
     assert named <= aliases
 

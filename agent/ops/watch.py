@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from agent.log import get_logger
 
 if TYPE_CHECKING:
+    from aiohttp import web
     from livekit import api
 
     from agent.config import WatchSettings
@@ -579,7 +580,7 @@ def main(argv: list[str]) -> int:
             "python -m agent watch: re-dispatch rooms whose agent vanished (self-hosted LiveKit).\n"
             "Environment: LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET, AGENT_NAME; optional\n"
             "WATCH_INTERVAL_SECONDS (5), WATCH_GRACE_SECONDS (10), WATCH_MAX_REDISPATCH (3),\n"
-            "METRICS_PORT, LOG_LEVEL."
+            "METRICS_PORT, LOG_LEVEL, PORT (GET / answers 200 there, for a healthcheck)."
         )
         return 0
     try:
@@ -594,6 +595,23 @@ def main(argv: list[str]) -> int:
     logging.getLogger().setLevel(logging.INFO)
     asyncio.run(_serve(settings))
     return 0
+
+
+async def serve_health(port: int) -> web.AppRunner:
+    """`GET /` -> 200 `OK` on all interfaces: a platform's healthcheck (Railway's at deploy time,
+    on the PORT it injects), as the worker's health server answers it. Nothing else is served."""
+    from aiohttp import web
+
+    async def ok(_request: web.Request) -> web.Response:
+        return web.Response(text="OK")
+
+    app = web.Application()
+    app.router.add_get("/", ok)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, port=port).start()
+    log.info("watch.health_listening", port=port)
+    return runner
 
 
 async def _serve(settings: WatchSettings) -> None:
@@ -624,11 +642,14 @@ async def _serve(settings: WatchSettings) -> None:
         grace_seconds=settings.watch_grace_seconds,
         max_redispatch=settings.watch_max_redispatch,
     )
+    health = await serve_health(settings.port) if settings.port is not None else None
     try:
         await WatchLoop(
             server, watcher, interval=settings.watch_interval_seconds, metrics=metrics
         ).run(stop)
     finally:
+        if health is not None:
+            await health.cleanup()
         await server.aclose()
         if stop_metrics is not None:
             await asyncio.to_thread(stop_metrics)

@@ -13,11 +13,13 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import httpx
 import jwt
 import pytest
 import structlog
@@ -447,7 +449,11 @@ def test_a_bad_watch_setting_is_named(tmp_path: Path) -> None:
 
 def test_sigterm_stops_a_watcher_whose_api_fails(tmp_path: Path) -> None:
     """Nothing listens on the discard port: each tick is one `watch.api_error` JSON line, the
-    process keeps going, and SIGTERM ends it with exit 0."""
+    process keeps going, its healthcheck on PORT (Railway's, from the shared railway.toml) still
+    answers 200, and SIGTERM ends it with exit 0."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        health_port = probe.getsockname()[1]
     env = {
         "PATH": os.environ["PATH"],
         "HOME": str(tmp_path),
@@ -457,6 +463,7 @@ def test_sigterm_stops_a_watcher_whose_api_fails(tmp_path: Path) -> None:
         "LIVEKIT_API_SECRET": SECRET,
         "AGENT_NAME": AGENT,
         "WATCH_INTERVAL_SECONDS": "0.2",
+        "PORT": str(health_port),
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "agent", "watch"],
@@ -474,6 +481,8 @@ def test_sigterm_stops_a_watcher_whose_api_fails(tmp_path: Path) -> None:
             seen.append(json.loads(line))
             if [entry["event"] for entry in seen].count("watch.api_error") >= 2:
                 break
+        answer = httpx.get(f"http://127.0.0.1:{health_port}/", timeout=5)
+        assert (answer.status_code, answer.text) == (200, "OK")
         process.send_signal(signal.SIGTERM)
         remaining = process.stderr.read()
         assert process.wait(timeout=30) == 0
