@@ -182,6 +182,26 @@ async def test_transcript_is_written_as_json_named_by_session_and_key(
     assert TranscriptPayload.model_validate(document["transcript"]) == transcript(2)
 
 
+async def test_a_better_transcript_replaces_the_worse_files_of_its_attempt(
+    local: LocalBackend,
+) -> None:
+    """Checkpoints every few seconds must not leave a file each: like the backend's ranking,
+    each longer checkpoint replaces the last and the final one replaces them all; another
+    attempt's file is not touched."""
+    session = await local.create_session(body(), room_sid="RM_1")
+    other = await local.create_session(body(), room_sid="RM_2")  # attempt 2 of u1/default
+    await local.post_transcript(other.id, transcript(1, attempt=2), deadline=5)
+    for turns in (1, 3, 5):
+        await local.post_transcript(session.id, transcript(turns, complete=False), deadline=5)
+    assert [
+        d["transcript"]["turnCount"] for d in written(local) if d["sessionId"] == session.id
+    ] == [5]
+    await local.post_transcript(session.id, transcript(5), deadline=5)
+    mine = [d["transcript"] for d in written(local) if d["sessionId"] == session.id]
+    assert [(t["complete"], t["turnCount"]) for t in mine] == [(True, 5)]
+    assert [d["sessionId"] for d in written(local) if d["sessionId"] != session.id] == [other.id]
+
+
 async def test_no_temporary_file_is_left_behind(local: LocalBackend) -> None:
     session = await local.create_session(body(), room_sid="RM_1")
     await local.post_transcript(session.id, transcript(1), deadline=5)
@@ -277,7 +297,8 @@ async def test_local_transcripts_and_sessions_are_private_to_the_worker_user(
     local = LocalBackend(tmp_path / "data")
     session = await local.create_session(body(), room_sid="RM_1")
     await local.post_transcript(session.id, transcript(2), deadline=5)
-    await local.post_transcript(session.id, transcript(3), deadline=5)
+    other = await local.create_session(body(user="u2"), room_sid="RM_2")
+    await local.post_transcript(other.id, transcript(3), deadline=5)
 
     assert mode(tmp_path / "data") == 0o700
     assert mode(local.transcripts_dir) == 0o700

@@ -243,8 +243,8 @@ class LocalBackend:
             ).fetchone()
         return None if row is None else self._session_from_row(row)
 
-    def _held(self, stem: str, attempt_number: int) -> list[TranscriptPayload]:
-        held: list[TranscriptPayload] = []
+    def _held_files(self, stem: str, attempt_number: int) -> list[tuple[Path, TranscriptPayload]]:
+        held: list[tuple[Path, TranscriptPayload]] = []
         for path in self.transcripts_dir.glob(f"{stem}.*.json"):
             try:
                 stored = json.loads(path.read_text(encoding="utf-8"))
@@ -252,14 +252,14 @@ class LocalBackend:
             except (OSError, ValueError, KeyError, TypeError):
                 continue  # not ours or unreadable: it cannot outrank a valid transcript
             if payload.attempt_number == attempt_number:
-                held.append(payload)
+                held.append((path, payload))
         return held
 
-    def _held_ranks(self, stem: str, attempt_number: int) -> list[tuple[bool, int]]:
-        return [_rank(payload) for payload in self._held(stem, attempt_number)]
+    def _held(self, stem: str, attempt_number: int) -> list[TranscriptPayload]:
+        return [payload for _path, payload in self._held_files(stem, attempt_number)]
 
     def _get_transcript_sync(self, session_id: str, attempt_number: int) -> HeldTranscript | None:
-        # Every better transcript was written as a new file (worse ones never were): the best
+        # A better transcript replaces the worse files (worse ones are never written): the best
         # is the highest-ranked file of the attempt. No directory yet: nothing held.
         if not self.transcripts_dir.is_dir():
             return None
@@ -282,7 +282,8 @@ class LocalBackend:
             )
         self._private_transcripts_dir()
         stem = _transcript_stem(session_id)
-        if any(held >= _rank(payload) for held in self._held_ranks(stem, payload.attempt_number)):
+        held = self._held_files(stem, payload.attempt_number)
+        if any(_rank(earlier) >= _rank(payload) for _path, earlier in held):
             return "already_delivered"
         document = {
             "sessionId": session_id,
@@ -304,4 +305,9 @@ class LocalBackend:
             os.replace(temp, final)
         finally:
             temp.unlink(missing_ok=True)
+        # The new file outranks every held one (checked above): as the backend's ranking
+        # replaces them, so does this directory, or a call's checkpoints would leave a file
+        # each. Only after the better file is whole, so the attempt is never without one.
+        for path, _worse in held:
+            path.unlink(missing_ok=True)
         return "delivered"

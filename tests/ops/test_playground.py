@@ -159,3 +159,22 @@ async def test_the_delivered_transcript_is_read_from_the_local_json_file(
         assert await response.json() == {"where": "local", "transcript": whole}
     async with http.get(f"{base}/api/transcript/sess%2A") as response:
         assert response.status == 404
+
+
+async def test_a_checkpoint_is_not_shown_as_the_delivered_transcript(
+    playground: tuple[str, web.AppRunner], http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """A live call's checkpoint (`in_progress`) is on disk before its final transcript: the page
+    keeps waiting for the final one instead of showing the checkpoint as delivered."""
+    base, _ = playground
+    checkpoint = {"complete": False, "turnCount": 3, "turns": [], "endedReason": "in_progress"}
+    (tmp_path / "transcripts").mkdir()
+    document = {"sessionId": "sess-2", "idempotencyKey": "k1", "transcript": checkpoint}
+    (tmp_path / "transcripts" / "sess-2.k1.json").write_text(json.dumps(document))
+    async with http.get(f"{base}/api/transcript/sess-2") as response:
+        assert response.status == 404
+    crashed = {"complete": False, "turnCount": 3, "turns": [], "endedReason": "crashed"}
+    document = {"sessionId": "sess-2", "idempotencyKey": "k2", "transcript": crashed}
+    (tmp_path / "transcripts" / "sess-2.k2.json").write_text(json.dumps(document))
+    async with http.get(f"{base}/api/transcript/sess-2") as response:
+        assert await response.json() == {"where": "local", "transcript": crashed}

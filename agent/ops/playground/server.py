@@ -117,7 +117,8 @@ async def start_call(settings: Settings, scenario_id: str) -> CallGrant:
 
 def delivered_transcript(data_dir: Path, session_id: str) -> dict[str, Any] | None:
     """The transcript the embedded local backend holds for `session_id` (its JSON files under
-    AGENT_DATA_DIR/transcripts), the highest ranked of them; None if none is there yet."""
+    AGENT_DATA_DIR/transcripts), the highest ranked of them; None if none is there yet. A live
+    call's checkpoint (`in_progress`) is not a delivered transcript: the page waits on."""
     if not _PLAIN_ID.match(session_id):
         return None
     best: tuple[tuple[bool, int], dict[str, Any]] | None = None
@@ -128,6 +129,8 @@ def delivered_transcript(data_dir: Path, session_id: str) -> dict[str, Any] | No
             rank = (bool(body["complete"]), int(body["turnCount"]))
         except (OSError, ValueError, KeyError, TypeError):
             continue  # half written or not ours
+        if body.get("endedReason") == "in_progress":
+            continue
         if best is None or rank > best[0]:
             best = (rank, body)
     return None if best is None else best[1]
