@@ -62,7 +62,8 @@ What it does NOT emulate (do not write tests that depend on these):
   not removed by the stand-in: they leave when their own signal socket drops (a killed
   process's does at once);
 * a signal socket that drops without a ``leave`` is removed at once with ``SIGNAL_CLOSE``
-  (LiveKit first waits for the client to resume).
+  (LiveKit first waits for the client to resume); a client that sends ``leave`` is removed
+  ``CLIENT_LEAVE_DATA_GRACE`` later (its last data packets are still relayed meanwhile).
 
 It is meant to run inside the e2e network namespace (see ``tests/e2e/netns.py``): aiortc and
 libwebrtc gather host candidates on every non-loopback interface, and in the namespace the only
@@ -124,6 +125,11 @@ SUBSCRIBER_CONNECT_TIMEOUT: Final = 10.0
 LEAVE_GRACE: Final = 1.0
 # data packets buffered per subscriber channel until that channel opens
 MAX_PENDING_PACKETS: Final = 1000
+# A client that sends `leave` keeps its publisher PC this long, so the data packets it sent just
+# before (the agent's `end`, an RPC answer) are still relayed: LiveKit's server forwards data
+# as it arrives, before a leave that comes after it, but this Python SFU on a busy machine may
+# read the leave (signal socket) before that data (SCTP), then close the PC and lose it.
+CLIENT_LEAVE_DATA_GRACE: Final = 0.3
 
 _T = TypeVar("_T")
 _Msg = TypeVar("_Msg", bound=Message)
@@ -1187,6 +1193,8 @@ class StandIn:
         try:
             await self._join(p, announced)
             await self._signal_loop(p)
+            if p.client_left:
+                await asyncio.sleep(CLIENT_LEAVE_DATA_GRACE)
         finally:
             p.signal_done.set()
             await self._remove(p)

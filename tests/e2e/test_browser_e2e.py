@@ -8,6 +8,10 @@ Checks: the greeting heard, two spoken turns answered, the turns shown in order 
 and no gap, the hang-up button -> `end` shown and the agent gone, the delivered transcript shown
 and equal to the copy the local backend holds. The screenshot goes to the test's tmp dir (and
 docs/playground.png when PLAYGROUND_SCREENSHOT=1).
+
+The second test kills the agent's worker mid-call (README, "An agent may leave and come back"):
+the page stays in the room, shows the agent away, takes the new agent's resume line as the next
+seq, and hangs up on the new agent.
 """
 
 from __future__ import annotations
@@ -24,13 +28,13 @@ from typing import Any, Final
 import numpy as np
 import pytest
 
-from agent.prompts import load_scenario
+from agent.prompts import load_prompt, load_scenario
 from tests.e2e.caller import read_wav
 from tests.e2e.conftest import Callers
 from tests.e2e.harness import REPO_ROOT, ProcessGroup, free_port, worker_env
 from tests.e2e.standin import StandIn
 from tests.e2e.stubs import start_openai_stub
-from tests.e2e.test_worker_e2e import AGENT_NAME, HEARD, REPLY, TEST_BUDGET, WAV
+from tests.e2e.test_worker_e2e import AGENT_NAME, HEARD, TEST_BUDGET, WAV
 
 pytestmark = pytest.mark.e2e
 
@@ -70,10 +74,24 @@ def microphone_wav(path: Path) -> Path:
     return path
 
 
+def heard(text: str) -> bool:
+    """The stub's transcript of one utterance, once or more: Chromium's audio processing (noise
+    suppression on the fake microphone) may turn the pause inside the spoken WAV into a silence
+    long enough for the stub's server VAD to commit twice, and the worker joins both finals into
+    the one user turn."""
+    parts = text.split(HEARD)
+    return len(parts) >= 2 and all(not part.strip() for part in parts)
+
+
 def held_transcript(data_dir: Path, session_id: str) -> dict[str, Any]:
-    """What the embedded local backend holds (its JSON file), read here independently."""
-    [path] = list((data_dir / "transcripts").glob(f"{session_id}.*.json"))
-    body: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))["transcript"]
+    """What the embedded local backend holds, read here independently: its files of the
+    session; the complete one is the final transcript (checkpoints are incomplete)."""
+    bodies = [
+        json.loads(path.read_text(encoding="utf-8"))["transcript"]
+        for path in (data_dir / "transcripts").glob(f"{session_id}.*.json")
+    ]
+    [body] = [b for b in bodies if b["complete"]]
+    assert isinstance(body, dict)
     return body
 
 
@@ -164,13 +182,11 @@ async def test_a_call_from_the_playground_in_chromium(
         turns = state["turns"]
         assert [t["seq"] for t in turns] == [1, 2, 3, 4, 5]
         assert state["shownSeqs"] == [1, 2, 3, 4, 5] and state["gaps"] == []
-        assert [(t["role"], t["text"]) for t in turns] == [
-            ("assistant", load_scenario("default").greeting),
-            ("user", HEARD),
-            ("assistant", REPLY),
-            ("user", HEARD),
-            ("assistant", REPLY),
-        ]
+        assert [t["role"] for t in turns] == ["assistant", "user", "assistant", "user", "assistant"]
+        assert turns[0]["text"] == load_scenario("default").greeting
+        for said, reply in ((turns[1], turns[2]), (turns[3], turns[4])):
+            assert heard(said["text"]), said["text"]
+            assert reply["text"] == f"You said: {said['text']}"  # the stub's echo reply
         # hang-up: answered "ok", `end` shown after every turn, the agent gone
         assert state["hangup"] == {"answer": "ok"}
         session_id = turns[0]["sessionId"]
@@ -191,3 +207,101 @@ async def test_a_call_from_the_playground_in_chromium(
         assert state["rejected"] >= 1
         assert FORGED not in json.dumps(state)
         print(f"browser call took {time.monotonic() - started:.1f}s")
+
+
+async def test_the_playground_waits_for_a_resumed_agent_in_chromium(
+    standin: StandIn, processes: ProcessGroup, tmp_path: Path
+) -> None:
+    """The agent's worker is SIGKILLed (its whole process group) after two exchanges; the
+    stand-in re-dispatches the job as LiveKit Cloud does, to a second worker on the same data
+    directory (the embedded local backend, whose copy the page shows, and the journal the new
+    job resumes from: the worker side of a container's death is tests/e2e/test_resume_e2e.py).
+    The page must not call the call over when the agent leaves without `end`."""
+    if (reason := browser_unavailable()) is not None:
+        pytest.skip(reason)
+    async with asyncio.timeout(TEST_BUDGET + DRIVER_TIMEOUT):
+        started = time.monotonic()
+        data_dir = tmp_path / "data"
+        openai = await start_openai_stub(processes, transcript=HEARD)
+        env = worker_env(
+            livekit_url=standin.url,
+            api_key=standin.api_key,
+            api_secret=standin.api_secret,
+            agent_name=AGENT_NAME,
+            data_dir=data_dir,
+            OPENAI_BASE_URL=openai.base_url,
+            NUM_IDLE_PROCESSES="1",
+            DELIVERY_DEADLINE="5",
+            CHECKPOINT_SECONDS="1",
+        )
+        first = processes.start_worker(env, name="worker-1")
+        await standin.wait_for_worker(AGENT_NAME, timeout=40)
+        port = free_port()
+        playground = processes.start_module(
+            "agent", env, "playground", "--port", str(port), name="playground"
+        )
+        await playground.wait_for_log("playground on http://", timeout=20)
+
+        result_path = tmp_path / "browser-result.json"
+        ready = tmp_path / "two-turns-answered"
+        driver = await asyncio.create_subprocess_exec(
+            "node",
+            str(BROWSER_DIR / "drive.mjs"),
+            f"http://127.0.0.1:{port}/",
+            str(microphone_wav(tmp_path / "microphone.wav")),
+            str(result_path),
+            str(tmp_path / "playground.png"),
+            str(ready),
+            cwd=BROWSER_DIR,
+        )
+        try:
+            # the call is on the first worker; then a second one registers, to take it again
+            lost = await standin.wait_until(
+                lambda: next(iter(standin.jobs.values()), None), timeout=60, what="the job"
+            )
+            # another container: its own health port (the data directory is shared, see above)
+            processes.start_worker({**env, "PORT": str(free_port())}, name="worker-2")
+            await standin.wait_until(
+                lambda: len(standin.worker_ids(AGENT_NAME)) >= 2 or None,
+                timeout=40,
+                what="a second worker",
+            )
+            await standin.wait_until(
+                lambda: ready.exists() or None, timeout=90, what="two turns answered on the page"
+            )
+            standin.redispatch_lost_jobs = True  # as LiveKit Cloud does
+            first.kill_group()
+            await asyncio.wait_for(driver.wait(), DRIVER_TIMEOUT)
+        finally:
+            if driver.returncode is None:
+                driver.kill()
+                await driver.wait()
+        result = json.loads(result_path.read_text()) if result_path.exists() else {}
+        print(json.dumps({k: result.get(k) for k in ("steps", "error")}, indent=1))
+        assert driver.returncode == 0 and "error" not in result, json.dumps(result, indent=1)
+        state = result["state"]
+
+        # the page waited: it showed the agent away, saw one new agent, and kept the room
+        assert state["awayShown"] is not None and state["awayShown"].startswith("away")
+        assert state["agentChanges"] == 1
+        assert state["agentIdentity"] != standin.jobs[lost.job_id].participant_identity
+        # seq went on from the dead agent's turns: the resume line is seq 6, no gap
+        turns = state["turns"]
+        assert [t["seq"] for t in turns] == [1, 2, 3, 4, 5, 6]
+        assert state["shownSeqs"] == [1, 2, 3, 4, 5, 6] and state["gaps"] == []
+        assert (turns[5]["role"], turns[5]["text"]) == ("assistant", load_prompt("resume"))
+        assert len({t["sessionId"] for t in turns}) == 1
+        # hung up on the new agent; one complete transcript with every turn
+        assert state["hangup"] == {"answer": "ok"}
+        assert state["end"]["turnCount"] == 6 and state["agentLeft"]
+        held = held_transcript(data_dir, turns[0]["sessionId"])
+        assert state["delivered"] == held
+        assert (held["endedReason"], held["complete"], held["turnCount"]) == (
+            "caller_hangup",
+            True,
+            6,
+        )
+        assert [(t["seq"], t["text"]) for t in held["turns"]] == [
+            (t["seq"], t["text"]) for t in turns
+        ]
+        print(f"browser resume took {time.monotonic() - started:.1f}s")

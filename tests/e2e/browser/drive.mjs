@@ -1,12 +1,15 @@
 // Drives the playground page in Debian's Chromium (tests/e2e/test_browser_e2e.py runs it inside
 // the e2e network namespace). Usage:
-//   node drive.mjs <page url> <microphone wav> <result json> <screenshot png>
+//   node drive.mjs <page url> <microphone wav> <result json> <screenshot png> [<ready file>]
+// With <ready file>, the call is resumed mid-way: once two turns are answered the file is
+// written (the test then kills the agent's worker and another worker takes the call again), and
+// the page must wait for the new agent, take its resume line as the next seq, then hang up.
 // The page's own state (window.playground) is what is checked; every wait is bounded. The result
 // file is written whatever happens (with `error` set on a failure), then the exit code says.
 import { writeFileSync } from "node:fs";
 import { chromium } from "playwright-core";
 
-const [url, wav, resultPath, screenshotPath] = process.argv.slice(2);
+const [url, wav, resultPath, screenshotPath, readyPath] = process.argv.slice(2);
 const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 
 const result = { steps: [], console: [] };
@@ -44,6 +47,8 @@ async function snapshot(page) {
       endShown: document.getElementById("end").textContent,
       agentLeft: s.agentLeft,
       agentIdentity: s.agentIdentity,
+      agentChanges: s.agentChanges,
+      awayShown: s.awayShown || null,
       hangup: s.hangup,
       agentAudioSeconds: s.agentAudioSeconds,
       delivered: s.delivered,
@@ -81,6 +86,27 @@ try {
     polling: 100,
   });
   step("two turns answered");
+  if (readyPath) {
+    // what the page shows while the agent is gone, recorded by the page itself
+    await page.evaluate(() => {
+      const shown = document.getElementById("agent-state");
+      new MutationObserver(() => {
+        if (shown.textContent.startsWith("away")) window.playground.awayShown = shown.textContent;
+      }).observe(shown, { childList: true, characterData: true, subtree: true });
+    });
+    writeFileSync(readyPath, "two turns answered\n");
+    // the agent is killed; another one joins and says the resume line, the next seq
+    await page.waitForFunction(
+      () => window.playground.agentChanges >= 1 && window.playground.turns.has(6),
+      null,
+      { timeout: 90_000, polling: 100 },
+    );
+    step("resumed");
+    await page.waitForFunction(() => !document.getElementById("hangup").disabled, null, {
+      timeout: 10_000,
+      polling: 50,
+    });
+  }
   await page.click("#hangup");
   step("hang-up clicked");
   await page.waitForFunction(

@@ -5,6 +5,9 @@
 //   `parts` that are joined in `part` order; a hole in the seqs is shown as a gap
 // - `end` says how many turns there were; it may never come (the agent's process died, the
 //   room closed first): the page does not wait for it to call the call over
+// - an agent that leaves without `end` may come back: its container died and LiveKit Cloud (or
+//   `python -m agent watch`) dispatched the call again; the new agent says a resume line and
+//   its turns continue the seq. The page waits AGENT_RETURN_MS for it before the call is over
 // - hang-up is the RPC `agent.end_call` to the agent; the answer is "ok"
 "use strict";
 
@@ -14,6 +17,12 @@ const TRANSCRIPTION_TOPIC = "lk.transcription";
 const AGENT_NAME_ATTRIBUTE = "lk.agent.name";
 const AGENT_STATE_ATTRIBUTE = "lk.agent.state";
 const END_CALL_METHOD = "agent.end_call";
+// LiveKit Cloud re-dispatches within seconds; the watcher after WATCH_GRACE_SECONDS (10) plus
+// its interval (5) plus a worker's start: 30 s covers both with room to spare.
+const AGENT_RETURN_MS = 30000;
+// The agent's leave (signal) can overtake its last data packets (`end`, relayed over the data
+// channel): stay in the room this long for them before disconnecting.
+const END_LINGER_MS = 2000;
 
 const $ = (id) => document.getElementById(id);
 
@@ -28,6 +37,9 @@ const state = {
   gaps: [],
   end: null,
   agentLeft: false,
+  agentAway: null, // a timer while the agent is gone without `end` (it may come back)
+  agentChanges: 0, // agents that came back after one left without `end`
+  hangingUp: false, // the hang-up button was pressed (the agent's leave may beat the answer)
   hangup: null, // the RPC's answer or error
   agentAudioSeconds: 0, // seconds of audible agent audio (an analyser on the remote track)
   delivered: null,
@@ -197,6 +209,9 @@ function reset() {
     gaps: [],
     end: null,
     agentLeft: false,
+    agentAway: null,
+    agentChanges: 0,
+    hangingUp: false,
     hangup: null,
     agentAudioSeconds: 0,
     delivered: null,
@@ -234,6 +249,12 @@ async function call() {
   });
   const agentSeen = (participant) => {
     if (!isAgent(participant)) return;
+    if (state.agentAway !== null) {
+      // the call resumed on another worker: same room, same session, seq continues
+      clearTimeout(state.agentAway);
+      state.agentAway = null;
+      state.agentChanges += 1;
+    }
     state.agentIdentity = participant.identity;
     show("agent-state", participant.attributes[AGENT_STATE_ATTRIBUTE] || "joining");
     $("hangup").disabled = false;
@@ -245,15 +266,30 @@ async function call() {
       show("agent-state", participant.attributes[AGENT_STATE_ATTRIBUTE] || "joining");
     }
   });
-  room.on(LK.RoomEvent.ParticipantDisconnected, (participant) => {
-    if (participant.identity !== state.agentIdentity) return;
+  const callOver = () => {
+    state.agentAway = null;
     state.agentLeft = true;
     show("agent-state", "left");
     $("hangup").disabled = true;
     $("mute").disabled = true;
     $("call").disabled = false; // another call: a fresh room
-    room.disconnect();
-    if (!state.end) fetchDelivered(); // `end` may never come: the call is over anyway
+    const leave = () => {
+      room.disconnect();
+      if (!state.end) fetchDelivered(); // `end` may never come: the call is over anyway
+    };
+    if (state.end) leave();
+    else setTimeout(leave, END_LINGER_MS);
+  };
+  room.on(LK.RoomEvent.ParticipantDisconnected, (participant) => {
+    if (participant.identity !== state.agentIdentity) return;
+    if (state.end || state.hangingUp) {
+      callOver(); // the agent ended the call (or we hung up): it is not coming back
+      return;
+    }
+    // gone without `end`: its worker may have died; stay in the room for a resumed agent
+    show("agent-state", "away (waiting for the call to resume)");
+    $("hangup").disabled = true;
+    state.agentAway = setTimeout(callOver, AGENT_RETURN_MS);
   });
   room.on(LK.RoomEvent.DataReceived, (payload, participant, _kind, topic) => {
     if (topic !== TRANSCRIPT_TOPIC) return;
@@ -300,6 +336,7 @@ async function toggleMute() {
 
 async function hangUp() {
   $("hangup").disabled = true;
+  state.hangingUp = true;
   try {
     const answer = await state.room.localParticipant.performRpc({
       destinationIdentity: state.agentIdentity,
@@ -311,6 +348,9 @@ async function hangUp() {
   } catch (e) {
     // LK.RpcError: code 403 (not the linked participant), 500 (failed), 1xxx (the library's)
     state.hangup = { code: e.code, message: e.message };
+    // 1503: the agent left before its answer reached us; it was hanging up: the call is over
+    if (e.code === 1503) return;
+    state.hangingUp = false;
     error(`hang-up refused: ${e.code} ${e.message}`);
     $("hangup").disabled = false;
   }
