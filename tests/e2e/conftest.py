@@ -5,17 +5,21 @@ a veth test address (``tests/e2e/netns.py``). ``uv run pytest`` (the one test co
 outside it, so:
 
 * outside the namespace, every collected test marked ``e2e`` is replaced by a relay item of the
-  same node id; the first relay item to run starts ONE inner pytest session on all of them,
-  inside a fresh namespace (``unshare --net``, as root), then each relay item reports the inner
-  outcome of its test (pass, failure text, or skip reason). The inner output is streamed to our
-  stdout (so ``-s`` shows it live) and kept in ``<basetemp>/e2e-netns.log``;
+  same node id, moved to the end of the run; ONE inner pytest session on all of them, inside a
+  fresh namespace (``unshare --net``, as root), starts in the background as the run begins, so
+  the e2e layer (mostly waiting on real-time audio) overlaps the other layers (mostly CPU) on
+  the other core; each relay item then waits for it and reports the inner outcome of its test
+  (pass, failure text, or skip reason). The inner output is kept in
+  ``<basetemp>/e2e-netns.log`` and also streamed to our stdout with ``-s``;
 * inside the namespace (``TESTS_E2E_NETNS=1`` and the test address present) the e2e tests run
   as they are, and each report is written as a JSON line for the outer session;
 * where a namespace cannot be created (not root, no ``unshare``/``ip``), e2e tests are skipped
   with the reason.
 
-Anything left in the inner namespace when the inner session ends is killed. Environment knobs:
-``TESTS_E2E_TIMEOUT`` (seconds for the whole inner session).
+Anything left in the inner namespace when the inner session ends is killed; an outer session
+that ends first (``-x``, Ctrl-C) interrupts the inner one. Environment knobs:
+``TESTS_E2E_TIMEOUT`` (seconds for the whole inner session), ``TESTS_E2E_OVERLAP=0`` (start the
+inner session only when the first relay item runs, after every other test, as before).
 
 Fixtures for e2e tests (each refuses to run outside the namespace):
 
@@ -29,6 +33,7 @@ Fixtures for e2e tests (each refuses to run outside the namespace):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -56,6 +61,7 @@ from tests.e2e.standin import StandIn, participant_token
 
 RESULTS_ENV: Final = "TESTS_E2E_RESULTS"
 TIMEOUT_ENV: Final = "TESTS_E2E_TIMEOUT"
+OVERLAP_ENV: Final = "TESTS_E2E_OVERLAP"
 E2E_DIR: Final = Path(__file__).resolve().parent
 
 
@@ -75,6 +81,10 @@ class _RelayRun:
     log_path: Path | None = None
     problem: str | None = None
     done: bool = False
+    started: bool = False
+    thread: threading.Thread | None = None
+    inner: subprocess.Popen[bytes] | None = None
+    stream: bool = True  # copy the inner output to our stdout
 
 
 _RELAY_KEY = pytest.StashKey[_RelayRun]()
@@ -95,14 +105,9 @@ class NetnsRelayItem(pytest.Item):
 
     def runtest(self) -> None:
         run = self.config.stash[_RELAY_KEY]
-        if not run.done:
-            # the final selection, whatever later hooks deselected
-            run.nodeids = [
-                item.original_nodeid
-                for item in self.session.items
-                if isinstance(item, NetnsRelayItem)
-            ]
-            _run_inner_session(self.config, run)
+        _start_inner_session(self.session, run)
+        assert run.thread is not None
+        run.thread.join()
         outcome = run.outcomes.get(self.original_nodeid)
         where = f"(inner log: {run.log_path})"
         if outcome is None:
@@ -149,6 +154,49 @@ def pytest_collection_modifyitems(
         if item in e2e:
             assert item.parent is not None
             items[index] = NetnsRelayItem.from_parent(item.parent, name=item.name, original=item)
+    # the relay items wait for the inner session: last, so the other layers run meanwhile
+    items[:] = [i for i in items if not isinstance(i, NetnsRelayItem)] + [
+        i for i in items if isinstance(i, NetnsRelayItem)
+    ]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> None:
+    run = session.config.stash.get(_RELAY_KEY, None)
+    if run is None or os.environ.get(OVERLAP_ENV, "1") == "0":
+        return
+    if any(isinstance(item, NetnsRelayItem) for item in session.items):
+        run.stream = session.config.option.capture == "no"
+        _start_inner_session(session, run)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """An outer session that stops early (-x, Ctrl-C) does not leave the inner one running."""
+    run = session.config.stash.get(_RELAY_KEY, None)
+    if run is None or run.thread is None or not run.thread.is_alive():
+        return
+    if run.inner is not None and run.inner.poll() is None:
+        run.problem = run.problem or "the outer session ended first"
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(run.inner.pid, signal.SIGINT)  # pytest runs its teardowns on SIGINT
+    run.thread.join(60)
+
+
+def _start_inner_session(session: pytest.Session, run: _RelayRun) -> None:
+    """Once: the inner session on the final selection (whatever later hooks deselected), in a
+    thread the relay items join."""
+    if run.started:
+        return
+    run.started = True
+    # the base temp dir made here, before the thread, so the two never race to create it
+    session.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
+    run.nodeids = [
+        item.original_nodeid for item in session.items if isinstance(item, NetnsRelayItem)
+    ]
+    run.thread = threading.Thread(
+        target=_run_inner_session, args=(session.config, run), name="e2e-netns", daemon=True
+    )
+    run.thread.start()
 
 
 def _inner_timeout(count: int) -> float:
@@ -183,7 +231,8 @@ def _run_inner_session(config: pytest.Config, run: _RelayRun) -> None:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        pump = threading.Thread(target=_pump, args=(inner, log), daemon=True)
+        run.inner = inner
+        pump = threading.Thread(target=_pump, args=(inner, log, run.stream), daemon=True)
         pump.start()
         try:
             run.returncode = inner.wait(timeout)
@@ -204,14 +253,15 @@ def _run_inner_session(config: pytest.Config, run: _RelayRun) -> None:
             print(f"e2e: killed processes left in the test namespace: {leaked}")
 
 
-def _pump(inner: subprocess.Popen[bytes], log: Any) -> None:
+def _pump(inner: subprocess.Popen[bytes], log: Any, stream: bool) -> None:
     assert inner.stdout is not None
     for raw in inner.stdout:
         line = raw.decode(errors="replace")
         log.write(line)
         log.flush()
-        sys.stdout.write(line)
-        sys.stdout.flush()
+        if stream:
+            sys.stdout.write(line)
+            sys.stdout.flush()
 
 
 def _read_results(path: Path, run: _RelayRun) -> str | None:
