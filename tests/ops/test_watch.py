@@ -513,3 +513,18 @@ async def test_metrics_count_rooms_redispatches_and_api_errors() -> None:
     assert "voice_agent_watch_rooms 1.0" in text
     assert "voice_agent_watch_api_errors_total 0.0" in text
     assert "call-room" not in text  # no room in a label
+
+
+def test_the_operations_guide_names_only_series_the_watcher_serves() -> None:
+    import re
+
+    from prometheus_client import generate_latest
+
+    from agent.ops.watch import WatchMetrics
+
+    exposed = generate_latest(WatchMetrics().registry).decode()
+    served = set(re.findall(r"^(voice_agent_watch_[a-z_]+)", exposed, flags=re.MULTILINE))
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    section = guide.split("## A call survives its worker", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"voice_agent_watch_[a-z_]+", section))
+    assert named and named <= served, named - served
