@@ -62,6 +62,7 @@ from tests.e2e.standin import StandIn, participant_token
 RESULTS_ENV: Final = "TESTS_E2E_RESULTS"
 TIMEOUT_ENV: Final = "TESTS_E2E_TIMEOUT"
 OVERLAP_ENV: Final = "TESTS_E2E_OVERLAP"
+BROWSER_TESTS: Final = "test_browser_e2e.py"
 E2E_DIR: Final = Path(__file__).resolve().parent
 
 
@@ -141,6 +142,11 @@ def pytest_collection_modifyitems(
         if results:  # an inner session: tell the outer one which namespace to sweep
             with open(results, "a") as out:
                 out.write(json.dumps({"netns": current_netns_id()}) + "\n")
+            # the browser (the most CPU-hungry and timing-sensitive) last: by then the outer
+            # session's other layers, which run meanwhile, are usually done
+            items[:] = [i for i in items if i.path.name != BROWSER_TESTS] + [
+                i for i in items if i.path.name == BROWSER_TESTS
+            ]
         return
     if not e2e:
         return

@@ -17,11 +17,13 @@ seq, and hangs up on the new agent.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import shutil
 import time
 import wave
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -31,7 +33,7 @@ import pytest
 from agent.prompts import load_prompt, load_scenario
 from tests.e2e.caller import read_wav
 from tests.e2e.conftest import Callers
-from tests.e2e.harness import REPO_ROOT, ProcessGroup, free_port, worker_env
+from tests.e2e.harness import REPO_ROOT, ManagedProcess, ProcessGroup, free_port, worker_env
 from tests.e2e.standin import StandIn
 from tests.e2e.stubs import start_openai_stub
 from tests.e2e.test_worker_e2e import AGENT_NAME, HEARD, TEST_BUDGET, WAV
@@ -123,6 +125,70 @@ async def intrude(standin: StandIn, callers: Callers) -> None:
     )
 
 
+@dataclass
+class Page:
+    """The worker (embedded local backend, whose copy the page shows) and the playground."""
+
+    env: dict[str, str]
+    worker: ManagedProcess
+    url: str
+
+
+async def start_page(
+    standin: StandIn, processes: ProcessGroup, data_dir: Path, **extra: str
+) -> Page:
+    openai = await start_openai_stub(processes, transcript=HEARD)
+    env = worker_env(
+        livekit_url=standin.url,
+        api_key=standin.api_key,
+        api_secret=standin.api_secret,
+        agent_name=AGENT_NAME,
+        data_dir=data_dir,
+        OPENAI_BASE_URL=openai.base_url,
+        NUM_IDLE_PROCESSES="1",
+        DELIVERY_DEADLINE="5",
+        **extra,
+    )  # no BACKEND_URL: the embedded local backend
+    worker = processes.start_worker(env, name="worker-1")
+    await standin.wait_for_worker(AGENT_NAME, timeout=40)
+    port = free_port()
+    playground = processes.start_module(
+        "agent", env, "playground", "--port", str(port), name="playground"
+    )
+    await playground.wait_for_log("playground on http://", timeout=20)
+    return Page(env, worker, f"http://127.0.0.1:{port}/")
+
+
+async def start_driver(page: Page, tmp_path: Path, *extra: str) -> asyncio.subprocess.Process:
+    """drive.mjs on the page; its result in tmp_path/browser-result.json (`driven`)."""
+    return await asyncio.create_subprocess_exec(
+        "node",
+        str(BROWSER_DIR / "drive.mjs"),
+        page.url,
+        str(microphone_wav(tmp_path / "microphone.wav")),
+        str(tmp_path / "browser-result.json"),
+        str(tmp_path / "playground.png"),
+        *extra,
+        cwd=BROWSER_DIR,
+    )
+
+
+async def driven(driver: asyncio.subprocess.Process, tmp_path: Path) -> dict[str, Any]:
+    """The driver's result once it exited (killed when it overran): the page's state."""
+    try:
+        await asyncio.wait_for(driver.wait(), DRIVER_TIMEOUT)
+    finally:
+        if driver.returncode is None:
+            driver.kill()
+            await driver.wait()
+    path = tmp_path / "browser-result.json"
+    result = json.loads(path.read_text()) if path.exists() else {}
+    print(json.dumps({k: result.get(k) for k in ("steps", "error")}, indent=1))
+    assert driver.returncode == 0 and "error" not in result, json.dumps(result, indent=1)
+    state: dict[str, Any] = result["state"]
+    return state
+
+
 async def test_a_call_from_the_playground_in_chromium(
     standin: StandIn, processes: ProcessGroup, callers: Callers, tmp_path: Path
 ) -> None:
@@ -131,73 +197,52 @@ async def test_a_call_from_the_playground_in_chromium(
     async with asyncio.timeout(TEST_BUDGET + DRIVER_TIMEOUT):
         started = time.monotonic()
         data_dir = tmp_path / "data"
-        openai = await start_openai_stub(processes, transcript=HEARD)
-        env = worker_env(
-            livekit_url=standin.url,
-            api_key=standin.api_key,
-            api_secret=standin.api_secret,
-            agent_name=AGENT_NAME,
-            data_dir=data_dir,
-            OPENAI_BASE_URL=openai.base_url,
-            NUM_IDLE_PROCESSES="1",
-            DELIVERY_DEADLINE="5",
-        )  # no BACKEND_URL: the embedded local backend, whose copy the page shows
-        processes.start_worker(env)
-        await standin.wait_for_worker(AGENT_NAME, timeout=40)
-        port = free_port()
-        playground = processes.start_module(
-            "agent", env, "playground", "--port", str(port), name="playground"
-        )
-        await playground.wait_for_log("playground on http://", timeout=20)
-
-        result_path = tmp_path / "browser-result.json"
-        screenshot = tmp_path / "playground.png"
-        driver = await asyncio.create_subprocess_exec(
-            "node",
-            str(BROWSER_DIR / "drive.mjs"),
-            f"http://127.0.0.1:{port}/",
-            str(microphone_wav(tmp_path / "microphone.wav")),
-            str(result_path),
-            str(screenshot),
-            cwd=BROWSER_DIR,
-        )
+        page = await start_page(standin, processes, data_dir)
+        driver = await start_driver(page, tmp_path)
         intruding = asyncio.create_task(intrude(standin, callers))
         try:
-            await asyncio.wait_for(driver.wait(), DRIVER_TIMEOUT)
+            state = await driven(driver, tmp_path)
             await intruding
         finally:
             intruding.cancel()
-            if driver.returncode is None:
-                driver.kill()
-                await driver.wait()
-        result = json.loads(result_path.read_text()) if result_path.exists() else {}
-        print(json.dumps({k: result.get(k) for k in ("steps", "error")}, indent=1))
-        assert driver.returncode == 0 and "error" not in result, json.dumps(result, indent=1)
-        state = result["state"]
         if os.environ.get("PLAYGROUND_SCREENSHOT") == "1":
-            shutil.copyfile(screenshot, REPO_ROOT / "docs" / "playground.png")
+            shutil.copyfile(tmp_path / "playground.png", REPO_ROOT / "docs" / "playground.png")
 
-        # the greeting heard, two spoken turns answered, in order, no gap
+        # the greeting heard, the two utterances answered, in order, no gap. How many turns the
+        # utterances make is Chromium's and the VAD's: noise suppression on the fake microphone
+        # can split one in two (then the first reply is cut off by the second half), and a turn
+        # still open at the hang-up is flushed after the fifth
         assert state["agentAudioSeconds"] >= 0.3
         turns = state["turns"]
-        assert [t["seq"] for t in turns] == [1, 2, 3, 4, 5]
-        assert state["shownSeqs"] == [1, 2, 3, 4, 5] and state["gaps"] == []
-        assert [t["role"] for t in turns] == ["assistant", "user", "assistant", "user", "assistant"]
-        assert turns[0]["text"] == load_scenario("default").greeting
-        for said, reply in ((turns[1], turns[2]), (turns[3], turns[4])):
-            assert heard(said["text"]), said["text"]
-            assert reply["text"] == f"You said: {said['text']}"  # the stub's echo reply
+        count = len(turns)
+        assert count >= 5 and [t["seq"] for t in turns] == list(range(1, count + 1))
+        assert state["shownSeqs"] == list(range(1, count + 1)) and state["gaps"] == []
+        assert (turns[0]["role"], turns[0]["text"]) == (
+            "assistant",
+            load_scenario("default").greeting,
+        )
+        replies = 0
+        for before, turn in itertools.pairwise(turns):
+            if turn["role"] == "user":
+                assert heard(turn["text"]), turn["text"]
+                continue
+            assert before["role"] == "user", "an assistant turn answers a user turn"
+            echo = f"You said: {before['text']}"  # the stub's echo reply
+            # a reply cut off by the caller's next words holds what was played of it
+            assert turn["text"] == echo or (turn["interrupted"] and echo.startswith(turn["text"]))
+            replies += 1
+        assert replies >= 2
         # hang-up: answered "ok", `end` shown after every turn, the agent gone
         assert state["hangup"] == {"answer": "ok"}
         session_id = turns[0]["sessionId"]
-        assert state["end"] == {"type": "end", "v": 1, "sessionId": session_id, "turnCount": 5}
-        assert state["endShown"] == "end: 5 turns"
+        assert state["end"] == {"type": "end", "v": 1, "sessionId": session_id, "turnCount": count}
+        assert state["endShown"] == f"end: {count} turns"
         assert state["agentLeft"]
         await standin.wait_for_event("left", identity=state["agentIdentity"], timeout=5)
         # the delivered transcript shown is the local backend's copy
         held = held_transcript(data_dir, session_id)
         assert state["delivered"] == held
-        assert state["deliveredShown"] == 5
+        assert state["deliveredShown"] == count
         assert (held["endedReason"], held["complete"]) == ("caller_hangup", True)
         keys = ("seq", "role", "text")
         assert [tuple(t[k] for k in keys) for t in held["turns"]] == [
@@ -222,45 +267,16 @@ async def test_the_playground_waits_for_a_resumed_agent_in_chromium(
     async with asyncio.timeout(TEST_BUDGET + DRIVER_TIMEOUT):
         started = time.monotonic()
         data_dir = tmp_path / "data"
-        openai = await start_openai_stub(processes, transcript=HEARD)
-        env = worker_env(
-            livekit_url=standin.url,
-            api_key=standin.api_key,
-            api_secret=standin.api_secret,
-            agent_name=AGENT_NAME,
-            data_dir=data_dir,
-            OPENAI_BASE_URL=openai.base_url,
-            NUM_IDLE_PROCESSES="1",
-            DELIVERY_DEADLINE="5",
-            CHECKPOINT_SECONDS="1",
-        )
-        first = processes.start_worker(env, name="worker-1")
-        await standin.wait_for_worker(AGENT_NAME, timeout=40)
-        port = free_port()
-        playground = processes.start_module(
-            "agent", env, "playground", "--port", str(port), name="playground"
-        )
-        await playground.wait_for_log("playground on http://", timeout=20)
-
-        result_path = tmp_path / "browser-result.json"
+        page = await start_page(standin, processes, data_dir, CHECKPOINT_SECONDS="1")
         ready = tmp_path / "two-turns-answered"
-        driver = await asyncio.create_subprocess_exec(
-            "node",
-            str(BROWSER_DIR / "drive.mjs"),
-            f"http://127.0.0.1:{port}/",
-            str(microphone_wav(tmp_path / "microphone.wav")),
-            str(result_path),
-            str(tmp_path / "playground.png"),
-            str(ready),
-            cwd=BROWSER_DIR,
-        )
+        driver = await start_driver(page, tmp_path, str(ready))
         try:
             # the call is on the first worker; then a second one registers, to take it again
             lost = await standin.wait_until(
                 lambda: next(iter(standin.jobs.values()), None), timeout=60, what="the job"
             )
             # another container: its own health port (the data directory is shared, see above)
-            processes.start_worker({**env, "PORT": str(free_port())}, name="worker-2")
+            processes.start_worker({**page.env, "PORT": str(free_port())}, name="worker-2")
             await standin.wait_until(
                 lambda: len(standin.worker_ids(AGENT_NAME)) >= 2 or None,
                 timeout=40,
@@ -270,36 +286,36 @@ async def test_the_playground_waits_for_a_resumed_agent_in_chromium(
                 lambda: ready.exists() or None, timeout=90, what="two turns answered on the page"
             )
             standin.redispatch_lost_jobs = True  # as LiveKit Cloud does
-            first.kill_group()
-            await asyncio.wait_for(driver.wait(), DRIVER_TIMEOUT)
-        finally:
-            if driver.returncode is None:
-                driver.kill()
-                await driver.wait()
-        result = json.loads(result_path.read_text()) if result_path.exists() else {}
-        print(json.dumps({k: result.get(k) for k in ("steps", "error")}, indent=1))
-        assert driver.returncode == 0 and "error" not in result, json.dumps(result, indent=1)
-        state = result["state"]
+            page.worker.kill_group()
+        except BaseException:
+            driver.kill()  # the test failed before the kill: the page's wait is moot
+            await driver.wait()
+            raise
+        state = await driven(driver, tmp_path)
 
         # the page waited: it showed the agent away, saw one new agent, and kept the room
         assert state["awayShown"] is not None and state["awayShown"].startswith("away")
         assert state["agentChanges"] == 1
         assert state["agentIdentity"] != standin.jobs[lost.job_id].participant_identity
-        # seq went on from the dead agent's turns: the resume line is seq 6, no gap
+        # seq went on from the dead agent's turns (five at least, see the first test for why
+        # there may be more) to the resume line, once, with no gap and no duplicate
         turns = state["turns"]
-        assert [t["seq"] for t in turns] == [1, 2, 3, 4, 5, 6]
-        assert state["shownSeqs"] == [1, 2, 3, 4, 5, 6] and state["gaps"] == []
-        assert (turns[5]["role"], turns[5]["text"]) == ("assistant", load_prompt("resume"))
+        count = len(turns)
+        assert count >= 6 and [t["seq"] for t in turns] == list(range(1, count + 1))
+        assert state["shownSeqs"] == list(range(1, count + 1)) and state["gaps"] == []
+        resumed = [t["seq"] for t in turns if t["text"] == load_prompt("resume")]
+        assert len(resumed) == 1 and resumed[0] >= 6
+        assert turns[resumed[0] - 1]["role"] == "assistant"
         assert len({t["sessionId"] for t in turns}) == 1
         # hung up on the new agent; one complete transcript with every turn
         assert state["hangup"] == {"answer": "ok"}
-        assert state["end"]["turnCount"] == 6 and state["agentLeft"]
+        assert state["end"]["turnCount"] == count and state["agentLeft"]
         held = held_transcript(data_dir, turns[0]["sessionId"])
         assert state["delivered"] == held
         assert (held["endedReason"], held["complete"], held["turnCount"]) == (
             "caller_hangup",
             True,
-            6,
+            count,
         )
         assert [(t["seq"], t["text"]) for t in held["turns"]] == [
             (t["seq"], t["text"]) for t in turns

@@ -97,7 +97,13 @@ try {
     writeFileSync(readyPath, "two turns answered\n");
     // the agent is killed; another one joins and says the resume line, the next seq
     await page.waitForFunction(
-      () => window.playground.agentChanges >= 1 && window.playground.turns.has(6),
+      () => {
+        const s = window.playground;
+        return (
+          s.agentChanges >= 1 &&
+          [...s.turns.values()].some((t) => t.role === "assistant" && t.seq > s.agentChangedAtSeq)
+        );
+      },
       null,
       { timeout: 90_000, polling: 100 },
     );

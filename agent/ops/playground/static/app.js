@@ -39,6 +39,7 @@ const state = {
   agentLeft: false,
   agentAway: null, // a timer while the agent is gone without `end` (it may come back)
   agentChanges: 0, // agents that came back after one left without `end`
+  agentChangedAtSeq: 0, // the last seq the page held when the latest one came back
   hangingUp: false, // the hang-up button was pressed (the agent's leave may beat the answer)
   hangup: null, // the RPC's answer or error
   agentAudioSeconds: 0, // seconds of audible agent audio (an analyser on the remote track)
@@ -211,6 +212,7 @@ function reset() {
     agentLeft: false,
     agentAway: null,
     agentChanges: 0,
+    agentChangedAtSeq: 0,
     hangingUp: false,
     hangup: null,
     agentAudioSeconds: 0,
@@ -254,6 +256,7 @@ async function call() {
       clearTimeout(state.agentAway);
       state.agentAway = null;
       state.agentChanges += 1;
+      state.agentChangedAtSeq = Math.max(0, ...state.turns.keys());
     }
     state.agentIdentity = participant.identity;
     show("agent-state", participant.attributes[AGENT_STATE_ATTRIBUTE] || "joining");
