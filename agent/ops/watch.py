@@ -254,11 +254,20 @@ class Watcher:
             if state == "ok":
                 # silent for a healthy room, one line when its agent is back
                 event = "watch.agent_back" if previous not in (None, "ok", "no_caller") else None
-            elif state in ("waiting_grace", "dispatch_pending", "cap_reached", "finished"):
-                event = f"watch.{state}"
+            else:
+                event = _STATE_EVENTS.get(state)
         return Decision(
             room=room.name, action=action, state=state, log_event=event, fields=dict(fields)
         )
+
+
+# the one line a room's change into each of these states is worth (static event names)
+_STATE_EVENTS: dict[str, str] = {
+    "waiting_grace": "watch.waiting_grace",
+    "dispatch_pending": "watch.dispatch_pending",
+    "cap_reached": "watch.cap_reached",
+    "finished": "watch.finished",
+}
 
 
 # --------------------------------------------------------------------------- from the protos
