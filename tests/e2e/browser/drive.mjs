@@ -115,12 +115,12 @@ try {
   }
   await page.click("#hangup");
   step("hang-up clicked");
-  await page.waitForFunction(
-    () => window.playground.end !== null && window.playground.agentLeft,
-    null,
-    { timeout: 15_000, polling: 50 },
-  );
-  step("end and agent gone");
+  // the agent leaves; `end` is best effort (the test reports whether it came)
+  await page.waitForFunction(() => window.playground.agentLeft, null, {
+    timeout: 15_000,
+    polling: 50,
+  });
+  step("agent gone");
   await page.waitForFunction(() => window.playground.delivered !== null, null, {
     timeout: 35_000,
     polling: 200,

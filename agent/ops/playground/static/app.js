@@ -41,6 +41,7 @@ const state = {
   agentChanges: 0, // agents that came back after one left without `end`
   agentChangedAtSeq: 0, // the last seq the page held when the latest one came back
   hangingUp: false, // the hang-up button was pressed (the agent's leave may beat the answer)
+  agentGoneAt: null, // when the agent left (Date.now()); null while one is in the room
   hangup: null, // the RPC's answer or error
   agentAudioSeconds: 0, // seconds of audible agent audio (an analyser on the remote track)
   delivered: null,
@@ -214,6 +215,7 @@ function reset() {
     agentChanges: 0,
     agentChangedAtSeq: 0,
     hangingUp: false,
+    agentGoneAt: null,
     hangup: null,
     agentAudioSeconds: 0,
     delivered: null,
@@ -259,6 +261,7 @@ async function call() {
       state.agentChangedAtSeq = Math.max(0, ...state.turns.keys());
     }
     state.agentIdentity = participant.identity;
+    state.agentGoneAt = null;
     show("agent-state", participant.attributes[AGENT_STATE_ATTRIBUTE] || "joining");
     $("hangup").disabled = false;
   };
@@ -285,6 +288,7 @@ async function call() {
   };
   room.on(LK.RoomEvent.ParticipantDisconnected, (participant) => {
     if (participant.identity !== state.agentIdentity) return;
+    state.agentGoneAt = Date.now();
     if (state.end || state.hangingUp) {
       callOver(); // the agent ended the call (or we hung up): it is not coming back
       return;
@@ -294,9 +298,13 @@ async function call() {
     $("hangup").disabled = true;
     state.agentAway = setTimeout(callOver, AGENT_RETURN_MS);
   });
-  room.on(LK.RoomEvent.DataReceived, (payload, participant, _kind, topic) => {
+  room.on(LK.RoomEvent.DataReceived, (payload, participant, _kind, topic, _encryption, from) => {
     if (topic !== TRANSCRIPT_TOPIC) return;
-    if (!isAgent(participant)) {
+    // Packets the agent sent just before it left (its last turns, `end`) can arrive after its
+    // leave: the SDK then gives no participant, only the sender's identity (`from`). Take them
+    // when that is the agent that just left; anyone in the room is checked as usual.
+    const late = !participant && state.agentGoneAt !== null && from === state.agentIdentity;
+    if (!late && !isAgent(participant)) {
       state.rejected += 1;
       return;
     }
