@@ -7,8 +7,8 @@ silence for the greeting, then the speech WAV twice with silences for the replie
 Checks: the greeting heard, two spoken turns answered, the turns shown in order with seq 1..n
 and no gap, the hang-up button -> the agent gone (and `end` shown when it came: it is best
 effort, and the agent's last packets were lost on some runs here), the delivered transcript
-shown and equal to the copy the local backend holds, the page's turns its first ones. The screenshot goes to the test's tmp dir (and
-docs/playground.png when PLAYGROUND_SCREENSHOT=1).
+shown and equal to the copy the local backend holds, the page's turns its first ones. The
+screenshot goes to the test's tmp dir (and docs/playground.png when PLAYGROUND_SCREENSHOT=1).
 
 The second test kills the agent's worker mid-call (README, "An agent may leave and come back"):
 the page stays in the room, shows the agent away, takes the new agent's resume line as the next
