@@ -63,7 +63,8 @@ What it does NOT emulate (do not write tests that depend on these):
   process's does at once);
 * a signal socket that drops without a ``leave`` is removed at once with ``SIGNAL_CLOSE``
   (LiveKit first waits for the client to resume); a client that sends ``leave`` is removed
-  ``CLIENT_LEAVE_DATA_GRACE`` later (its last data packets are still relayed meanwhile).
+  once it has closed its publisher connection (at most ``CLIENT_LEAVE_DATA_TIMEOUT`` later):
+  the data packets it sent before the close are relayed meanwhile.
 
 It is meant to run inside the e2e network namespace (see ``tests/e2e/netns.py``): aiortc and
 libwebrtc gather host candidates on every non-loopback interface, and in the namespace the only
@@ -125,11 +126,13 @@ SUBSCRIBER_CONNECT_TIMEOUT: Final = 10.0
 LEAVE_GRACE: Final = 1.0
 # data packets buffered per subscriber channel until that channel opens
 MAX_PENDING_PACKETS: Final = 1000
-# A client that sends `leave` keeps its publisher PC this long, so the data packets it sent just
-# before (the agent's `end`, an RPC answer) are still relayed: LiveKit's server forwards data
-# as it arrives, before a leave that comes after it, but this Python SFU on a busy machine may
-# read the leave (signal socket) before that data (SCTP), then close the PC and lose it.
-CLIENT_LEAVE_DATA_GRACE: Final = 0.3
+# A client that sends `leave` keeps its publisher PC until the client closes it (its SCTP
+# association ends), at most this long, so the data packets it sent just before (the agent's
+# last turns and `end`, an RPC answer) are still relayed. LiveKit's server forwards data as it
+# arrives, before a leave that comes after it, but this Python SFU on a busy machine reads its
+# SCTP late: the agent's last five packets came up to 0.9 s after its leave here, and a fixed
+# 0.3 s grace lost them (the page then missed `end` and its last turns).
+CLIENT_LEAVE_DATA_TIMEOUT: Final = 3.0
 
 _T = TypeVar("_T")
 _Msg = TypeVar("_Msg", bound=Message)
@@ -401,6 +404,9 @@ class _Participant:
     pending: dict[str, list[bytes]] = field(default_factory=dict)
     sub_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     sub_answered: asyncio.Event = field(default_factory=asyncio.Event)
+    # set when the client's publisher data channels close: it closed the connection, and every
+    # data packet it sent before has been read
+    data_closed: asyncio.Event = field(default_factory=asyncio.Event)
     sub_offer_id: int = 0
     send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     signal_done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -1193,8 +1199,9 @@ class StandIn:
         try:
             await self._join(p, announced)
             await self._signal_loop(p)
-            if p.client_left:
-                await asyncio.sleep(CLIENT_LEAVE_DATA_GRACE)
+            if p.client_left and p.pub_pc.sctp is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(p.data_closed.wait(), CLIENT_LEAVE_DATA_TIMEOUT)
         finally:
             p.signal_done.set()
             await self._remove(p)
@@ -1225,6 +1232,10 @@ class StandIn:
                         node_id="standin",
                     ),
                     subscriber_primary=False,
+                    # as LiveKit sets it (room.go: CanPublish() && !hasICEFallback). Without it
+                    # the Rust SDK negotiates through a debouncer that can drop a track's offer:
+                    # the agent's audio then never reached the room (3 of 21 browser runs here)
+                    fast_publish=p.permission.can_publish,
                     ping_timeout=15,
                     ping_interval=5,
                 )
@@ -1455,6 +1466,7 @@ class StandIn:
     def _on_channel(self, p: _Participant, channel: Any) -> None:
         label = str(channel.label)
         channel.on("message", lambda message: self._on_data(p, label, message))
+        channel.on("close", p.data_closed.set)
 
     def _on_data(self, sender: _Participant, label: str, message: object) -> None:
         if not isinstance(message, bytes) or label not in ("_reliable", "_lossy"):

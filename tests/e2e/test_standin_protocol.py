@@ -4,13 +4,15 @@ only, no media and no namespace (not marked e2e)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import types
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
-from livekit import api
+from livekit import api, rtc
 from livekit.protocol import agent, models
 from livekit.protocol import rtc as rtcpb
 
@@ -276,6 +278,29 @@ async def test_a_client_announcing_protocol_17_joins_and_its_version_is_recorded
         await ws.close()
 
 
+@pytest.mark.parametrize("can_publish", [True, False])
+async def test_the_join_response_offers_fast_publish_to_a_participant_that_may_publish(
+    plain_standin: StandIn, http: aiohttp.ClientSession, can_publish: bool
+) -> None:
+    """As LiveKit's server sets it (pkg/rtc/room.go: CanPublish() && !hasICEFallback). Without
+    it the Rust SDK negotiates its publisher through a debouncer that can drop a new track's
+    offer: the agent's audio never reached the room on 3 of 21 browser runs here."""
+    token = (
+        api.AccessToken(plain_standin.api_key, plain_standin.api_secret)
+        .with_identity("browser-1")
+        .with_grants(api.VideoGrants(room_join=True, room="room-f", can_publish=can_publish))
+        .to_jwt()
+    )
+    ws = await http.ws_connect(f"{plain_standin.url}/rtc", params={"access_token": token})
+    try:
+        first = rtcpb.SignalResponse()
+        first.ParseFromString(await asyncio.wait_for(ws.receive_bytes(), 5))
+        assert first.WhichOneof("message") == "join"
+        assert first.join.fast_publish is can_publish
+    finally:
+        await ws.close()
+
+
 def test_a_data_packet_takes_its_kind_from_the_channel_it_arrived_on() -> None:
     """LiveKit stamps the kind of the channel a packet came on (RELIABLE on `_reliable`, LOSSY on
     `_lossy`) whatever the sender wrote; livekit-client reports that kind to the page."""
@@ -329,6 +354,69 @@ async def test_a_late_subscriber_hears_live_audio_only_never_a_replay(
     finally:
         await listener.leave()
         await speaker.leave()
+
+
+# how late the stand-in reads the leaving client's data channel in the test below
+LATE_READ = 1.0
+
+
+@pytest.mark.e2e
+async def test_data_sent_before_a_leave_is_relayed_even_when_read_after_it(
+    standin: StandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """This Python SFU on a busy machine read an agent's last packets (its last turns, `end`)
+    up to 0.9 s after its leave. A leaving client is removed once it has closed its connection,
+    not a fixed grace after its leave, so what it sent before is still relayed. Here the
+    sender's data-channel events reach the stand-in LATE_READ late, in order, and none once it
+    has been removed (a closed connection reads nothing more)."""
+    room = "room-leave"
+    on_channel = standin._on_channel
+
+    def read_late(p: Any, channel: Any) -> None:
+        if p.identity != "agent-l":
+            on_channel(p, channel)
+            return
+        loop = asyncio.get_running_loop()
+
+        def deliver(handler: Callable[..., None], *args: object) -> None:
+            if not p.removed:
+                handler(*args)
+
+        class Late:
+            label = channel.label
+
+            def on(self, event: str, handler: Callable[..., None]) -> None:
+                channel.on(event, lambda *args: loop.call_later(LATE_READ, deliver, handler, *args))
+
+        on_channel(p, Late())
+
+    monkeypatch.setattr(standin, "_on_channel", read_late)
+    sender = Caller(standin.url, participant_token("agent-l", room, kind="agent"), agent_name=None)
+    listener = Caller(standin.url, participant_token("listener-l", room), agent_name=None)
+    sent = [f"packet-{i}".encode() for i in range(3)]
+    got: list[bytes] = []
+    all_got = asyncio.Event()
+
+    def on_data(packet: rtc.DataPacket) -> None:
+        got.append(packet.data)
+        if len(got) >= len(sent):
+            all_got.set()
+
+    listener.room.on("data_received", on_data)
+    try:
+        await listener.connect()
+        await sender.connect()
+        for payload in sent:
+            await sender.room.local_participant.publish_data(payload, topic="probe")
+        await sender.leave()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(all_got.wait(), LATE_READ + 5)
+        assert got == sent
+        left = await standin.wait_for_event("left", identity="agent-l", timeout=5)
+        assert left.detail["reason"] == "CLIENT_INITIATED"
+    finally:
+        await listener.leave()
+        await sender.leave()
 
 
 async def test_create_dispatch_over_twirp_dispatches_the_named_agent_with_its_metadata(
