@@ -80,11 +80,19 @@ try {
     { timeout: 45_000, polling: 100 },
   );
   step("greeting");
-  // the microphone WAV speaks twice: two user turns, each answered (seq 2..5)
-  await page.waitForFunction(() => window.playground.turns.has(5), null, {
-    timeout: 60_000,
-    polling: 100,
-  });
+  // the microphone WAV speaks twice: two whole replies, the last turn one of them. Not "seq 5":
+  // Chromium's noise suppression can split an utterance into two user turns (the reply between
+  // them cut off), and then seq 5 is a user turn whose reply a hang-up would cut
+  await page.waitForFunction(
+    () => {
+      const turns = [...window.playground.turns.values()].sort((a, b) => a.seq - b.seq);
+      const whole = turns.filter((t) => t.seq > 1 && t.role === "assistant" && !t.interrupted);
+      const last = turns[turns.length - 1];
+      return whole.length >= 2 && last === whole[whole.length - 1];
+    },
+    null,
+    { timeout: 60_000, polling: 100 },
+  );
   step("two turns answered");
   if (readyPath) {
     // what the page shows while the agent is gone, recorded by the page itself
