@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from agent.models import (
     EndMessage,
+    HeldTurn,
     InterimMessage,
     JobMetadata,
     Latency,
@@ -68,6 +69,21 @@ def test_timestamps_are_utc_iso_with_milliseconds() -> None:
     )
     wire = message.to_wire()
     assert wire["startedAt"] == "2026-11-22T10:00:00.123Z" == wire["endedAt"]
+
+
+@pytest.mark.parametrize("model", [Turn, HeldTurn])
+def test_a_time_without_a_timezone_is_refused_naming_its_field(model: type[Turn]) -> None:
+    body = {
+        "seq": 1,
+        "role": "user",
+        "text": "x",
+        "startedAt": "2026-12-02T18:00:00.000Z",
+        "endedAt": "2026-12-02T18:00:01",  # no offset: local time of which machine?
+    }
+    with pytest.raises(ValidationError) as caught:
+        model.model_validate(body)
+    [error] = caught.value.errors()
+    assert error["loc"] == ("endedAt",) and "timezone" in error["msg"]
 
 
 def test_turn_count_must_equal_the_number_of_turns() -> None:

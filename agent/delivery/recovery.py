@@ -13,7 +13,7 @@ from collections import Counter
 from agent.backend import Backend
 from agent.delivery.lease import release_shielded
 from agent.delivery.post import DeliveryOutcome, deliver
-from agent.journal import Journal
+from agent.journal import Journal, RowUnreadable
 from agent.log import get_logger
 from agent.models import EndedReason, TranscriptPayload
 
@@ -100,6 +100,10 @@ async def backstop(
             to_send = await asyncio.to_thread(_look)
     except TimeoutError:
         log.warning("delivery.backstop_skipped", call_id=call_id, cause="journal_timeout")
+        return None
+    except RowUnreadable:
+        # left to recovery, which sets the row aside as a dead letter with the reason
+        log.error("delivery.backstop_skipped", call_id=call_id, cause="row_unreadable")
         return None
     if to_send is None:
         log.debug("delivery.backstop_not_needed", call_id=call_id)

@@ -20,6 +20,7 @@ from agent.journal.earlier import EarlierCall
 from agent.journal.live import APPENDS_PER_FORCED_CHECKPOINT
 from agent.journal.operator import JournalRow
 from agent.journal.ownership import LEASE_REFRESH_SECONDS, LEASE_SECONDS, CallHeldElsewhere, Owner
+from agent.journal.payloads import RowUnreadable
 from agent.journal.recovery import ClaimedCall
 from agent.journal.schema import JOURNAL_FILENAME, CallState
 from agent.journal.store import Journal
@@ -36,4 +37,5 @@ __all__ = [
     "Journal",
     "JournalRow",
     "Owner",
+    "RowUnreadable",
 ]

@@ -12,8 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agent.journal.base import JournalBase
-from agent.journal.payloads import best, parse_payload, rank, rebuild
+from agent.journal.payloads import RowUnreadable, rank, row_transcript
+from agent.log import get_logger
 from agent.models import TranscriptPayload
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,17 +53,20 @@ class EarlierCalls(JournalBase):
                 ).fetchall()
                 for call_id, stored, started_at, updated_at, *owner in rows:
                     held = self._held_by_other(self._conn, call_id, tuple(owner), now)
-                    payload = best(
-                        parse_payload(call_id, stored),
-                        rebuild(
+                    try:
+                        payload = row_transcript(
                             self._conn,
                             call_id,
                             attempt_number,
                             started_at,
+                            stored,
                             updated_at,
                             empty_ok=False,
-                        ),
-                    )
+                        )
+                    except RowUnreadable:
+                        # never continued; recovery sets it aside as a dead letter
+                        log.warning("journal.earlier_row_unreadable", call_id=call_id)
+                        continue
                     if payload is None or (held and not payload.complete):
                         continue
                     if found is None or rank(payload.complete, payload.turn_count) > rank(

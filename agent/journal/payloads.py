@@ -2,7 +2,9 @@
 
 Rule: the journal keeps and delivers the best transcript it has seen for a call (complete over
 incomplete, then more turns, as the backend ranks them); a transcript rebuilt from turns is
-`complete` exactly when its ended reason is not one of INCOMPLETE_REASONS (DESIGN.md).
+`complete` exactly when its ended reason is not one of INCOMPLETE_REASONS (DESIGN.md). A row from
+which no valid transcript can be built is that row's problem only (`RowUnreadable`, with a reason
+that names fields and rules, never text): its caller sets it aside and goes on with the others.
 """
 
 from __future__ import annotations
@@ -23,6 +25,29 @@ from agent.models import (
 )
 
 log = get_logger(__name__)
+
+MAX_PROBLEM_CHARS = 500
+
+
+class RowUnreadable(Exception):
+    """No valid transcript can be built from a journaled row; `reason` says why (field paths
+    and rules only, never transcript text), for its dead letter and the operator."""
+
+    def __init__(self, call_id: str, reason: str) -> None:
+        self.call_id = call_id
+        self.reason = reason[:MAX_PROBLEM_CHARS]
+        super().__init__(f"call {call_id!r}: {self.reason}")
+
+
+def describe_problem(error: Exception) -> str:
+    """What is wrong, by field and rule (pydantic's messages never quote the input; the other
+    errors that building a row can raise are about its times and numbers, never its text)."""
+    if isinstance(error, ValidationError):
+        found = error.errors(include_url=False, include_input=False)
+        parts = [f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in found]
+        more = f" (+{len(parts) - 3} more)" if len(parts) > 3 else ""
+        return "; ".join(parts[:3]) + more
+    return f"{type(error).__name__}: {error}"[:200]
 
 
 def rank(complete: bool, turn_count: int) -> tuple[bool, int]:
@@ -79,6 +104,46 @@ def parse_payload(call_id: str, stored: str | None) -> TranscriptPayload | None:
         return None
 
 
+def row_transcript(
+    conn: sqlite3.Connection,
+    call_id: str,
+    attempt_number: int,
+    started_at: str,
+    stored: str | None,
+    last_sign_of_life: float,
+    *,
+    ended_reason: EndedReason = "crashed",
+    empty_ok: bool = True,
+) -> TranscriptPayload | None:
+    """The best transcript a row holds: its stored one, or one rebuilt from its turns (see
+    `rebuild`). None when it holds neither (no stored transcript, no turns and not `empty_ok`).
+    Raises RowUnreadable, naming each problem, when it holds something and none of it builds."""
+    problems: list[str] = []
+    payload: TranscriptPayload | None = None
+    if stored is not None:
+        try:
+            payload = TranscriptPayload.model_validate_json(stored)
+        except ValidationError as error:
+            problems.append(f"stored transcript: {describe_problem(error)}")
+    try:
+        rebuilt = rebuild(
+            conn,
+            call_id,
+            attempt_number,
+            started_at,
+            last_sign_of_life,
+            ended_reason=ended_reason,
+            empty_ok=empty_ok,
+        )
+    except RowUnreadable as error:
+        problems.append(f"journaled turns: {error.reason}")
+        rebuilt = None
+    chosen = best(payload, rebuilt)
+    if chosen is None and problems:
+        raise RowUnreadable(call_id, "; ".join(problems))
+    return chosen
+
+
 def rebuild(
     conn: sqlite3.Connection,
     call_id: str,
@@ -92,7 +157,8 @@ def rebuild(
     """The transcript of a call from its journaled turns. `complete` follows the design rule
     (false exactly for `crashed` and `in_progress`): a live process that ends its call for
     another reason (the backstop's `job_terminated`) journaled every final turn it saw.
-    None when it cannot be built, or has no turns and not `empty_ok`."""
+    None when it has no turns and not `empty_ok`; RowUnreadable when it cannot be built
+    (whatever the cause: one row's problem must never stop the caller's pass over the others)."""
     rows = conn.execute(
         "SELECT seq, role, text, started_at, ended_at, interrupted FROM turns "
         "WHERE call_id = ? ORDER BY seq",
@@ -118,6 +184,6 @@ def rebuild(
             turn_count=len(turns),
             turns=turns,
         )
-    except (ValidationError, ValueError) as error:
-        log.error("journal.rebuild_failed", call_id=call_id, error=type(error).__name__)
-        return None
+    except Exception as error:
+        log.error("journal.rebuild_failed", call_id=call_id, error_type=type(error).__name__)
+        raise RowUnreadable(call_id, describe_problem(error)) from None

@@ -9,7 +9,7 @@ from typing import cast
 
 from agent.journal.base import JournalBase
 from agent.journal.ownership import Owner
-from agent.journal.payloads import best, parse_payload, rebuild
+from agent.journal.payloads import parse_payload, row_transcript
 from agent.journal.schema import CallState
 from agent.models import EndedReason, TranscriptPayload
 
@@ -48,7 +48,8 @@ class Queries(JournalBase):
     ) -> TranscriptPayload | None:
         """The transcript the journal would deliver for this call now: the stored final one, or
         (for a live row) the better of that and one rebuilt from its turns with `ended_reason`
-        (complete unless that is `crashed` or `in_progress`)."""
+        (complete unless that is `crashed` or `in_progress`). Raises RowUnreadable when the row
+        holds something and none of it builds."""
         with self._lock:
             row = self._conn.execute(
                 "SELECT state, payload, attempt_number, started_at, updated_at FROM calls "
@@ -57,13 +58,18 @@ class Queries(JournalBase):
             ).fetchone()
             if row is None:
                 return None
-            stored = parse_payload(call_id, row[1])
-            if row[0] == "live":
-                rebuilt = rebuild(
-                    self._conn, call_id, row[2], row[3], row[4], ended_reason=ended_reason
+            state, stored, attempt, started_at, updated_at = row
+            if state == "live":
+                return row_transcript(
+                    self._conn,
+                    call_id,
+                    attempt,
+                    started_at,
+                    stored,
+                    updated_at,
+                    ended_reason=ended_reason,
                 )
-                return best(stored, rebuilt)
-        return stored
+        return parse_payload(call_id, stored)
 
     def journal_mode(self) -> str:
         with self._lock:

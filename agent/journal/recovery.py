@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from agent.journal.base import JournalBase
-from agent.journal.payloads import best, parse_payload, rebuild
+from agent.journal.payloads import RowUnreadable, row_transcript
 from agent.log import get_logger
 from agent.models import TranscriptPayload
 
@@ -41,7 +41,7 @@ class Recovery(JournalBase):
         until the row is delivered. Rows owned by this very process are never claimed here."""
         now = self._clock()
         claimed: list[ClaimedCall] = []
-        unreadable: list[str] = []
+        unreadable: list[tuple[str, str]] = []  # (call id, why): set aside, the pass goes on
         with self._transaction() as conn:
             self._alive_memo.clear()  # liveness is judged afresh, inside the write lock
             candidates = conn.execute(
@@ -69,20 +69,24 @@ class Recovery(JournalBase):
             )
             rows.sort(key=lambda row: chosen.index(row[0]))
             for call_id, session_id, attempt, started_at, state, stored, updated in rows:
-                payload = best(
-                    parse_payload(call_id, stored),
-                    rebuild(conn, call_id, attempt, started_at, updated, empty_ok=state == "live"),
-                )
+                try:
+                    live = state == "live"
+                    payload = row_transcript(
+                        conn, call_id, attempt, started_at, stored, updated, empty_ok=live
+                    )
+                except RowUnreadable as error:
+                    unreadable.append((call_id, f"unreadable row: {error.reason}"))
+                    continue
                 if payload is None:
-                    unreadable.append(call_id)
+                    unreadable.append((call_id, "unreadable row: no transcript stored"))
                     continue
                 claimed.append(ClaimedCall(call_id, session_id, state, payload))
-            for call_id in unreadable:
+            for call_id, why in unreadable:
                 # Kept as a dead letter for an operator: retrying would fail the same way.
                 conn.execute(
                     f"UPDATE calls SET state = 'dead', dead_reason = ?, {self._SET_NOBODY} "
                     f"WHERE call_id = ?",
-                    ("stored transcript does not validate", call_id),
+                    (why, call_id),
                 )
             dead = conn.execute("SELECT count(*) FROM calls WHERE state = 'dead'").fetchone()[0]
         self.checkpoint()
@@ -93,8 +97,8 @@ class Recovery(JournalBase):
                 crashed=sum(1 for c in claimed if c.previous_state == "live"),
                 call_ids=[c.call_id for c in claimed],
             )
-        for call_id in unreadable:
-            log.error("journal.payload_invalid", call_id=call_id)
+        for call_id, _why in unreadable:
+            log.error("journal.row_set_aside", call_id=call_id)
         if dead:
             # Dead letters wait for an operator (`python -m agent journal`): say so on every sweep.
             log.warning("journal.dead_letters", count=int(dead))

@@ -2,10 +2,11 @@
 
 Rule: camelCase on the wire (snake_case in Python), every multi-word wire name written out
 (`Field(alias=...)`, never computed: a generator once turned `e2e_ms` into `e2EMs`), timestamps
-ISO-8601 UTC with milliseconds, no value ever `null` (optional keys are absent). Sanitising
-happens here, at the boundary, so one odd character or number never costs a call its
-transcript: lone surrogates become U+FFFD, non-finite or negative usage and latency figures are
-dropped, and the encoder refuses NaN (`allow_nan=False`) as a last guard.
+ISO-8601 UTC with milliseconds (a received time must carry its offset), no value ever `null`
+(optional keys are absent). Sanitising happens here, at the boundary, so one odd character or
+number never costs a call its transcript: lone surrogates become U+FFFD, non-finite or negative
+usage and latency figures are dropped, and the encoder refuses NaN (`allow_nan=False`) as a
+last guard.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -102,8 +104,11 @@ def _iso_ms(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+# Timezone-aware only: a time without an offset is a validation error naming its field. Read as
+# local time, or compared with an aware one, it would shift a transcript or break the journal
+# rows it lands in (one garbled held transcript once stopped every recovery pass).
 UtcDatetime = Annotated[
-    datetime,
+    AwareDatetime,
     PlainSerializer(_iso_ms, return_type=str, when_used="json"),
     Field(json_schema_extra={"format": "date-time", "pattern": TIMESTAMP_PATTERN}),
 ]

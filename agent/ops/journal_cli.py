@@ -33,7 +33,7 @@ from agent.config import (
     load_settings,
 )
 from agent.delivery import DeliveryOutcome, deliver
-from agent.journal import JOURNAL_FILENAME, CallState, Journal, JournalRow
+from agent.journal import JOURNAL_FILENAME, CallState, Journal, JournalRow, RowUnreadable
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # an unknown call id, or a retry that did not end delivered
@@ -178,7 +178,10 @@ def _export(journal: Journal | None, path: Path, call_id: str) -> int:
         return _unknown(call_id, path)
     # The stored final transcript; for a live row, the one recovery would rebuild from its
     # turns if the call's process died now (incomplete, `crashed`).
-    payload = journal.current_payload(call_id)
+    try:
+        payload = journal.current_payload(call_id)
+    except RowUnreadable as error:
+        return _fail(f"call {call_id!r}: no transcript can be built: {error.reason}", EXIT_FAILED)
     if payload is None:
         return _fail(f"call {call_id!r}: its stored transcript does not validate", EXIT_FAILED)
     sys.stdout.flush()

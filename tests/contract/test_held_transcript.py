@@ -120,6 +120,17 @@ async def test_404_means_none_is_held(stub_client: HttpBackend) -> None:
         ("turnCount a word", lambda b: b.update(turnCount="two"), "turnCount"),
         ("a turn without text", lambda b: b["turns"][0].pop("text"), "turns.0.text"),
         ("a role of system", lambda b: b["turns"][1].update(role="system"), "turns.1.role"),
+        # DESIGN: a held body is validated, timezone-aware timestamps included
+        (
+            "a start without a timezone",
+            lambda b: b.update(startedAt="2026-12-02T18:00:00"),
+            "startedAt",
+        ),
+        (
+            "a turn's end without a timezone",
+            lambda b: b["turns"][0].update(endedAt="2026-11-22T09:00:02.750"),
+            "turns.0.endedAt",
+        ),
     ],
 )
 async def test_a_malformed_answer_is_invalid_naming_the_field(
