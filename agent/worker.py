@@ -27,7 +27,7 @@ from agent.backend import BackendError, make_backend
 from agent.call import CALL_KEY, Call
 from agent.call.finish import backstop_call, finish
 from agent.call.recover import recover_alongside, recover_in_main, startup_recovery
-from agent.call.resume import log_already_ended, settle_already_ended
+from agent.call.resume import log_already_ended, settle_stood_down
 from agent.call.session import build_conversation, open_journal, start_apology, start_conversation
 from agent.call.start import MetadataError, parse_job_metadata, start_in_parallel
 from agent.config import Settings, load_settings
@@ -259,6 +259,10 @@ async def _start_call(
         return
     await open_journal(call)
     recover_alongside(call, settings)
+    if call.held_by is not None:
+        # another live job of this container runs this room's call: stand down unheard
+        ctx.shutdown("attempt_held_elsewhere")
+        return
     try:
         session = build_conversation(call, settings, proc.vad, ctx.room)
         await start_conversation(call, session, settings, ctx.room)
@@ -274,8 +278,8 @@ async def on_session_end(ctx: JobContext) -> None:
     if not isinstance(call, Call):
         log.info("call.ended_without_session")
         return
-    if call.already_ended:
-        await settle_already_ended(call, process_state(ctx).settings.delivery_deadline)
+    if call.stands_down:
+        await settle_stood_down(call, process_state(ctx).settings.delivery_deadline)
         return
     await finish(call, process_state(ctx).settings)
 

@@ -33,8 +33,8 @@ from agent.backend import HttpBackend
 from agent.call import Call
 from agent.call.finish import deliver_transcript
 from agent.delivery import backstop, deliver, recover_pending
-from agent.journal import CallHeldElsewhere, ClaimedCall, Journal, Owner
-from agent.models import JobMetadata, Session, Turn, utc_now
+from agent.journal import AttemptHeldElsewhere, CallHeldElsewhere, ClaimedCall, Journal, Owner
+from agent.models import JobMetadata, Session, TranscriptPayload, Turn, utc_now
 from tests.support import journal_probe
 from tests.support.backend_stub import BackendStub, Fault
 from tests.support.fake_backend import FakeBackend
@@ -337,7 +337,9 @@ async def test_the_same_job_run_twice_keeps_the_first_runs_turns(db: Path) -> No
     assert [(t["seq"], t["text"]) for t in wire["turns"]] == expected
 
 
-async def test_a_rerun_while_the_first_run_still_holds_the_row_journals_apart(db: Path) -> None:
+async def test_a_rerun_while_the_first_run_still_runs_the_call_stands_down(db: Path) -> None:
+    # Only one job may run a room's call at a time (the journal row is the lock): the first
+    # run is alive with a fresh lease, so the second journals nothing and stands down.
     backend = FakeBackend()
     me = Owner.current()
     with (
@@ -345,19 +347,27 @@ async def test_a_rerun_while_the_first_run_still_holds_the_row_journals_apart(db
         Journal(db, owner=dataclasses.replace(me, pid=me.pid + 10_000_000)) as second_process,
     ):
         first = await _run_job(first_process, [("assistant", "Hello."), ("user", "Hi.")], backend)
-        second = await _run_job(second_process, [("assistant", "Where were we?")], backend)
+        session = Session(id="S-rerun", user_id="u1", scenario_id="default", attempt_number=1)
+        second = Call(
+            "AJ_rerun",
+            "room-1",
+            JobMetadata(scenario_id="default", user_id="u1", session_id="S-rerun"),
+            backend=backend,
+            journal=second_process,
+            session=session,
+        )
+        from agent.call.session import open_journal
+
+        await open_journal(second)
         await first.cancel_tasks()
         await second.cancel_tasks()
+        assert second.held_by == "AJ_rerun" and second.stands_down
         assert [(t.seq, t.text) for t in journal_probe.turns(first_process, "AJ_rerun")] == [
             (1, "Hello."),
             (2, "Hi."),
         ]
-        assert second.job_id != "AJ_rerun"
-        assert [(t.seq, t.text) for t in journal_probe.turns(second_process, second.job_id)] == [
-            (1, "Hello."),
-            (2, "Hi."),
-            (3, "Where were we?"),
-        ]
+        assert journal_probe.counts(first_process) == journal_probe.Counts(1, 0, 0, 2)
+        assert first_process.refresh_lease("AJ_rerun") is True  # still the first run's
 
 
 def test_reopening_a_call_held_by_a_live_owner_is_refused(db: Path) -> None:
@@ -367,10 +377,35 @@ def test_reopening_a_call_held_by_a_live_owner_is_refused(db: Path) -> None:
         first.open_call("job-1", session_id="s", attempt_number=1, started_at=utc_now())
         first.append_turn("job-1", make_turn(1, "first run's words"))
         # The first owner (this process) is alive and its lease fresh: its row stays its own.
-        with pytest.raises(CallHeldElsewhere):
+        with pytest.raises(AttemptHeldElsewhere):
             second.open_call("job-1", session_id="s", attempt_number=1, started_at=utc_now())
         assert [t.text for t in journal_probe.turns(first, "job-1")] == ["first run's words"]
         assert first.refresh_lease("job-1") is True
+
+
+def test_reopening_a_call_whose_ended_row_another_process_delivers_is_refused_as_held(
+    db: Path,
+) -> None:
+    me = Owner.current()
+    another_process_here = dataclasses.replace(me, pid=me.pid + 10_000_000)
+    with Journal(db) as first, Journal(db, owner=another_process_here) as second:
+        first.open_call("job-1", session_id="s", attempt_number=1, started_at=utc_now())
+        turn = make_turn(1, "first run's words")
+        first.append_turn("job-1", turn)
+        ended = TranscriptPayload(
+            attempt_number=1,
+            complete=True,
+            ended_reason="caller_left",
+            started_at=turn.started_at,
+            ended_at=turn.ended_at,
+            turn_count=1,
+            turns=[turn],
+        )
+        first.finish_call("job-1", ended)  # pending, the first process delivering it
+        # the call is over, not running: this is the row (CallHeldElsewhere), not the attempt
+        with pytest.raises(CallHeldElsewhere):
+            second.open_call("job-1", session_id="s", attempt_number=1, started_at=utc_now())
+        assert first.state("job-1") == "pending"
 
 
 # ------------------------------------------------------------------ leases across hosts and boots

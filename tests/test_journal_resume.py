@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from agent.delivery import recover_pending
-from agent.journal import Journal, Owner
+from agent.journal import AttemptHeldElsewhere, Journal, Owner
 from agent.models import TranscriptPayload, Turn, utc_now
 from tests.support import journal_probe
 from tests.support.fake_backend import FakeBackend
@@ -113,14 +113,17 @@ def test_a_row_held_live_by_another_process_is_neither_offered_nor_superseded(db
         holder.append_turn("AJ_first", turn(1, "Hello?"))
         holder.append_turn("AJ_first", turn(2, "Hi."))
         assert adopter.earlier_call("S1", 1) is None
-        adopter.open_call(
-            "AJ_second",
-            session_id="S1",
-            attempt_number=1,
-            started_at=utc_now(),
-            continue_from="AJ_first",
-            adopt=True,
-        )
+        # the attempt is the holder's while its call runs: the adopter opens nothing
+        with pytest.raises(AttemptHeldElsewhere):
+            adopter.open_call(
+                "AJ_second",
+                session_id="S1",
+                attempt_number=1,
+                started_at=utc_now(),
+                continue_from="AJ_first",
+                adopt=True,
+            )
+        assert adopter.state("AJ_second") is None
         assert holder.state("AJ_first") == "live"
         assert [t.text for t in journal_probe.turns(holder, "AJ_first")] == ["Hello?", "Hi."]
         assert holder.refresh_lease("AJ_first") is True  # still its own

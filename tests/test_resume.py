@@ -122,6 +122,9 @@ class ResumeBackend:
 
     held: str | None = None
     get_fails: bool = False
+    # the session answer's `heldTurns`: the held body's turnCount (0 when none), as the
+    # contract says; False: an older backend that does not send it
+    says_held_turns: bool = True
     gets: list[tuple[str, int]] = dataclasses.field(default_factory=list)
     create_keys: list[str] = dataclasses.field(default_factory=list)
     posted: list[TranscriptPayload] = dataclasses.field(default_factory=list)
@@ -129,12 +132,18 @@ class ResumeBackend:
     async def get_scenario(self, scenario_id: str) -> Scenario:
         return load_scenario(scenario_id)
 
+    def _session(self) -> Session:
+        if not self.says_held_turns:
+            return SESSION
+        held = json.loads(self.held)["turnCount"] if self.held is not None else 0
+        return SESSION.model_copy(update={"held_turns": held})
+
     async def create_session(self, body: SessionCreate, *, room_sid: str) -> Session:
         self.create_keys.append(f"create:{room_sid}")
-        return SESSION
+        return self._session()
 
     async def get_session(self, session_id: str) -> Session:
-        return SESSION
+        return self._session()
 
     async def get_transcript(self, session_id: str, attempt_number: int) -> HeldTranscript | None:
         self.gets.append((session_id, attempt_number))
@@ -303,7 +312,8 @@ async def test_a_call_resumes_from_a_dead_jobs_journal_row_under_another_job_id(
 
 
 async def test_a_failed_get_starts_a_new_call_with_the_greeting(tmp_path: Path) -> None:
-    backend = ResumeBackend(get_fails=True)
+    # the session says turns are held, and reading them back fails
+    backend = ResumeBackend(held=CHECKPOINT_JSON, get_fails=True)
     room = CaptureRoom()
     with Journal.in_dir(tmp_path) as journal:
         call, session, _ = await start_job(backend, journal, room, job_id="AJ_new")

@@ -262,6 +262,30 @@ async def test_a_failing_sink_is_logged_and_the_turn_still_kept_and_published(
     assert events(logs, "transcript.sink_failed")[0]["seq"] == 1
 
 
+async def test_a_text_message_over_the_turn_limit_is_kept_cut_with_a_marker(logs: Logs) -> None:
+    # A pasted text message (lk.chat) the LLM saw: journaled, published and delivered, its
+    # first 100,000 characters (DESIGN's bound on a turn) ending with a marker of the cut.
+    session = new_session()
+    sink = CapturingSink()
+    publisher = TranscriptPublisher(sink, session_id=SESSION_ID)
+    journaled: list[Turn] = []
+    recorder = TurnRecorder(on_turn=journaled.append, publisher=publisher)
+    recorder.attach(session)
+    pasted = "w" * 149_000 + "TAIL"
+    add(session, message("user", pasted))
+    add(session, message("assistant", "That is a lot."))
+    await publisher.finish(send_end=False)
+
+    [first, second] = recorder.turns
+    assert (first.seq, second.seq) == (1, 2) and [t.seq for t in journaled] == [1, 2]
+    assert len(first.text) <= 100_000 and first.text.startswith("w" * 90_000)
+    assert "TAIL" not in first.text and "more characters not kept" in first.text
+    shown = "".join(m["text"] for m in sink.messages if m["seq"] == 1)
+    assert shown == first.text  # the browser gets the same text, in parts
+    assert events(logs, "transcript.turn_truncated")[0]["chars"] == 149_004
+    assert not any("www" in repr(entry) for entry in logs)  # never quoted in a log
+
+
 class ExplodingPublisher(TranscriptPublisher):
     def publish_turn(self, turn: Turn) -> None:
         raise TypeError("boom")  # the library's EventEmitter re-raises TypeError

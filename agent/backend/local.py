@@ -105,13 +105,14 @@ class LocalBackend:
             raise BackendRejected(404, str(error)) from None
 
     async def create_session(self, body: SessionCreate, *, room_sid: str) -> Session:
-        return await self._run(self._create_session_sync, body, room_sid)
+        session = await self._run(self._create_session_sync, body, room_sid)
+        return await self._run(self._with_held_turns, session)
 
     async def get_session(self, session_id: str) -> Session:
         session = await self._run(self._find_session_sync, session_id)
         if session is None:
             raise BackendRejected(404, f"no local session {session_id!r}")
-        return session
+        return await self._run(self._with_held_turns, session)
 
     async def get_transcript(self, session_id: str, attempt_number: int) -> HeldTranscript | None:
         return await self._run(self._get_transcript_sync, session_id, attempt_number)
@@ -254,6 +255,16 @@ class LocalBackend:
             if payload.attempt_number == attempt_number:
                 held.append((path, payload))
         return held
+
+    def _with_held_turns(self, session: Session) -> Session:
+        """The session as the backend answers it: with `heldTurns`, the turns held now for its
+        attempt (never a cached count: a job re-dispatched into the room reads back only when
+        it is above 0)."""
+        held = 0
+        if self.transcripts_dir.is_dir():
+            stem = _transcript_stem(session.id)
+            held = max((p.turn_count for p in self._held(stem, session.attempt_number)), default=0)
+        return session.model_copy(update={"held_turns": held})
 
     def _held(self, stem: str, attempt_number: int) -> list[TranscriptPayload]:
         return [payload for _path, payload in self._held_files(stem, attempt_number)]

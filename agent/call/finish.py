@@ -20,7 +20,7 @@ from agent.config import Settings
 from agent.delivery import DeliveryOutcome, backstop, deliver
 from agent.log import get_logger
 from agent.models import EndedReason, Latency, TranscriptPayload, utc_now
-from agent.transcript import usage_from_session
+from agent.transcript import merge_usage, usage_from_session
 
 log = get_logger(__name__)
 
@@ -84,6 +84,8 @@ def _build(
             usage = usage_from_session(call.agent_session)
         except Exception as error:  # usage is a nice-to-have; the transcript is not
             log.warning("call.usage_failed", error_type=type(error).__name__)
+    # a resumed call bills its earlier runs too (their checkpoint's usage)
+    usage = merge_usage(call.earlier_usage, usage)
     return TranscriptPayload(
         attempt_number=call.session.attempt_number,
         complete=complete,

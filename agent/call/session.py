@@ -31,7 +31,7 @@ from agent.call.resume import log_resumed
 from agent.call.state import Call
 from agent.config import Settings
 from agent.delivery import Checkpointer, keep_lease
-from agent.journal import CallHeldElsewhere
+from agent.journal import AttemptHeldElsewhere, CallHeldElsewhere
 from agent.log import get_logger
 from agent.models import JobMetadata, Turn
 from agent.persona import ApologyAgent, PersonaAgent
@@ -51,7 +51,9 @@ async def open_journal(call: Call) -> None:
     a new process) continues its own row the same way. The recorder numbers new turns after
     them and the final transcript holds them all, once. While another live process still holds
     the row (the first run delivering its transcript), that row and its turns stay its own: this
-    run journals under its own id, starting from a copy of those turns."""
+    run journals under its own id, starting from a copy of those turns. While another live job
+    of this container runs the same session attempt (two dispatches into one room), this job
+    journals nothing and records who holds it (`call.held_by`): it must stand down unheard."""
     assert call.session is not None and call.journal is not None
     journal = call.journal
     earlier = call.earlier if call.earlier is not None and not call.earlier.complete else None
@@ -69,6 +71,10 @@ async def open_journal(call: Call) -> None:
         call.earlier_turns = await asyncio.to_thread(
             open_call, call.job_id, continue_from=adopt, adopt=adopt is not None
         )
+    except AttemptHeldElsewhere as held:
+        call.held_by = held.call_id
+        log.warning("call.attempt_held_elsewhere", held_call_id=held.call_id)
+        return
     except CallHeldElsewhere:
         first_run = call.job_id
         call.job_id = f"{first_run}/run-{os.getpid()}"  # the key of this run's journal row

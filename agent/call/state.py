@@ -25,7 +25,7 @@ from agent.call.resume import Earlier, Source
 from agent.delivery import DeliveryOutcome
 from agent.journal import Journal
 from agent.log import get_logger
-from agent.models import EndedReason, JobMetadata, Scenario, Session, Turn, utc_now
+from agent.models import EndedReason, JobMetadata, Scenario, Session, Turn, Usage, utc_now
 from agent.transcript import TranscriptPublisher, TurnRecorder
 
 log = get_logger(__name__)
@@ -72,6 +72,9 @@ class Call:
     earlier: Earlier | None = None
     # Where a resumed call's earlier turns came from; None: a new call (set by open_journal).
     resumed_from: Source | None = None
+    # Another live job of this container holds the session attempt (the journal's row is the
+    # lock): this job stands down without a word (set by open_journal).
+    held_by: str | None = None
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @classmethod
@@ -95,7 +98,12 @@ class Call:
 
     @property
     def journaled(self) -> bool:
-        return self.session is not None and self.journal is not None and not self.already_ended
+        return self.session is not None and self.journal is not None and not self.stands_down
+
+    @property
+    def stands_down(self) -> bool:
+        """This job runs no call: the call is over, or another live job holds it."""
+        return self.already_ended or self.held_by is not None
 
     @property
     def already_ended(self) -> bool:
@@ -104,10 +112,16 @@ class Call:
         return self.earlier is not None and self.earlier.complete
 
     def resume_from(self, earlier: Earlier | None) -> None:
-        """Record the look-back's finding; a call resumed keeps the earlier call's start."""
+        """Record the look-back's finding; a call resumed keeps the earlier call's start (never
+        one after now: a final transcript must not start after it ends)."""
         self.earlier = earlier
         if earlier is not None and not earlier.complete:
-            self.started_at = earlier.started_at
+            self.started_at = min(earlier.started_at, self.started_at)
+
+    @property
+    def earlier_usage(self) -> tuple[Usage, ...]:
+        """What the earlier runs of a resumed call spent, billed again in its transcript."""
+        return self.earlier.usage if self.earlier is not None else ()
 
     def end_reason(self, reason: EndedReason) -> None:
         """Record why the call ends; the first reason wins (later ones are consequences)."""

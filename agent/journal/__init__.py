@@ -19,7 +19,13 @@ it (`store`). Modules:
 from agent.journal.earlier import EarlierCall
 from agent.journal.live import APPENDS_PER_FORCED_CHECKPOINT
 from agent.journal.operator import JournalRow
-from agent.journal.ownership import LEASE_REFRESH_SECONDS, LEASE_SECONDS, CallHeldElsewhere, Owner
+from agent.journal.ownership import (
+    LEASE_REFRESH_SECONDS,
+    LEASE_SECONDS,
+    AttemptHeldElsewhere,
+    CallHeldElsewhere,
+    Owner,
+)
 from agent.journal.payloads import RowUnreadable
 from agent.journal.recovery import ClaimedCall
 from agent.journal.schema import JOURNAL_FILENAME, CallState
@@ -30,6 +36,7 @@ __all__ = [
     "JOURNAL_FILENAME",
     "LEASE_REFRESH_SECONDS",
     "LEASE_SECONDS",
+    "AttemptHeldElsewhere",
     "CallHeldElsewhere",
     "CallState",
     "ClaimedCall",

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from agent.journal.base import JournalBase
-from agent.journal.ownership import CallHeldElsewhere
+from agent.journal.ownership import AttemptHeldElsewhere, CallHeldElsewhere
 from agent.journal.payloads import parse_payload, turn_from_row, turn_row
 from agent.log import get_logger
 from agent.models import Turn
@@ -46,10 +46,21 @@ class LiveCall(JournalBase):
         transaction, deleted with its turns once they are this row's, so no recovery ever
         delivers it as a separate `crashed` transcript; a row another live process holds is
         never superseded (its turns are still copied). `seed`: turns known from elsewhere (the
-        backend's checkpoint), used when the journal has fewer. Raises CallHeldElsewhere,
-        writing nothing, while another live process holds the row with a fresh lease."""
+        backend's checkpoint), used when the journal has fewer.
+
+        The journal is the lock on a session attempt: raises AttemptHeldElsewhere, writing
+        nothing, while another live process holds a live call of the same attempt (this one
+        included: two jobs in one room). Raises CallHeldElsewhere, writing nothing, while
+        another live process holds this row after its call ended (delivering it)."""
         now = self._clock()
         with self._transaction() as conn:
+            for other, *owner in conn.execute(
+                f"SELECT call_id, {self._OWNER_COLUMNS} FROM calls "
+                f"WHERE session_id = ? AND attempt_number = ? AND state = 'live'",
+                (session_id, attempt_number),
+            ).fetchall():
+                if self._held_by_other(conn, other, tuple(owner), now):
+                    raise AttemptHeldElsewhere(other)
             row = conn.execute(
                 f"SELECT {self._OWNER_COLUMNS} FROM calls WHERE call_id = ?", (call_id,)
             ).fetchone()

@@ -150,6 +150,15 @@ class CallHeldElsewhere(Exception):
     deliver it now, so two processes never post one transcript at once."""
 
 
+class AttemptHeldElsewhere(Exception):
+    """Another live process holds a live call of the same session attempt (two jobs dispatched
+    into one room): only one job may run a room's call at a time, so the newcomer stands down."""
+
+    def __init__(self, call_id: str) -> None:
+        self.call_id = call_id
+        super().__init__(f"session attempt held by the live call {call_id!r}")
+
+
 class Ownership:
     """The lease rules of `Journal`, as SQL fragments and checks over a row's owner columns."""
 

@@ -15,6 +15,7 @@ dropped, and the encoder refuses NaN (`allow_nan=False`) as a last guard.
 from agent.models.bodies import (
     HeldTranscript,
     HeldTurn,
+    HeldUsage,
     JobMetadata,
     Latency,
     Percentiles,
@@ -62,6 +63,7 @@ __all__ = [
     "EndedReason",
     "HeldTranscript",
     "HeldTurn",
+    "HeldUsage",
     "InterimMessage",
     "JobMetadata",
     "Latency",

@@ -47,6 +47,9 @@ class JobMetadata(ReceivedModel):
     session_id: Id | None = Field(default=None, alias="sessionId")
     assignment_id: Id | None = Field(default=None, alias="assignmentId")
     participant_identity: Id | None = Field(default=None, alias="participantIdentity")
+    # The platform's consent to record this call (DESIGN "Contracts"); a JSON boolean only, so
+    # a "false" string never turns recording on.
+    record: bool = Field(default=False, strict=True)
 
 
 class Scenario(ReceivedModel):
@@ -77,6 +80,9 @@ class Session(ReceivedModel):
     scenario_id: Id = Field(alias="scenarioId")
     attempt_number: int = Field(alias="attemptNumber", ge=1)
     assignment_id: Id | None = Field(default=None, alias="assignmentId")
+    # How many turns the backend already holds for this attempt (0: a new call, nothing to
+    # read back). Absent: an older backend, so the worker reads the held transcript back.
+    held_turns: int | None = Field(default=None, alias="heldTurns", ge=0)
 
 
 class Turn(SentModel):
@@ -90,8 +96,12 @@ class Turn(SentModel):
     interrupted: bool = False
 
 
+UsageKind = Literal["llm", "stt", "tts"]
+USAGE_KINDS: frozenset[str] = frozenset(("llm", "stt", "tts"))
+
+
 class Usage(SentModel):
-    kind: Literal["llm", "stt", "tts"]
+    kind: UsageKind
     provider: Label
     model: Label
     input_tokens: Count = Field(default=None, alias="inputTokens")
@@ -185,12 +195,25 @@ class HeldTurn(Turn, ReceivedModel):
     transcript) that is received, so open in the exported schema and `interrupted` optional."""
 
 
+class HeldUsage(Usage, ReceivedModel):
+    """A usage entry of a held transcript: what an earlier run of the call spent, carried into
+    the resumed call's final transcript (received, so open in the exported schema)."""
+
+
+def _known_usage(value: Any) -> Any:
+    # Usage rides along with the turns; an entry of a kind this worker does not bill (a newer
+    # backend's) is left out rather than costing the resume its turns.
+    if isinstance(value, list):
+        return [e for e in value if not isinstance(e, Mapping) or e.get("kind") in USAGE_KINDS]
+    return value
+
+
 class HeldTranscript(ReceivedModel):
     """The best transcript the backend holds for one attempt (`GET .../transcript`): the POST
     body's shape, but received. `source` may be "agent" or "browser" and `endedReason` is any
-    string the backend has; usage and latency are not read (a resume needs only the turns).
-    Nothing is checked across fields (seq continuity, turnCount): a browser copy may not hold
-    them, and the caller decides what a usable transcript is."""
+    string the backend has; latency is not read. Every timestamp must carry its offset; what
+    holds across fields (its attempt, seq 1..n, times not in the future) is the resuming
+    caller's to judge (`agent.call.resume`), so a bad body there is a fresh start."""
 
     attempt_number: int = Field(alias="attemptNumber", ge=1)
     source: str = Field(min_length=1, max_length=LABEL_MAX)
@@ -200,3 +223,4 @@ class HeldTranscript(ReceivedModel):
     ended_at: UtcDatetime = Field(alias="endedAt")
     turn_count: int = Field(alias="turnCount", ge=0)
     turns: list[HeldTurn]
+    usage: Annotated[list[HeldUsage], BeforeValidator(_known_usage)] = Field(default_factory=list)

@@ -12,12 +12,13 @@ never breaks the call or the transcript. One module per part:
 from agent.transcript.packets import turn_packets
 from agent.transcript.publisher import DataSink, TranscriptPublisher, room_data_sink
 from agent.transcript.turns import TurnRecorder
-from agent.transcript.usage import usage_from_model_usage, usage_from_session
+from agent.transcript.usage import merge_usage, usage_from_model_usage, usage_from_session
 
 __all__ = [
     "DataSink",
     "TranscriptPublisher",
     "TurnRecorder",
+    "merge_usage",
     "room_data_sink",
     "turn_packets",
     "usage_from_model_usage",

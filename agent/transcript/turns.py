@@ -23,7 +23,7 @@ from livekit.agents.voice.events import (
 
 from agent import metrics
 from agent.log import get_logger
-from agent.models import Latency, Percentiles, Turn, utc_from_timestamp, utc_now
+from agent.models import TEXT_MAX, Latency, Percentiles, Turn, utc_from_timestamp, utc_now
 from agent.transcript.publisher import TranscriptPublisher
 
 log = get_logger(__name__)
@@ -183,10 +183,12 @@ class TurnRecorder:
         stopped = found.get("stopped_speaking_at")
         started_at = started if started is not None else item.created_at
         ended_at = stopped if stopped is not None else max(item.created_at, started_at)
+        if len(text) > TEXT_MAX:
+            log.warning("transcript.turn_truncated", seq=len(self._turns) + 1, chars=len(text))
         return Turn(
             seq=len(self._turns) + 1,
             role="user" if item.role == "user" else "assistant",
-            text=text,
+            text=fit_text(text),
             started_at=utc_from_timestamp(started_at),
             ended_at=utc_from_timestamp(max(ended_at, started_at)),
             interrupted=bool(item.interrupted),
@@ -213,6 +215,17 @@ class TurnRecorder:
             if delay is not None:
                 self._end_of_turn.append(delay)
             metrics.user_turn_latency(end_of_turn_delay=delay)
+
+
+def fit_text(text: str) -> str:
+    """A turn's text within TEXT_MAX: a longer one (a pasted text message; speech never gets
+    near it) keeps its first part and says how much was cut, so the turn the LLM saw is still
+    journaled, published and delivered."""
+    if len(text) <= TEXT_MAX:
+        return text
+    marker = f" [... {{cut}} more characters not kept: the turn is over {TEXT_MAX:,} characters]"
+    kept = TEXT_MAX - len(marker.format(cut=len(text)))
+    return text[:kept] + marker.format(cut=len(text) - kept)
 
 
 def _seconds(value: object) -> float | None:

@@ -28,10 +28,17 @@ from agent.models import (
 )
 
 WIRE_KEYS: dict[str, set[str]] = {
-    "JobMetadata": {"scenarioId", "userId", "sessionId", "assignmentId", "participantIdentity"},
+    "JobMetadata": {
+        "scenarioId",
+        "userId",
+        "sessionId",
+        "assignmentId",
+        "participantIdentity",
+        "record",
+    },
     "Scenario": {"id", "title", "prompt", "greeting", "voice", "language"},
     "SessionCreate": {"scenarioId", "userId", "assignmentId", "roomName"},
-    "Session": {"id", "userId", "scenarioId", "attemptNumber", "assignmentId"},
+    "Session": {"id", "userId", "scenarioId", "attemptNumber", "assignmentId", "heldTurns"},
     "TranscriptPayload": {
         "attemptNumber",
         "source",
@@ -45,7 +52,8 @@ WIRE_KEYS: dict[str, set[str]] = {
         "latency",
     },
     "Turn": {"seq", "role", "text", "startedAt", "endedAt", "interrupted"},
-    # The GET's answer: the POST body's keys the worker reads (usage and latency are not read).
+    # The GET's answer: the POST body's keys the worker reads (latency is not read; usage is,
+    # to bill a resumed call's earlier runs).
     "HeldTranscript": {
         "attemptNumber",
         "source",
@@ -55,8 +63,18 @@ WIRE_KEYS: dict[str, set[str]] = {
         "endedAt",
         "turnCount",
         "turns",
+        "usage",
     },
     "HeldTurn": {"seq", "role", "text", "startedAt", "endedAt", "interrupted"},
+    "HeldUsage": {
+        "kind",
+        "provider",
+        "model",
+        "inputTokens",
+        "outputTokens",
+        "audioSeconds",
+        "characters",
+    },
     "Usage": {
         "kind",
         "provider",
@@ -92,11 +110,18 @@ TURN = Turn(seq=1, role="user", text="hi", started_at=T, ended_at=T, interrupted
 # One instance per model with every optional field set, and one with none set.
 FULL: dict[str, Any] = {
     "JobMetadata": JobMetadata(
-        scenario_id="s", user_id="u", session_id="x", assignment_id="a", participant_identity="p"
+        scenario_id="s",
+        user_id="u",
+        session_id="x",
+        assignment_id="a",
+        participant_identity="p",
+        record=True,
     ),
     "Scenario": Scenario(id="s", title="t", prompt="p", greeting="g", voice="v", language="en"),
     "SessionCreate": SessionCreate(scenario_id="s", user_id="u", assignment_id="a", room_name="r"),
-    "Session": Session(id="x", user_id="u", scenario_id="s", attempt_number=1, assignment_id="a"),
+    "Session": Session(
+        id="x", user_id="u", scenario_id="s", attempt_number=1, assignment_id="a", held_turns=0
+    ),
     "TranscriptPayload": TranscriptPayload(
         attempt_number=1,
         complete=True,

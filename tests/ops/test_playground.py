@@ -55,6 +55,11 @@ async def playground(standin: StandIn, tmp_path: Path) -> AsyncIterator[tuple[st
         await runner.cleanup()
 
 
+def own_page(base: str) -> dict[str, str]:
+    """The Origin the page's own fetch POST carries (the server refuses a POST without it)."""
+    return {"Origin": base}
+
+
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
@@ -73,7 +78,9 @@ async def test_call_dispatches_the_agent_into_a_fresh_room_with_valid_metadata(
     worker = await connect(http, standin)
     await worker.register()
 
-    async with http.post(f"{base}/api/call", json={"scenarioId": "default"}) as response:
+    async with http.post(
+        f"{base}/api/call", json={"scenarioId": "default"}, headers=own_page(base)
+    ) as response:
         assert response.status == 200
         text = await response.text()
     grant = json.loads(text)
@@ -91,13 +98,18 @@ async def test_call_dispatches_the_agent_into_a_fresh_room_with_valid_metadata(
     request = (await worker.receive()).availability
     assert request.job.agent_name == AGENT_NAME
     assert request.job.room.name == grant["room"]
-    assert json.loads(request.job.metadata) == {
+    sent = json.loads(request.job.metadata)
+    # `record` (the platform's consent to record) may be on the wire with its default: off
+    assert sent.pop("record", False) is False
+    assert sent == {
         "scenarioId": "default",
         "userId": "playground",
         "participantIdentity": grant["identity"],
     }
 
-    async with http.post(f"{base}/api/call", json={"scenarioId": "default"}) as response:
+    async with http.post(
+        f"{base}/api/call", json={"scenarioId": "default"}, headers=own_page(base)
+    ) as response:
         assert (await response.json())["room"] != grant["room"], "every call a fresh room"
 
 
@@ -106,7 +118,7 @@ async def test_a_bad_scenario_id_is_refused_before_any_dispatch(
 ) -> None:
     base, _ = playground
     for body in ({"scenarioId": "../etc"}, {"scenarioId": ""}, {}):
-        async with http.post(f"{base}/api/call", json=body) as response:
+        async with http.post(f"{base}/api/call", json=body, headers=own_page(base)) as response:
             assert response.status == 400
     assert standin.jobs == {}
 

@@ -13,8 +13,11 @@ Internal API (every request needs `X-Internal-Service-Key`, else 401):
 - `POST /api/internal/sessions` (`Idempotency-Key: create:{roomSid}` required, body
   SessionCreate) -> 201 Session; one session per key (the same room sid answers the same
   session and attemptNumber, as for a job re-dispatched into its room); attemptNumber counts
-  per (userId, scenarioId); 403 when a registered assignment belongs to another user.
-- `GET  /api/internal/sessions/{sessionId}` -> Session (404 unknown).
+  per (userId, scenarioId); 403 when a registered assignment belongs to another user. Every
+  session answer carries `heldTurns`, the turnCount of the best transcript held for its attempt
+  now (0 when none): a repeated create is answered afresh, never replayed, or a re-dispatched
+  job would read a stale 0 and start the call over.
+- `GET  /api/internal/sessions/{sessionId}` -> Session with `heldTurns` (404 unknown).
 - `POST /api/internal/sessions/{sessionId}/transcript` (`Idempotency-Key` = sha256 hex of
   `sessionId|attemptNumber|source|complete|turnCount`, checked; body TranscriptPayload, where
   `source` may also be `browser`) -> 201 stored, or 409 when the stub holds an equal or better
@@ -420,7 +423,9 @@ class BackendStub:
         data: Any,
         handler: Callable[[web.Request, Any], Awaitable[web.Response]],
     ) -> web.Response:
-        if request.method != "POST":
+        if request.method != "POST" or route == "create_session":
+            # a create is idempotent by its room key in the handler itself (the contract), and
+            # its `heldTurns` must be the current count, not the first answer's
             return await handler(request, data)
         key = request.headers.get(IDEMPOTENCY_HEADER)
         if not key:
@@ -453,7 +458,7 @@ class BackendStub:
         # session and attempt. Stated here, not left to the replay cache: it is the contract.
         existing = self.sessions.get(self.created.get(key, ""))
         if existing is not None:
-            return web.json_response(existing.to_wire(), status=201)
+            return web.json_response(self._session_answer(existing), status=201)
         user_id, scenario_id = body["userId"], body["scenarioId"]
         assignment_id = body.get("assignmentId")
         if assignment_id is not None:
@@ -477,13 +482,17 @@ class BackendStub:
         )
         self.sessions[session.id] = session
         self.created[key] = session.id
-        return web.json_response(session.to_wire(), status=201)
+        return web.json_response(self._session_answer(session), status=201)
 
     async def _get_session(self, request: web.Request, _data: Any) -> web.Response:
         session = self.sessions.get(request.match_info["id"])
         if session is None:
             return _error(404, "not_found", f"no session {request.match_info['id']!r}")
-        return web.json_response(session.to_wire())
+        return web.json_response(self._session_answer(session))
+
+    def _session_answer(self, session: Session) -> dict[str, Any]:
+        held = self.best_transcript(session.id, session.attempt_number)
+        return {**session.to_wire(), "heldTurns": held.body["turnCount"] if held else 0}
 
     async def _post_transcript(self, request: web.Request, data: Any) -> web.Response:
         session_id = request.match_info["id"]
