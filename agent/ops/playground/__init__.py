@@ -11,7 +11,8 @@ import asyncio
 import contextlib
 import sys
 
-from agent.ops.playground.server import HOST, serve
+from agent.ops.playground.guard import HOST
+from agent.ops.playground.server import serve
 
 __all__ = ["main"]
 

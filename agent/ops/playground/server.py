@@ -5,10 +5,15 @@ anyone who can reach it), and the API secret stays here: the page gets a partici
 one fresh room, never the key or the secret. The agent is dispatched explicitly (AGENT_NAME)
 with valid job metadata, as the platform's server does. The page's code (static/app.js) is the
 living example of the front-end contract in the README.
+
+Only the page this server serves may use it (`guard`: Host, Origin, content type). Every wait on
+LiveKit and the backend is bounded by `UPSTREAM_TIMEOUT`: a silent upstream is a 504, an
+unreachable or garbled one a 502, an unknown scenario a 404, all before anything is dispatched.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
@@ -18,17 +23,21 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Final
 
+import aiohttp
 from aiohttp import web
+from google.protobuf.message import DecodeError
 from livekit import api
 
+from agent.backend.http import HttpBackend
+from agent.backend.protocol import BackendError, BackendMisconfigured
 from agent.config import Settings
 from agent.log import get_logger
 from agent.models import JobMetadata
+from agent.ops.playground.guard import HOST, own_page_only
 from agent.prompts import PROMPTS_DIR, scenario_ids
 
 log = get_logger(__name__)
 
-HOST: Final = "127.0.0.1"
 PLAYGROUND_USER_ID: Final = "playground"
 STATIC_DIR: Final = Path(str(files("agent.ops.playground") / "static"))
 STATIC_FILES: Final = frozenset({"app.js", "style.css", "livekit-client.umd.js"})
@@ -36,6 +45,10 @@ STATIC_FILES: Final = frozenset({"app.js", "style.css", "livekit-client.umd.js"}
 _PLAIN_ID: Final = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 _SCENARIO_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 TOKEN_TTL_SECONDS: Final = 3600
+# The longest the playground waits on LiveKit's dispatch or the backend's scenario: a few
+# seconds, and under livekit-api's 5 s failover floor, so its client makes one attempt (with
+# failover it would make three, each with its own timeout, plus region look-ups).
+UPSTREAM_TIMEOUT: Final = 4.0
 
 
 @dataclass(frozen=True)
@@ -82,8 +95,30 @@ def participant_token(settings: Settings, identity: str, room: str) -> str:
     )
 
 
-async def start_call(settings: Settings, scenario_id: str) -> CallGrant:
-    """A fresh room, an explicit dispatch of AGENT_NAME into it, and a token for the page."""
+class UpstreamError(Exception):
+    """LiveKit or the backend did not do what the call needs; `status` is the playground's
+    answer (404 unknown scenario, 502 unreachable or garbled, 504 silent), the text says what
+    to fix and names the URL (never a key)."""
+
+    def __init__(self, status: int, text: str) -> None:
+        self.status = status
+        super().__init__(text)
+
+
+def _garbled(where: str, room: str) -> UpstreamError:
+    log.warning("playground.dispatch_garbled", room=room)
+    return UpstreamError(
+        502,
+        f"{where} answered the dispatch with something that is not a dispatch: is LIVEKIT_URL "
+        "a LiveKit server (not a proxy or another service)?",
+    )
+
+
+async def start_call(
+    settings: Settings, scenario_id: str, timeout: float = UPSTREAM_TIMEOUT
+) -> CallGrant:
+    """A fresh room, an explicit dispatch of AGENT_NAME into it, and a token for the page.
+    Raises `UpstreamError` (after at most `timeout` seconds) when LiveKit does not dispatch."""
     suffix = uuid.uuid4().hex[:10]
     room = f"playground-{suffix}"
     identity = f"playground-user-{suffix}"
@@ -95,16 +130,42 @@ async def start_call(settings: Settings, scenario_id: str) -> CallGrant:
             "participantIdentity": identity,
         }
     )
-    async with api.LiveKitAPI(
-        http_url(settings.livekit_url),
-        settings.livekit_api_key,
-        settings.livekit_api_secret.get_secret_value(),
-    ) as lkapi:
-        dispatch = await lkapi.agent_dispatch.create_dispatch(
-            api.CreateAgentDispatchRequest(
-                agent_name=agent_name, room=room, metadata=json.dumps(metadata.to_wire())
-            )
-        )
+    where = f"LiveKit at LIVEKIT_URL {settings.livekit_url}"
+    request = api.CreateAgentDispatchRequest(
+        agent_name=agent_name, room=room, metadata=json.dumps(metadata.to_wire())
+    )
+    try:
+        # The session's timeout only decides livekit-api's failover: its twirp client passes
+        # a per-request timeout of None, which aiohttp reads as "none", so the bound is ours.
+        async with (
+            asyncio.timeout(timeout),
+            api.LiveKitAPI(
+                http_url(settings.livekit_url),
+                settings.livekit_api_key,
+                settings.livekit_api_secret.get_secret_value(),
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as lkapi,
+        ):
+            dispatch = await lkapi.agent_dispatch.create_dispatch(request)
+    except TimeoutError:  # before OSError: it is one
+        log.warning("playground.dispatch_timeout", room=room, timeout=timeout)
+        raise UpstreamError(
+            504, f"{where} did not answer the dispatch within {timeout:g} s: is it up?"
+        ) from None
+    except api.TwirpError as error:
+        log.warning("playground.dispatch_failed", status=error.status, code=error.code)
+        raise UpstreamError(
+            502, f"{where} refused the dispatch ({error.status} {error.code})"
+        ) from None
+    except (aiohttp.ClientError, OSError) as error:
+        log.warning("playground.livekit_unreachable", error_type=type(error).__name__)
+        raise UpstreamError(
+            502, f"{where} is unreachable ({type(error).__name__}): is the URL right and it up?"
+        ) from None
+    except DecodeError:  # a 200 whose body is not protobuf: a proxy's page, another service
+        raise _garbled(where, room) from None
+    if not dispatch.id:  # an empty 200 decodes as an empty dispatch: nothing was dispatched
+        raise _garbled(where, room)
     log.info("playground.dispatched", room=room, dispatch_id=dispatch.id, agent_name=agent_name)
     return CallGrant(
         settings.livekit_url,
@@ -136,12 +197,56 @@ def delivered_transcript(data_dir: Path, session_id: str) -> dict[str, Any] | No
     return None if best is None else best[1]
 
 
+async def check_scenario(settings: Settings, scenario_id: str, timeout: float) -> None:
+    """Raises `UpstreamError` (404) for a scenario the agent would not find: not in
+    prompts/scenarios/ without a backend, not at BACKEND_URL with one (asked within
+    `timeout`). The page would otherwise wait for an agent that never comes."""
+    if not settings.has_backend or settings.internal_service_key is None:
+        known = scenario_ids(PROMPTS_DIR)
+        if scenario_id not in known:
+            there = ", ".join(known) or "none"
+            raise UpstreamError(
+                404, f"no scenario {scenario_id!r} in prompts/scenarios/ (there: {there})"
+            )
+        return
+    where = f"the backend at BACKEND_URL {settings.backend_url}"
+    # the backend client's own bounds are longer than ours, so ours is the one that fires
+    slack = timeout + 1
+    try:
+        async with (
+            asyncio.timeout(timeout),
+            HttpBackend(
+                str(settings.backend_url),
+                settings.internal_service_key,
+                timeout=slack,
+                default_deadline=slack,
+            ) as backend,
+        ):
+            await backend.get_scenario(scenario_id)
+    except TimeoutError:
+        log.warning("playground.scenario_timeout", timeout=timeout)
+        raise UpstreamError(
+            504, f"{where} did not give scenario {scenario_id!r} within {timeout:g} s: is it up?"
+        ) from None
+    except BackendMisconfigured as error:
+        if error.status == 404:
+            raise UpstreamError(
+                404, f"{where} has no scenario {scenario_id!r} (404; or BACKEND_URL is wrong)"
+            ) from None
+        raise UpstreamError(502, f"{where}: {error}") from None
+    except BackendError as error:
+        raise UpstreamError(
+            502, f"{where} did not give scenario {scenario_id!r}: {error}"
+        ) from None
+
+
 class Playground:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, timeout: float = UPSTREAM_TIMEOUT) -> None:
         self.settings = settings
+        self.timeout = timeout
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[own_page_only])
         app.add_routes(
             [
                 web.get("/", self.index),
@@ -177,15 +282,11 @@ class Playground:
         if not _SCENARIO_ID.match(scenario_id):
             return web.json_response({"error": "scenarioId is not a valid id"}, status=400)
         try:
-            grant = await start_call(self.settings, scenario_id)
-        except api.TwirpError as error:
-            log.warning("playground.dispatch_failed", status=error.status, code=error.code)
-            return web.json_response(
-                {"error": f"LiveKit refused the dispatch ({error.status} {error.code})"}, status=502
-            )
-        except OSError as error:
-            log.warning("playground.livekit_unreachable", error_type=type(error).__name__)
-            return web.json_response({"error": "LiveKit is unreachable"}, status=502)
+            await check_scenario(self.settings, scenario_id, self.timeout)
+            grant = await start_call(self.settings, scenario_id, self.timeout)
+        except UpstreamError as error:
+            log.warning("playground.call_failed", status=error.status)
+            return web.json_response({"error": str(error)}, status=error.status)
         return web.json_response(grant.to_json())
 
     async def transcript(self, request: web.Request) -> web.Response:
@@ -199,10 +300,12 @@ class Playground:
         return web.json_response({"where": "local", "transcript": body})
 
 
-async def serve(settings: Settings, port: int) -> web.AppRunner:
+async def serve(
+    settings: Settings, port: int, *, timeout: float = UPSTREAM_TIMEOUT
+) -> web.AppRunner:
     """Start the playground on 127.0.0.1:`port` (0 picks one); returns the runner (the bound
-    port is `runner.addresses[0][1]`)."""
-    runner = web.AppRunner(Playground(settings).app(), access_log=None)
+    port is `runner.addresses[0][1]`). `timeout` bounds each wait on LiveKit and the backend."""
+    runner = web.AppRunner(Playground(settings, timeout=timeout).app(), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, HOST, port).start()
     return runner
