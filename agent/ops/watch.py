@@ -3,9 +3,13 @@ LiveKit does not re-dispatch a dead worker's job; LiveKit Cloud does, livekit/ag
 
 Rule: the decision is a pure function of a snapshot of the server (rooms, participants,
 dispatches) and the watcher's own small memory (when a room's agent went missing, what it
-dispatched), in `Watcher`; `WatchLoop` only fetches snapshots through the LiveKit server API and
-carries out the decisions. Per room, a new dispatch for AGENT_NAME (same metadata as the room's
-first live dispatch for AGENT_NAME) is created only when all of these hold:
+dispatched, which agents it saw), in `Watcher`; `WatchLoop` only fetches snapshots through the
+LiveKit server API and carries out the decisions. Each room is decided on its own: a room that
+cannot be read or dispatched is one `watch.room_failed` line and the tick goes on. All the
+watcher's timing runs on the monotonic clock; the wall clock is read only to place a server stamp
+on it when first seen, so a step of the wall clock changes no decision. Per room, a new dispatch
+for AGENT_NAME (same metadata as the room's first live dispatch for AGENT_NAME) is created only
+when all of these hold:
 
 1. the room has a live (not deleted) dispatch for AGENT_NAME;
 2. a caller is in it (a participant of kind STANDARD or SIP, not disconnected);
@@ -14,8 +18,11 @@ first live dispatch for AGENT_NAME) is created only when all of these hold:
    seen, or the caller is gone);
 4. the newest dispatch's last job did not end in success (the agent ended the call on purpose);
 5. no dispatch for AGENT_NAME is pending: one younger than WATCH_GRACE_SECONDS (server
-   `created_at`, or when this watcher made or first saw it, whichever is younger), or one with a
-   job not started yet (JS_PENDING) and younger than WATCH_GRACE_SECONDS + PENDING_JOB_LIMIT;
+   `created_at`, or when this watcher made it, whichever is younger), or one whose agent is
+   starting: its newest job is JS_PENDING or JS_RUNNING, that job's agent was never seen in the
+   room, and the later of the dispatch's creation and the job's start is younger than
+   WATCH_GRACE_SECONDS + STARTING_LIMIT_SECONDS (a cold job process is slow to join; a dead
+   worker's job stays JS_RUNNING on the server, hence the limit and the seen agents);
 6. fewer than WATCH_MAX_REDISPATCH re-dispatches were made in the room: the larger of what this
    watcher made and the room's dispatches for AGENT_NAME (deleted ones too) minus the first.
 
@@ -23,8 +30,8 @@ Rules 5 and 6 read the server, so a second watcher sees the first one's dispatch
 just before creating, a watcher sleeps a small random jitter and re-reads the room, which closes
 the window in which two watchers decide on the same snapshot. One log line per change of a
 room's decision (static event names, room and counts as fields, never a secret); every API call
-is bounded by API_TIMEOUT_SECONDS, and a failing API is one log line per tick and a growing pause,
-never a crash.
+is bounded by API_TIMEOUT_SECONDS, and a failing room listing is one log line per tick and a
+growing pause, never a crash.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import random
 import signal
 import sys
@@ -55,12 +63,12 @@ AGENT_NAME_ATTRIBUTE = "lk.agent.name"  # set by livekit-agents on the agent's p
 API_TIMEOUT_SECONDS = 5.0
 MAX_BACKOFF_SECONDS = 60.0
 MAX_JITTER_SECONDS = 1.0
-# A job the server has not started yet stays "pending" this long past the grace window at most:
-# a dispatch no worker ever takes must not block the room forever.
-PENDING_JOB_LIMIT_SECONDS = 30.0
+# A job whose agent has not joined yet is "starting" this long past the grace window at most: a
+# job no worker takes, or one whose worker died before its agent joined, must not block the room.
+STARTING_LIMIT_SECONDS = 30.0
 
 ParticipantKind = Literal["caller", "agent", "other"]
-JobStatus = Literal["pending", "running", "success", "failed", "cancelled", "unknown"]
+JobStatus = Literal["pending", "running", "success", "failed", "cancelled", "other"]
 Action = Literal["dispatch", "none"]
 
 
@@ -82,6 +90,8 @@ class DispatchView:
     created_at: float = 0.0  # server time, epoch seconds; 0 when the server did not say
     deleted: bool = False
     jobs: tuple[JobStatus, ...] = ()  # in the server's order: the last is the newest
+    job_started_at: float = 0.0  # the newest job's start, epoch seconds; 0 when not said
+    job_identity: str = ""  # the newest job's agent participant identity; "" when not said
 
 
 @dataclass(frozen=True)
@@ -109,17 +119,20 @@ class Decision:
 
 @dataclass
 class _RoomMemory:
+    # all times on the monotonic clock
     missing_since: float | None = None
     ours: dict[str, float] = field(default_factory=dict)  # dispatch id -> when we made it
-    first_seen: dict[str, float] = field(default_factory=dict)  # dispatch id -> when seen
+    stamps: dict[str, float] = field(default_factory=dict)  # server stamp -> when, fixed once
+    seen_agents: set[str] = field(default_factory=set)  # identities of our agents seen here
     last_state: str | None = None
     last_detail: str | None = None  # e.g. the pending dispatch's id: a new one logs again
 
 
 class Watcher:
-    """The decisions, over snapshots; no I/O. `now` is this process's wall clock (epoch seconds,
-    comparable with the server's `created_at` up to clock skew, which rule 5 tolerates by also
-    using this watcher's own record of when it made or first saw a dispatch)."""
+    """The decisions, over snapshots; no I/O. `now` is this process's monotonic clock, `wall`
+    its wall clock (epoch seconds), read only to place a server stamp on the monotonic clock the
+    first time the stamp is seen (skew that makes a stamp look older is tolerated by rule 5 also
+    using this watcher's own record of when it made a dispatch)."""
 
     def __init__(self, agent_name: str, *, grace: float, max_redispatch: int) -> None:
         self.agent_name = agent_name
@@ -127,24 +140,25 @@ class Watcher:
         self.max_redispatch = max_redispatch
         self._rooms: dict[tuple[str, str], _RoomMemory] = {}
 
-    def decide_all(self, rooms: Iterable[RoomView], now: float) -> list[Decision]:
-        rooms = list(rooms)
-        live = {(room.name, room.sid) for room in rooms}
+    def forget_closed(self, listed: Iterable[tuple[str, str]]) -> None:
+        """Drop the memory of rooms not listed (name, sid): a later room of that name is a new
+        call. A listed room that failed this tick keeps its memory."""
+        live = set(listed)
         for key in [key for key in self._rooms if key not in live]:
-            del self._rooms[key]  # the room closed: a later room of that name is a new call
-        return [self.decide(room, now) for room in rooms]
+            del self._rooms[key]
 
     def record_dispatch(self, room: RoomView, dispatch_id: str, now: float) -> None:
         memory = self._memory(room)
         memory.ours[dispatch_id] = now
-        memory.first_seen.setdefault(dispatch_id, now)
+        memory.stamps.setdefault(dispatch_id, now)
 
     def needs_dispatches(self, participants: Sequence[ParticipantView]) -> bool:
         """Whether the room's dispatches matter (saves an API call per healthy room)."""
         return self._has_caller(participants) and not self._agent_present(participants)
 
-    def decide(self, room: RoomView, now: float) -> Decision:
+    def decide(self, room: RoomView, now: float, wall: float) -> Decision:
         memory = self._memory(room)
+        memory.seen_agents.update(p.identity for p in room.participants if self._is_ours(p))
         if not self._has_caller(room.participants):
             memory.missing_since = None
             return self._result(memory, room, "none", "no_caller")
@@ -160,7 +174,7 @@ class Watcher:
             return self._result(memory, room, "none", "no_dispatch")
         ours = [d for d in room.dispatches if d.agent_name == self.agent_name]
         for dispatch in ours:
-            memory.first_seen.setdefault(dispatch.id, now)
+            self._stamp(memory, dispatch.id, dispatch.created_at, now, wall)
         live = [d for d in ours if not d.deleted]
         if not live:
             memory.missing_since = None
@@ -175,7 +189,7 @@ class Watcher:
         missing = now - memory.missing_since
         if missing < self.grace:
             return self._result(memory, room, "none", "waiting_grace", grace_seconds=self.grace)
-        pending = next((d for d in live if self._pending(memory, d, now)), None)
+        pending = next((d for d in live if self._pending(memory, d, now, wall)), None)
         if pending is not None:
             return self._result(
                 memory,
@@ -185,6 +199,7 @@ class Watcher:
                 detail=pending.id,
                 dispatch_id=pending.id,
                 by_this_watcher=pending.id in memory.ours,
+                job_status=pending.jobs[-1] if pending.jobs else None,
             )
         made = max(len(memory.ours), len(ours) - 1)
         if made >= self.max_redispatch:
@@ -219,22 +234,43 @@ class Watcher:
     def _has_caller(participants: Sequence[ParticipantView]) -> bool:
         return any(p.kind == "caller" for p in participants)
 
+    def _is_ours(self, participant: ParticipantView) -> bool:
+        return participant.kind == "agent" and participant.agent_name == self.agent_name
+
     def _agent_present(self, participants: Sequence[ParticipantView]) -> bool:
-        return any(p.kind == "agent" and p.agent_name == self.agent_name for p in participants)
+        return any(self._is_ours(p) for p in participants)
+
+    @staticmethod
+    def _stamp(memory: _RoomMemory, key: str, stamp: float, now: float, wall: float) -> float:
+        """A server stamp (epoch seconds; 0: not said, then first sight) on the monotonic clock,
+        fixed when first seen; a server clock ahead of ours reads as "just now"."""
+        if key not in memory.stamps:
+            memory.stamps[key] = now - max(0.0, wall - stamp) if stamp else now
+        return memory.stamps[key]
 
     @staticmethod
     def _created(memory: _RoomMemory, dispatch: DispatchView) -> float:
-        return dispatch.created_at or memory.first_seen.get(dispatch.id, 0.0)
+        return memory.stamps[dispatch.id]
 
-    def _pending(self, memory: _RoomMemory, dispatch: DispatchView, now: float) -> bool:
-        # the youngest of the server's clock and ours: skew never shortens the window
-        stamps = [dispatch.created_at, memory.ours.get(dispatch.id, 0.0)]
-        stamps.append(memory.first_seen.get(dispatch.id, 0.0) if dispatch.created_at == 0 else 0)
-        age = now - max(stamps)
-        if age < self.grace:
+    def _pending(
+        self, memory: _RoomMemory, dispatch: DispatchView, now: float, wall: float
+    ) -> bool:
+        # the youngest of the server's stamp and our own record: skew never shortens the window
+        made = max(self._created(memory, dispatch), memory.ours.get(dispatch.id, -math.inf))
+        if now - made < self.grace:
             return True
-        not_started = bool(dispatch.jobs) and dispatch.jobs[-1] == "pending"
-        return not_started and age < self.grace + PENDING_JOB_LIMIT_SECONDS
+        starting = (
+            bool(dispatch.jobs)
+            and dispatch.jobs[-1] in ("pending", "running")
+            and dispatch.job_identity not in memory.seen_agents
+        )
+        if not starting:
+            return False
+        started = made
+        if dispatch.job_started_at:
+            key = f"{dispatch.id}/{len(dispatch.jobs)}/{dispatch.job_started_at}"
+            started = max(made, self._stamp(memory, key, dispatch.job_started_at, now, wall))
+        return now - started < self.grace + STARTING_LIMIT_SECONDS
 
     def _result(
         self,
@@ -282,13 +318,21 @@ _JOB_STATUSES: dict[str, JobStatus] = {
 }
 
 
+def _enum_name(enum: Any, value: int) -> str:
+    # a value a newer LiveKit added has no name here: "" (it reads as "other")
+    try:
+        return str(enum.Name(value))
+    except ValueError:
+        return ""
+
+
 def participant_view(info: api.ParticipantInfo) -> ParticipantView | None:
     """None for a participant that already left (state DISCONNECTED)."""
     from livekit import api
 
     if info.state == api.ParticipantInfo.State.DISCONNECTED:
         return None
-    kind_name = api.ParticipantInfo.Kind.Name(info.kind)
+    kind_name = _enum_name(api.ParticipantInfo.Kind, info.kind)
     if kind_name == "AGENT":
         return ParticipantView(
             info.identity, "agent", str(info.attributes.get(AGENT_NAME_ATTRIBUTE, ""))
@@ -302,9 +346,10 @@ def dispatch_view(dispatch: api.AgentDispatch) -> DispatchView:
     jobs: list[JobStatus] = []
     for job in dispatch.state.jobs:
         if not job.HasField("state"):
-            jobs.append("unknown")  # JS_PENDING is 0: an absent state must not read as pending
+            jobs.append("other")  # JS_PENDING is 0: an absent state must not read as pending
             continue
-        jobs.append(_JOB_STATUSES.get(api.JobStatus.Name(job.state.status), "unknown"))
+        jobs.append(_JOB_STATUSES.get(_enum_name(api.JobStatus, job.state.status), "other"))
+    newest = dispatch.state.jobs[-1].state if dispatch.state.jobs else None
     return DispatchView(
         id=dispatch.id,
         agent_name=dispatch.agent_name,
@@ -312,6 +357,8 @@ def dispatch_view(dispatch: api.AgentDispatch) -> DispatchView:
         created_at=dispatch.state.created_at / 1e9,  # the server stamps UnixNano
         deleted=dispatch.state.deleted_at != 0,
         jobs=tuple(jobs),
+        job_started_at=newest.started_at / 1e9 if newest is not None else 0.0,
+        job_identity=newest.participant_identity if newest is not None else "",
     )
 
 
@@ -443,16 +490,21 @@ class WatchLoop:
         *,
         interval: float,
         metrics: WatchMetrics | None = None,
-        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
         jitter: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.server = server
         self.watcher = watcher
         self.interval = interval
         self.metrics = metrics
-        self.clock = clock
+        self.monotonic = monotonic
+        self.wall = wall
         self.jitter = jitter or self._random_jitter
         self.failures = 0
+        # a tick has listed the rooms once: the LiveKit URL and key work (the healthcheck's
+        # answer, so a deploy with a wrong one fails at deploy time)
+        self.reached = False
 
     async def _random_jitter(self) -> None:
         await asyncio.sleep(random.uniform(0, min(MAX_JITTER_SECONDS, self.interval / 4)))
@@ -465,54 +517,58 @@ class WatchLoop:
         return RoomView(name, sid, participants, dispatches)
 
     async def tick(self) -> int:
-        """One look at the server; returns the number of dispatches created. Raises on an API
-        failure (the caller logs it once and backs off)."""
-        rooms: list[RoomView] = []
-        for name, sid in await self.server.list_rooms():
+        """One look at the server; returns the number of dispatches created. Raises only when the
+        rooms cannot be listed (the caller logs it once and backs off); a room that fails is one
+        `watch.room_failed` line and the other rooms go on."""
+        listed = await self.server.list_rooms()
+        self.watcher.forget_closed(listed)
+        seen = missing = created = 0
+        for name, sid in listed:
             try:
-                rooms.append(await self._room(name, sid))
+                room = await self._room(name, sid)
+                seen += 1
+                decision = self.watcher.decide(room, self.monotonic(), self.wall())
+                missing += decision.state in ("waiting_grace", "dispatch_pending", "redispatch")
+                self._log(decision)
+                if decision.action == "dispatch":
+                    created += await self._dispatch(room)
             except Exception as error:
-                if _is_not_found(error):
-                    continue  # closed between the listing and this call
-                raise
-        decisions = self.watcher.decide_all(rooms, self.clock())
+                if not _is_not_found(error):  # not found: closed since the listing
+                    self._room_failed(name, error)
         if self.metrics is not None:
-            self.metrics.rooms.set(len(rooms))
-            self.metrics.rooms_missing_agent.set(
-                sum(
-                    d.state in ("waiting_grace", "dispatch_pending", "redispatch")
-                    for d in decisions
-                )
-            )
-        created = 0
-        by_name = {room.name: room for room in rooms}
-        for decision in decisions:
-            if decision.log_event is not None:
-                log.info(decision.log_event, room_name=decision.room, **decision.fields)
-                if decision.log_event == "watch.cap_reached" and self.metrics is not None:
-                    self.metrics.cap_reached.inc()
-            if decision.action == "dispatch":
-                created += await self._dispatch(by_name[decision.room])
+            self.metrics.rooms.set(seen)
+            self.metrics.rooms_missing_agent.set(missing)
         return created
+
+    def _log(self, decision: Decision) -> None:
+        if decision.log_event is not None:
+            log.info(decision.log_event, room_name=decision.room, **decision.fields)
+            if decision.log_event == "watch.cap_reached" and self.metrics is not None:
+                self.metrics.cap_reached.inc()
+
+    def _room_failed(self, name: str, error: Exception) -> None:
+        if self.metrics is not None:
+            self.metrics.api_errors.inc()
+        log.warning(
+            "watch.room_failed",
+            room_name=name,
+            error_type=type(error).__name__,
+            status=getattr(error, "status", None),
+            code=getattr(error, "code", None),
+        )
 
     async def _dispatch(self, room: RoomView) -> int:
         # another watcher may be deciding on the same snapshot: wait a little, look again
         await self.jitter()
-        try:
-            fresh = await self._room(room.name, room.sid)
-        except Exception as error:
-            if _is_not_found(error):
-                return 0
-            raise
-        decision = self.watcher.decide(fresh, self.clock())
+        fresh = await self._room(room.name, room.sid)
+        decision = self.watcher.decide(fresh, self.monotonic(), self.wall())
         if decision.action != "dispatch":
-            if decision.log_event is not None:
-                log.info(decision.log_event, room_name=decision.room, **decision.fields)
+            self._log(decision)
             return 0
         dispatch_id = await self.server.create_dispatch(
             room.name, self.watcher.agent_name, decision.metadata
         )
-        self.watcher.record_dispatch(fresh, dispatch_id, self.clock())
+        self.watcher.record_dispatch(fresh, dispatch_id, self.monotonic())
         if self.metrics is not None:
             self.metrics.redispatches.inc()
         log.info(
@@ -544,6 +600,7 @@ class WatchLoop:
             error = tick.exception()
             if error is None:
                 self.failures = 0
+                self.reached = True
             else:
                 self.failures += 1
                 if self.metrics is not None:
@@ -589,7 +646,7 @@ def main(argv: list[str]) -> int:
             "python -m agent watch: re-dispatch rooms whose agent vanished (self-hosted LiveKit).\n"
             "Environment: LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET, AGENT_NAME; optional\n"
             "WATCH_INTERVAL_SECONDS (5), WATCH_GRACE_SECONDS (10), WATCH_MAX_REDISPATCH (3),\n"
-            "METRICS_PORT, LOG_LEVEL, PORT (GET / answers 200 there, for a healthcheck)."
+            "METRICS_PORT, LOG_LEVEL, PORT (GET / there: 503 until LiveKit answered, then 200)."
         )
         return 0
     try:
@@ -606,16 +663,20 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-async def serve_health(port: int) -> web.AppRunner:
-    """`GET /` -> 200 `OK` on all interfaces: a platform's healthcheck (Railway's at deploy time,
-    on the PORT it injects), as the worker's health server answers it. Nothing else is served."""
+async def serve_health(port: int, reached: Callable[[], bool] = lambda: True) -> web.AppRunner:
+    """`GET /` on all interfaces: a platform's healthcheck (Railway's at deploy time, on the PORT
+    it injects), as the worker's health server answers it: 503 until `reached()` (the LiveKit
+    server API answered once: a wrong URL or key fails the deploy), then 200 `OK` for good (a
+    later API failure is a log line and a backoff, not a reason to restart). Nothing else."""
     from aiohttp import web
 
-    async def ok(_request: web.Request) -> web.Response:
+    async def answer(_request: web.Request) -> web.Response:
+        if not reached():
+            return web.Response(status=503, text="not connected to LiveKit yet")
         return web.Response(text="OK")
 
     app = web.Application()
-    app.router.add_get("/", ok)
+    app.router.add_get("/", answer)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, port=port).start()
@@ -651,11 +712,12 @@ async def _serve(settings: WatchSettings) -> None:
         grace_seconds=settings.watch_grace_seconds,
         max_redispatch=settings.watch_max_redispatch,
     )
-    health = await serve_health(settings.port) if settings.port is not None else None
+    watch = WatchLoop(server, watcher, interval=settings.watch_interval_seconds, metrics=metrics)
+    health = None
+    if settings.port is not None:
+        health = await serve_health(settings.port, lambda: watch.reached)
     try:
-        await WatchLoop(
-            server, watcher, interval=settings.watch_interval_seconds, metrics=metrics
-        ).run(stop)
+        await watch.run(stop)
     finally:
         if health is not None:
             await health.cleanup()

@@ -18,6 +18,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jwt
@@ -27,12 +28,14 @@ from aiohttp import web
 from livekit import api
 
 from agent.ops.watch import (
+    Decision,
     DispatchView,
     LiveKitServerApi,
     ParticipantView,
     RoomView,
     Watcher,
     WatchLoop,
+    serve_health,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,6 +45,9 @@ GRACE = 10.0
 T0 = 1_800_000_000.0  # an arbitrary wall-clock second
 
 CALLER = ParticipantView("caller-1", "caller")
+# values a newer LiveKit adds, which this protocol version (and its stubs) has no name for
+NEW_KIND: Any = 5
+NEW_JOB_STATUS: Any = 9
 OUR_AGENT = ParticipantView("agent-AJ_1", "agent", AGENT)
 OTHER_AGENT = ParticipantView("agent-AJ_9", "agent", "another-agent")
 
@@ -57,6 +63,12 @@ def room(*participants: ParticipantView, dispatches: tuple[DispatchView, ...] = 
 
 def watcher(max_redispatch: int = 3) -> Watcher:
     return Watcher(AGENT, grace=GRACE, max_redispatch=max_redispatch)
+
+
+def decide(w: Watcher, snapshot: RoomView, second: float) -> Decision:
+    # one reading for both clocks: these tests do not step the wall clock
+    # (tests/ops/test_watch_resilience.py does)
+    return w.decide(snapshot, second, second)
 
 
 # --------------------------------------------------------------------------- a fake server
@@ -97,7 +109,12 @@ async def no_jitter() -> None:
 
 def loop_over(server: FakeServer, w: Watcher | None = None) -> WatchLoop:
     return WatchLoop(
-        server, w or watcher(), interval=5.0, clock=lambda: server.now, jitter=no_jitter
+        server,
+        w or watcher(),
+        interval=5.0,
+        monotonic=lambda: server.now,
+        wall=lambda: server.now,
+        jitter=no_jitter,
     )
 
 
@@ -107,8 +124,8 @@ def loop_over(server: FakeServer, w: Watcher | None = None) -> WatchLoop:
 def test_grace_not_elapsed_nothing_and_one_waiting_line() -> None:
     w = watcher()
     snapshot = room(CALLER, dispatches=(original(),))
-    first = w.decide(snapshot, T0)
-    later = w.decide(snapshot, T0 + GRACE - 0.5)
+    first = decide(w, snapshot, T0)
+    later = decide(w, snapshot, T0 + GRACE - 0.5)
     assert (first.action, later.action) == ("none", "none")
     assert first.log_event == "watch.waiting_grace"
     assert later.log_event is None  # one line per change, not one per tick
@@ -172,58 +189,58 @@ async def test_cap_reached_nothing_more_and_one_cap_line() -> None:
 )
 def test_a_pending_dispatch_means_nothing(pending: DispatchView) -> None:
     w = watcher()
-    w.decide(room(CALLER, dispatches=(original(),)), T0)
-    decision = w.decide(room(CALLER, dispatches=(original(), pending)), T0 + GRACE + 1)
+    decide(w, room(CALLER, dispatches=(original(),)), T0)
+    decision = decide(w, room(CALLER, dispatches=(original(), pending)), T0 + GRACE + 1)
     assert decision.action == "none"
     assert decision.log_event == "watch.dispatch_pending"
 
 
 def test_our_own_pending_dispatch_means_nothing_even_when_the_server_clock_lags() -> None:
     w = watcher()
-    w.decide(room(CALLER, dispatches=(original(),)), T0)
-    first = w.decide(room(CALLER, dispatches=(original(),)), T0 + GRACE)
+    decide(w, room(CALLER, dispatches=(original(),)), T0)
+    first = decide(w, room(CALLER, dispatches=(original(),)), T0 + GRACE)
     assert first.action == "dispatch"
     # the server stamped it a minute "earlier" (skew): still ours and made 3 s ago
     ours = DispatchView("AD_mine", AGENT, META, created_at=T0 - 60, jobs=("running",))
     snapshot = room(CALLER, dispatches=(original(), ours))
     w.record_dispatch(snapshot, "AD_mine", T0 + GRACE)
-    assert w.decide(snapshot, T0 + GRACE + 3).action == "none"
+    assert decide(w, snapshot, T0 + GRACE + 3).action == "none"
 
 
 def test_a_room_with_only_agents_is_left_alone() -> None:
     w = watcher()
     for second in (0, 30, 60):
-        decision = w.decide(room(OTHER_AGENT, dispatches=(original(),)), T0 + second)
+        decision = decide(w, room(OTHER_AGENT, dispatches=(original(),)), T0 + second)
         assert decision.action == "none"
-    assert w.decide(room(dispatches=(original(),)), T0 + 90).action == "none"
+    assert decide(w, room(dispatches=(original(),)), T0 + 90).action == "none"
 
 
 def test_agent_present_nothing_and_the_missing_timer_resets() -> None:
     w = watcher()
     missing = room(CALLER, dispatches=(original(),))
-    w.decide(missing, T0)  # missing from T0
-    back = w.decide(room(CALLER, OUR_AGENT), T0 + 6)
+    decide(w, missing, T0)  # missing from T0
+    back = decide(w, room(CALLER, OUR_AGENT), T0 + 6)
     assert back.action == "none"
     assert back.log_event == "watch.agent_back"
-    w.decide(missing, T0 + 8)  # missing again from T0 + 8
-    assert w.decide(missing, T0 + 12).action == "none"  # 12 s after T0, 4 s after T0 + 8
-    assert w.decide(missing, T0 + 8 + GRACE).action == "dispatch"
+    decide(w, missing, T0 + 8)  # missing again from T0 + 8
+    assert decide(w, missing, T0 + 12).action == "none"  # 12 s after T0, 4 s after T0 + 8
+    assert decide(w, missing, T0 + 8 + GRACE).action == "dispatch"
 
 
 def test_a_room_without_a_dispatch_for_agent_name_is_not_ours() -> None:
     w = watcher()
     foreign = DispatchView("AD_x", "another-agent", META, created_at=T0 - 600, jobs=("running",))
     for second in (0, 30, 60):
-        assert w.decide(room(CALLER, dispatches=(foreign,)), T0 + second).action == "none"
+        assert decide(w, room(CALLER, dispatches=(foreign,)), T0 + second).action == "none"
     deleted = replace(original(), deleted=True)
-    assert w.decide(room(CALLER, dispatches=(deleted,)), T0 + 90).action == "none"
+    assert decide(w, room(CALLER, dispatches=(deleted,)), T0 + 90).action == "none"
 
 
 def test_an_agent_that_ended_the_call_itself_is_not_brought_back() -> None:
     w = watcher()
     done = room(CALLER, dispatches=(original(jobs=("success",)),))
     for second in (0, 30, 60):
-        assert w.decide(done, T0 + second).action == "none"
+        assert decide(w, done, T0 + second).action == "none"
 
 
 async def test_two_watchers_over_the_same_server_make_one_dispatch() -> None:
@@ -250,10 +267,20 @@ async def test_two_watchers_deciding_on_one_snapshot_still_make_one_dispatch() -
         return None
 
     first = WatchLoop(
-        server, watcher(), interval=5.0, clock=lambda: server.now, jitter=first_jitter
+        server,
+        watcher(),
+        interval=5.0,
+        monotonic=lambda: server.now,
+        wall=lambda: server.now,
+        jitter=first_jitter,
     )
     second = WatchLoop(
-        server, watcher(), interval=5.0, clock=lambda: server.now, jitter=after_first
+        server,
+        watcher(),
+        interval=5.0,
+        monotonic=lambda: server.now,
+        wall=lambda: server.now,
+        jitter=after_first,
     )
     await first.tick()
     await second.tick()
@@ -366,8 +393,9 @@ class TwirpFake:
         return web.Response(body=made.SerializeToString(), content_type="application/protobuf")
 
 
-async def test_the_real_client_path_against_a_twirp_fake() -> None:
-    fake = TwirpFake()
+async def tick_twice_over_twirp(fake: TwirpFake) -> list[int]:
+    """The watcher through the real client against `fake` on 127.0.0.1: a tick at T0, one
+    after the grace; the dispatches each made."""
     app = web.Application()
     app.router.add_post("/twirp/livekit.RoomService/ListRooms", fake.list_rooms)
     app.router.add_post("/twirp/livekit.RoomService/ListParticipants", fake.list_participants)
@@ -380,18 +408,43 @@ async def test_the_real_client_path_against_a_twirp_fake() -> None:
     port = runner.addresses[0][1]
     server = LiveKitServerApi(f"ws://127.0.0.1:{port}", KEY, SECRET)
     now = [T0]
-    loop = WatchLoop(server, watcher(), interval=5.0, clock=lambda: now[0], jitter=no_jitter)
+    loop = WatchLoop(
+        server,
+        watcher(),
+        interval=5.0,
+        monotonic=lambda: now[0],
+        wall=lambda: now[0],
+        jitter=no_jitter,
+    )
     try:
-        assert await loop.tick() == 0  # missing from T0
+        counts = [await loop.tick()]  # missing from T0
         now[0] = T0 + GRACE + 1
-        assert await loop.tick() == 1
+        counts.append(await loop.tick())
     finally:
         await server.aclose()
         await runner.cleanup()
+    return counts
+
+
+async def test_the_real_client_path_against_a_twirp_fake() -> None:
+    fake = TwirpFake()
+    assert await tick_twice_over_twirp(fake) == [0, 1]
     assert fake.refused == []
     assert [(r.room, r.agent_name, r.metadata) for r in fake.created] == [
         ("call-room", AGENT, META)
     ]
+
+
+async def test_the_real_client_reads_a_kind_and_a_job_status_a_newer_livekit_adds() -> None:
+    """A participant of kind 5 and a job of status 9 (no names in this protocol version) read as
+    "other" (issue 20): the tick goes on and the caller, still without an agent, is rescued."""
+    fake = TwirpFake()
+    fake.participants.append(api.ParticipantInfo(identity="future-1", kind=NEW_KIND))
+    fake.dispatches[0].state.jobs[0].state.status = NEW_JOB_STATUS
+    with structlog.testing.capture_logs() as logs:
+        assert await tick_twice_over_twirp(fake) == [0, 1]
+    assert not [e for e in logs if e["event"] in ("watch.room_failed", "watch.api_error")]
+    assert [(r.room, r.metadata) for r in fake.created] == [("call-room", META)]
 
 
 # --------------------------------------------------------------------------- configuration
@@ -449,8 +502,9 @@ def test_a_bad_watch_setting_is_named(tmp_path: Path) -> None:
 
 def test_sigterm_stops_a_watcher_whose_api_fails(tmp_path: Path) -> None:
     """Nothing listens on the discard port: each tick is one `watch.api_error` JSON line, the
-    process keeps going, its healthcheck on PORT (Railway's, from the shared railway.toml) still
-    answers 200, and SIGTERM ends it with exit 0."""
+    process keeps going, its healthcheck on PORT (Railway's, from the shared railway.toml)
+    answers 503 (a deploy with a wrong LIVEKIT_URL or key fails there, not later), and SIGTERM
+    ends it with exit 0."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         health_port = probe.getsockname()[1]
@@ -462,7 +516,7 @@ def test_sigterm_stops_a_watcher_whose_api_fails(tmp_path: Path) -> None:
         "LIVEKIT_API_KEY": KEY,
         "LIVEKIT_API_SECRET": SECRET,
         "AGENT_NAME": AGENT,
-        "WATCH_INTERVAL_SECONDS": "0.2",
+        "WATCH_INTERVAL_SECONDS": "0.5",  # the least agent.config allows
         "PORT": str(health_port),
     }
     process = subprocess.Popen(
@@ -482,7 +536,7 @@ def test_sigterm_stops_a_watcher_whose_api_fails(tmp_path: Path) -> None:
             if [entry["event"] for entry in seen].count("watch.api_error") >= 2:
                 break
         answer = httpx.get(f"http://127.0.0.1:{health_port}/", timeout=5)
-        assert (answer.status_code, answer.text) == (200, "OK")
+        assert (answer.status_code, answer.text) == (503, "not connected to LiveKit yet")
         process.send_signal(signal.SIGTERM)
         remaining = process.stderr.read()
         assert process.wait(timeout=30) == 0
@@ -503,7 +557,13 @@ async def test_metrics_count_rooms_redispatches_and_api_errors() -> None:
     metrics = WatchMetrics()
     server = FakeServer([CALLER], [original()])
     loop = WatchLoop(
-        server, watcher(), interval=5.0, metrics=metrics, clock=lambda: server.now, jitter=no_jitter
+        server,
+        watcher(),
+        interval=5.0,
+        metrics=metrics,
+        monotonic=lambda: server.now,
+        wall=lambda: server.now,
+        jitter=no_jitter,
     )
     await loop.tick()
     server.now = T0 + GRACE + 1
@@ -528,3 +588,30 @@ def test_the_operations_guide_names_only_series_the_watcher_serves() -> None:
     section = guide.split("## A call survives its worker", 1)[1].split("\n## ", 1)[0]
     named = set(re.findall(r"voice_agent_watch_[a-z_]+", section))
     assert named and named <= served, named - served
+
+
+async def test_the_healthcheck_is_503_until_the_server_api_answered_once_then_200() -> None:
+    # Railway polls it only while a deployment starts: a watcher with a wrong LIVEKIT_URL or
+    # key must fail there. Once the API answered, a later failure is a log line, not a restart.
+    loop = WatchLoop(FakeServer([CALLER], [original()]), watcher(), interval=0.5, jitter=no_jitter)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    runner = await serve_health(port, lambda: loop.reached)
+    url = f"http://127.0.0.1:{port}/"
+    stop = asyncio.Event()
+    try:
+        async with httpx.AsyncClient() as http:
+            before = await http.get(url)
+            running = asyncio.create_task(loop.run(stop))
+            for _ in range(100):  # bounded: the first tick is immediate
+                if loop.reached:
+                    break
+                await asyncio.sleep(0.01)
+            after = await http.get(url)
+            stop.set()
+            await running
+    finally:
+        await runner.cleanup()
+    assert (before.status_code, before.text) == (503, "not connected to LiveKit yet")
+    assert (after.status_code, after.text) == (200, "OK")
