@@ -4,15 +4,19 @@ Rule: nothing reads `os.environ` after `load_settings()`; the validated `Setting
 explicitly to the server, the plugins and the backend client. Secrets are `SecretStr` so a repr or a
 log line never shows them, and a validation failure is reported by variable name, never by value.
 Each URL and header-key rule is one function in agent.endpoints that the clients apply too, so
-nothing that passes boot is refused on the first call.
+nothing that passes boot is refused on the first call. Every other text setting (a key, a secret,
+a name, a model, a path) is a `Text`/`SecretText`/`TextPath`: one line of printable text with
+nothing around it, refused (never stripped) otherwise.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import (
+    BeforeValidator,
     Field,
     SecretStr,
     ValidationError,
@@ -22,12 +26,48 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from agent.endpoints import check_backend_url, check_header_secret, check_livekit_url
+from agent.endpoints import (
+    check_backend_url,
+    check_livekit_url,
+    header_secret_problem,
+    text_problem,
+)
 
 # The commands that run a worker or a job and therefore need credentials.
 RUN_COMMANDS = frozenset({"dev", "start", "console", "connect"})
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+def _checked(problem_of: Callable[[str], str | None]) -> BeforeValidator:
+    """A validator that applies one of agent.endpoints' text rules to the raw text, before any
+    length or type check, so the message says what is wrong with it. The error's location names
+    the variable; the message says what is wrong, never the value."""
+
+    def check(value: object) -> object:
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if isinstance(text, str) and (problem := problem_of(text)) is not None:
+            raise ValueError(problem)
+        return value
+
+    return BeforeValidator(check)
+
+
+# The text rule (agent.endpoints.text_problem) as types, so every such setting gets it by its
+# declaration: an empty LIVEKIT_API_SECRET otherwise ends in a library traceback, and a trailing
+# newline in a 401 loop; a model or voice name with one fails every call.
+Text = Annotated[str, _checked(text_problem)]
+SecretText = Annotated[SecretStr, _checked(text_problem)]
+# sent in an HTTP header on every request (OPENAI_API_KEY, INTERNAL_SERVICE_KEY): also ASCII
+HeaderSecret = Annotated[SecretStr, _checked(header_secret_problem)]
+# a directory: "/data\n" would put the journal beside the volume, not on it
+TextPath = Annotated[Path, _checked(text_problem)]
+# what LiveKit dispatches by (AGENT_NAME): the worker's, `start`'s and the watcher's one rule
+AgentName = Annotated[str, Field(max_length=128), _checked(text_problem)]
+
+# An idle job process takes 75-125 MB PSS, the metric the library's limit compares to
+# (docs/performance.md): a lower JOB_MEMORY_LIMIT_MB kills every call.
+MIN_JOB_MEMORY_LIMIT_MB = 200
 
 # How to fix each variable, shown next to its name when it is missing or invalid.
 HINTS: dict[str, str] = {
@@ -45,6 +85,18 @@ HINTS: dict[str, str] = {
     "METRICS_PORT": "a TCP port for Prometheus /metrics (0-65535; unset turns metrics off)",
     "AGENT_DATA_DIR": "a writable directory for the journal (e.g. /data in the image)",
     "DRAIN_TIMEOUT": "seconds a draining worker waits for live calls (>= MAX_CALL_SECONDS)",
+    "LLM_MODEL": "a chat model name, or leave it unset for gpt-4.1-mini",
+    "STT_MODEL": "a transcription model name, or leave it unset for gpt-4o-mini-transcribe",
+    "TTS_MODEL": "a speech model name, or leave it unset for gpt-4o-mini-tts",
+    "TTS_VOICE": "a voice of the speech model, or leave it unset for ash",
+    "LANGUAGE": "a language code for the STT, e.g. en or pt-BR",
+    "LLM_TIMEOUT": "seconds an LLM request may take, 1-120 (less fails every request)",
+    "BACKEND_TIMEOUT": "seconds a backend request may take, 1-60 (less fails every request)",
+    "INITIALIZE_PROCESS_TIMEOUT": "seconds a job process gets to prewarm, 1-600 "
+    "(loading the VAD alone takes longer than 1 s)",
+    "LOAD_THRESHOLD": "the load above which the worker takes no new job, >= 0.1 "
+    "(below that the worker counts as full and refuses every job)",
+    "JOB_MEMORY_LIMIT_MB": f"0 (no limit) or at least {MIN_JOB_MEMORY_LIMIT_MB} (MB)",
 }
 
 
@@ -55,19 +107,19 @@ class Settings(BaseSettings):
 
     # LiveKit
     livekit_url: str = Field(min_length=1, alias="LIVEKIT_URL")
-    livekit_api_key: str = Field(min_length=1, alias="LIVEKIT_API_KEY")
-    livekit_api_secret: SecretStr = Field(alias="LIVEKIT_API_SECRET")
-    agent_name: str | None = Field(default=None, alias="AGENT_NAME", max_length=128)
+    livekit_api_key: Text = Field(alias="LIVEKIT_API_KEY")
+    livekit_api_secret: SecretText = Field(alias="LIVEKIT_API_SECRET")
+    agent_name: AgentName | None = Field(default=None, alias="AGENT_NAME")
     livekit_recording: bool = Field(default=False, alias="LIVEKIT_RECORDING")
     # the library's default: about 130 s of retries, so a short LiveKit blip does not take the
     # whole fleet out of service (a worker that gives up exits 3 after draining its calls)
     livekit_max_retry: int = Field(default=16, ge=0, le=100, alias="LIVEKIT_MAX_RETRY")
 
     # OpenAI (or a compatible API)
-    openai_api_key: SecretStr = Field(alias="OPENAI_API_KEY")
+    openai_api_key: HeaderSecret = Field(alias="OPENAI_API_KEY")
     openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
-    llm_model: str = Field(default="gpt-4.1-mini", min_length=1, alias="LLM_MODEL")
-    stt_model: str = Field(default="gpt-4o-mini-transcribe", min_length=1, alias="STT_MODEL")
+    llm_model: Text = Field(default="gpt-4.1-mini", alias="LLM_MODEL")
+    stt_model: Text = Field(default="gpt-4o-mini-transcribe", alias="STT_MODEL")
     # realtime: the transcript streams while the caller speaks and is ready when the turn ends
     # (docs/performance.md, voice-to-voice); batch: one upload after the end of the turn
     stt_mode: Literal["realtime", "batch"] = Field(default="realtime", alias="STT_MODE")
@@ -75,19 +127,23 @@ class Settings(BaseSettings):
     # faster; docs/performance.md). An LLM failure then surfaces while the caller is still
     # speaking: the error handler defers the apology until the turn is over (agent.call.session)
     preemptive_generation: bool = Field(default=True, alias="PREEMPTIVE_GENERATION")
-    tts_model: str = Field(default="gpt-4o-mini-tts", min_length=1, alias="TTS_MODEL")
-    tts_voice: str = Field(default="ash", min_length=1, alias="TTS_VOICE")
-    language: str = Field(default="en", min_length=2, max_length=16, alias="LANGUAGE")
-    llm_timeout: float = Field(default=8.0, gt=0, le=120, alias="LLM_TIMEOUT")
+    tts_model: Text = Field(default="gpt-4o-mini-tts", alias="TTS_MODEL")
+    tts_voice: Text = Field(default="ash", alias="TTS_VOICE")
+    language: Text = Field(default="en", min_length=2, max_length=16, alias="LANGUAGE")
+    # >= 1 s: a reply's first token alone takes about half a second, so less fails requests at
+    # random (at 1e-6, every one) and the caller hears the LLM-error line
+    llm_timeout: float = Field(default=8.0, ge=1, le=120, alias="LLM_TIMEOUT")
     llm_max_retry: int = Field(default=1, ge=0, le=10, alias="LLM_MAX_RETRY")
 
     # Backend (both or neither; neither = embedded local default)
     backend_url: str | None = Field(default=None, alias="BACKEND_URL")
-    internal_service_key: SecretStr | None = Field(default=None, alias="INTERNAL_SERVICE_KEY")
-    backend_timeout: float = Field(default=5.0, gt=0, le=60, alias="BACKEND_TIMEOUT")
+    internal_service_key: HeaderSecret | None = Field(default=None, alias="INTERNAL_SERVICE_KEY")
+    # >= 1 s: a new TLS connection plus the answer often takes longer, so scenario fetches and
+    # deliveries would fail at random (at 1e-6, every one)
+    backend_timeout: float = Field(default=5.0, ge=1, le=60, alias="BACKEND_TIMEOUT")
 
     # Call limits and delivery
-    agent_data_dir: Path = Field(default=Path("data"), alias="AGENT_DATA_DIR")
+    agent_data_dir: TextPath = Field(default=Path("data"), alias="AGENT_DATA_DIR")
     max_call_seconds: int = Field(default=1800, ge=10, le=6 * 3600, alias="MAX_CALL_SECONDS")
     no_show_seconds: int = Field(default=60, ge=1, le=3600, alias="NO_SHOW_SECONDS")
     delivery_deadline: float = Field(default=30.0, ge=1, le=600, alias="DELIVERY_DEADLINE")
@@ -97,12 +153,15 @@ class Settings(BaseSettings):
     drain_timeout: int | None = Field(default=None, ge=0, alias="DRAIN_TIMEOUT")
 
     # Worker capacity and process management
-    load_threshold: float = Field(default=0.7, gt=0, alias="LOAD_THRESHOLD")
+    # >= 0.1: a worker's load (CPU) is never that close to 0, so it would refuse every job
+    load_threshold: float = Field(default=0.7, ge=0.1, alias="LOAD_THRESHOLD")
     num_idle_processes: int | None = Field(default=None, ge=0, le=64, alias="NUM_IDLE_PROCESSES")
     job_memory_warn_mb: float = Field(default=1000, gt=0, alias="JOB_MEMORY_WARN_MB")
+    # 0: no limit; otherwise at least MIN_JOB_MEMORY_LIMIT_MB (_check_job_memory_limit)
     job_memory_limit_mb: float = Field(default=1500, ge=0, alias="JOB_MEMORY_LIMIT_MB")
+    # >= 1 s: prewarm loads the VAD and opens the journal; less and no job process ever starts
     initialize_process_timeout: float = Field(
-        default=10.0, gt=0, le=600, alias="INITIALIZE_PROCESS_TIMEOUT"
+        default=10.0, ge=1, le=600, alias="INITIALIZE_PROCESS_TIMEOUT"
     )
     shutdown_process_timeout: float = Field(
         default=10.0, ge=3, le=600, alias="SHUTDOWN_PROCESS_TIMEOUT"
@@ -117,8 +176,8 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(default=None, ge=0, le=65535, alias="METRICS_PORT")
     # OTLP traces (agent/tracing.py) when either standard endpoint variable is set; the exporter
     # reads the other OTEL_EXPORTER_OTLP_* variables (headers, timeout) itself
-    otlp_endpoint: str | None = Field(default=None, alias="OTEL_EXPORTER_OTLP_ENDPOINT")
-    otlp_traces_endpoint: str | None = Field(
+    otlp_endpoint: Text | None = Field(default=None, alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+    otlp_traces_endpoint: Text | None = Field(
         default=None, alias="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
     )
     # transcript text and prompts in span attributes: personal data, off unless asked for
@@ -148,8 +207,12 @@ class Settings(BaseSettings):
         mode="before",
     )
     @classmethod
-    def _empty_optional_is_unset(cls, value: object) -> object:
-        return None if value == "" else value
+    def _empty_optional_is_unset(cls, value: object, info: ValidationInfo) -> object:
+        # where the field is required (AGENT_NAME for `start`) "" stays, and the text rule says
+        # "is empty" rather than "not a valid string"
+        if value == "" and not cls.model_fields[info.field_name or ""].is_required():
+            return None
+        return value
 
     @field_validator("num_idle_processes", "metrics_port", mode="before")
     @classmethod
@@ -172,13 +235,14 @@ class Settings(BaseSettings):
         # the same function HttpBackend applies, so what passes here is never refused there
         return None if value is None else check_backend_url(value, "BACKEND_URL")
 
-    @field_validator("internal_service_key", "openai_api_key")
+    @field_validator("job_memory_limit_mb")
     @classmethod
-    def _check_header_secret(cls, value: SecretStr | None, info: ValidationInfo) -> object:
-        # both travel in HTTP headers on every request
-        if value is not None:
-            name = cls.model_fields[info.field_name or ""].alias or str(info.field_name)
-            check_header_secret(value.get_secret_value(), name)
+    def _check_job_memory_limit(cls, value: float) -> float:
+        if 0 < value < MIN_JOB_MEMORY_LIMIT_MB:
+            raise ValueError(
+                "is too small: an idle job process already takes 75-125 MB, so this limit "
+                "kills every call"
+            )
         return value
 
     @model_validator(mode="after")
@@ -225,7 +289,7 @@ class Settings(BaseSettings):
 class StartSettings(Settings):
     """`start` takes production calls: it must dispatch by an explicit agent name."""
 
-    agent_name: str = Field(min_length=1, max_length=128, alias="AGENT_NAME")
+    agent_name: AgentName = Field(alias="AGENT_NAME")
 
 
 # `python -m agent journal ...` (agent/ops/journal_cli.py): the operator's commands.
@@ -341,9 +405,10 @@ def load_settings(command: str | None = None, env_file: str | Path | None = ".en
 # `python -m agent watch` (agent/ops/watch.py): the re-dispatcher for self-hosted LiveKit.
 WATCH_COMMAND = "watch"
 WATCH_HINTS: dict[str, str] = {
-    "WATCH_INTERVAL_SECONDS": "seconds between two looks at the rooms (default 5; > 0, <= 300)",
+    "WATCH_INTERVAL_SECONDS": "seconds between two looks at the rooms (default 5; >= 0.5, "
+    "<= 300: each look lists every room through the LiveKit API)",
     "WATCH_GRACE_SECONDS": "seconds a room may lack its agent before a new dispatch "
-    "(default 10; >= 0, <= 3600)",
+    "(default 10; >= 1, <= 3600: a dispatched agent needs about a second to join)",
     "WATCH_MAX_REDISPATCH": "new dispatches per room at most (default 3; 0-100)",
 }
 HINTS.update(WATCH_HINTS)
@@ -358,11 +423,17 @@ class WatchSettings(BaseSettings):
     )
 
     livekit_url: str = Field(min_length=1, alias="LIVEKIT_URL")
-    livekit_api_key: str = Field(min_length=1, alias="LIVEKIT_API_KEY")
-    livekit_api_secret: SecretStr = Field(alias="LIVEKIT_API_SECRET")
-    agent_name: str = Field(min_length=1, max_length=128, alias="AGENT_NAME")
-    watch_interval_seconds: float = Field(default=5.0, gt=0, le=300, alias="WATCH_INTERVAL_SECONDS")
-    watch_grace_seconds: float = Field(default=10.0, ge=0, le=3600, alias="WATCH_GRACE_SECONDS")
+    livekit_api_key: Text = Field(alias="LIVEKIT_API_KEY")
+    livekit_api_secret: SecretText = Field(alias="LIVEKIT_API_SECRET")
+    agent_name: AgentName = Field(alias="AGENT_NAME")
+    # >= 0.5 s: each look lists every room, and the participants of each, through the LiveKit
+    # server API; faster only loads that API (the grace window is seconds anyway)
+    watch_interval_seconds: float = Field(
+        default=5.0, ge=0.5, le=300, alias="WATCH_INTERVAL_SECONDS"
+    )
+    # >= 1 s: a dispatch's agent needs about a second to join; with no grace at all a room is
+    # re-dispatched before its first agent could, and two agents answer one caller
+    watch_grace_seconds: float = Field(default=10.0, ge=1, le=3600, alias="WATCH_GRACE_SECONDS")
     watch_max_redispatch: int = Field(default=3, ge=0, le=100, alias="WATCH_MAX_REDISPATCH")
     metrics_port: int | None = Field(default=None, ge=0, le=65535, alias="METRICS_PORT")
     # Railway injects PORT and its deploy-time healthcheck (railway.toml's `/`) calls it: the
@@ -379,13 +450,6 @@ class WatchSettings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
-
-    @field_validator("livekit_api_secret")
-    @classmethod
-    def _secret_not_empty(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value():
-            raise ValueError("must not be empty")
-        return value
 
     @field_validator("livekit_url")
     @classmethod

@@ -1,9 +1,9 @@
-"""The rules for every URL we dial and every key we send in a header.
+"""The rules for every URL we dial, every key we send in a header and every other text setting.
 
 Rule: one function per kind of value, used by the Settings validators (agent.config) AND by the
 clients that send them (agent.backend.http.HttpBackend), so a value that passes boot is never
-refused on the first call. Each raises ValueError("NAME: problem; fix"), never quoting the value
-(a URL may carry a password).
+refused on the first call. Each raises ValueError("NAME: problem; fix") (or, for the settings'
+own types, returns "problem; fix"), never quoting the value (a URL may carry a password).
 """
 
 from __future__ import annotations
@@ -79,20 +79,50 @@ def check_livekit_url(url: str, name: str = "LIVEKIT_URL") -> str:
     return url
 
 
-def check_header_secret(value: str, name: str = "INTERNAL_SERVICE_KEY") -> str:
-    """A key sent in an HTTP header: non-empty printable ASCII with nothing around it. httpx
-    refuses non-ASCII header values, a line break would be header injection, and HTTP strips
-    surrounding whitespace, so the server would see another key than the one configured."""
-    if not value:
-        raise ValueError(f"{name}: is empty")
+def _padding_problem(value: str) -> str | None:
+    """Empty, blank, or with whitespace around it. Refused, not stripped: a `.env` value pasted
+    with its line break, or a secret manager that adds one, would otherwise reach the server as
+    another key than the one configured (a 401 loop), and stripping would hide that the source
+    holds it."""
+    if not value.strip():
+        return "is empty" if not value else "is empty (only whitespace or a line break)"
     if value != value.strip():
-        raise ValueError(
-            f"{name}: has whitespace or a line break around it (a trailing newline from a "
-            "secret file?); remove it"
+        return (
+            "starts or ends with whitespace or a line break (a .env file or a secret manager "
+            "often adds a trailing newline); remove the trailing newline/whitespace"
         )
-    if not (value.isascii() and value.isprintable()):
-        raise ValueError(
-            f"{name}: must be printable ASCII (no accented letters, line breaks or control "
+    return None
+
+
+def text_problem(value: str) -> str | None:
+    """The rule for a setting's text (a key, a secret, a name, a model, a path): something, on
+    one line, with nothing around it. Returns the problem and its fix, or None when it is
+    good; never the value."""
+    problem = _padding_problem(value)
+    if problem is None and not value.isprintable():
+        problem = (
+            "contains a line break, tab or other control character; it must be one line of "
+            "printable text"
+        )
+    return problem
+
+
+def header_secret_problem(value: str) -> str | None:
+    """A key sent in an HTTP header: the text rule, in printable ASCII. httpx refuses non-ASCII
+    header values, a line break would be header injection, and HTTP strips surrounding
+    whitespace, so the server would see another key than the one configured."""
+    problem = _padding_problem(value)
+    if problem is None and not (value.isascii() and value.isprintable()):
+        problem = (
+            "must be printable ASCII (no accented letters, line breaks or control "
             "characters); copy the key again"
         )
+    return problem
+
+
+def check_header_secret(value: str, name: str = "INTERNAL_SERVICE_KEY") -> str:
+    """header_secret_problem, raised as ValueError("NAME: problem") for the clients."""
+    problem = header_secret_problem(value)
+    if problem is not None:
+        raise ValueError(f"{name}: {problem}")
     return value

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import Settings, SettingsError, WatchSettings, load_settings
+from agent.config import Settings, SettingsError, WatchSettings, load_settings, load_watch_settings
 
 REQUIRED = {
     "LIVEKIT_URL": "wss://example.livekit.cloud",
@@ -26,6 +26,22 @@ ALL_VARS = [
     "LOG_LEVEL",
     "NUM_IDLE_PROCESSES",
     "LIVEKIT_RECORDING",
+    "LLM_MODEL",
+    "STT_MODEL",
+    "TTS_MODEL",
+    "TTS_VOICE",
+    "LANGUAGE",
+    "AGENT_DATA_DIR",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "LLM_TIMEOUT",
+    "BACKEND_TIMEOUT",
+    "INITIALIZE_PROCESS_TIMEOUT",
+    "LOAD_THRESHOLD",
+    "JOB_MEMORY_LIMIT_MB",
+    "WATCH_INTERVAL_SECONDS",
+    "WATCH_GRACE_SECONDS",
+    "WATCH_MAX_REDISPATCH",
 ]
 
 
@@ -343,3 +359,213 @@ def test_a_bad_checkpoint_seconds_is_refused_by_name(
     with pytest.raises(SettingsError) as caught:
         load_settings("dev")
     assert list(caught.value.problems) == ["CHECKPOINT_SECONDS"]
+
+
+# --------------------------------------------------------------------------- one text rule
+# Issue 20 item 8: a blank, whitespace-padded or newline-ended key, secret, name or model passed
+# boot (an empty LIVEKIT_API_SECRET ended in a library traceback, a `\n` in a 401 loop and exit
+# 3). DESIGN.md "Configuration": an invalid setting stops the worker at boot naming it, no
+# secret. Every text setting follows one rule, so each is checked with the same bad forms.
+
+# (variable, a good value); each good value holds "s3cr3t" so a leak of it is visible
+TEXT_SETTINGS = [
+    ("LIVEKIT_API_KEY", "APIs3cr3tkey"),
+    ("LIVEKIT_API_SECRET", "livekit-s3cr3t-value"),
+    ("OPENAI_API_KEY", "sk-s3cr3t-openai"),
+    ("AGENT_NAME", "s3cr3t-agent"),
+    ("LLM_MODEL", "s3cr3t-llm"),
+    ("STT_MODEL", "s3cr3t-stt"),
+    ("TTS_MODEL", "s3cr3t-tts"),
+    ("TTS_VOICE", "s3cr3t-voice"),
+    ("LANGUAGE", "s3cr3t"),
+    ("AGENT_DATA_DIR", "/tmp/s3cr3t-data"),
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318/s3cr3t"),
+    ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://127.0.0.1:4318/v1/s3cr3t"),
+]
+# how a secret manager, a quoted `.env` value or a copy-paste pads a value
+PADDINGS = ["{}\n", "{}\r\n", " {}", "{} ", "\t{}"]
+# the empty string means "unset" for these optional settings (the default applies)
+EMPTY_IS_UNSET = {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"}
+
+
+def refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> str:
+    """Boot `start` with one bad variable; return the rendered error, checking it names only
+    that variable and never shows the value."""
+    set_env(monkeypatch, **{"AGENT_NAME": "agent", name: value})
+    with pytest.raises(SettingsError) as caught:
+        load_settings("start")
+    assert list(caught.value.problems) == [name]
+    rendered = caught.value.render()
+    assert "s3cr3t" not in rendered
+    return caught.value.problems[name]
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize(("name", "good"), TEXT_SETTINGS)
+def test_a_text_setting_with_surrounding_whitespace_is_refused_not_stripped(
+    monkeypatch: pytest.MonkeyPatch, name: str, good: str, padding: str
+) -> None:
+    problem = refused(monkeypatch, name, padding.format(good))
+    assert "remove the trailing newline/whitespace" in problem
+
+
+@pytest.mark.parametrize("blank", [" ", "   ", "\n", "\t"])
+@pytest.mark.parametrize(("name", "good"), TEXT_SETTINGS)
+def test_a_blank_text_setting_is_refused(
+    monkeypatch: pytest.MonkeyPatch, name: str, good: str, blank: str
+) -> None:
+    assert "empty" in refused(monkeypatch, name, blank)
+
+
+@pytest.mark.parametrize(("name", "good"), [s for s in TEXT_SETTINGS if s[0] not in EMPTY_IS_UNSET])
+def test_an_empty_text_setting_is_refused(
+    monkeypatch: pytest.MonkeyPatch, name: str, good: str
+) -> None:
+    problem = refused(monkeypatch, name, "")
+    assert "empty" in problem or "missing" in problem or "at least" in problem
+
+
+@pytest.mark.parametrize("inside", ["\n", "\r", "\t", "\x1b", "\x7f", "\u2028"])
+@pytest.mark.parametrize(("name", "good"), TEXT_SETTINGS)
+def test_a_text_setting_with_a_line_break_or_control_character_inside_is_refused(
+    monkeypatch: pytest.MonkeyPatch, name: str, good: str, inside: str
+) -> None:
+    refused(monkeypatch, name, good[:3] + inside + good[3:])
+
+
+def test_good_text_settings_pass_as_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_env(
+        monkeypatch,
+        AGENT_NAME="roleplay-agent.eu_1",
+        LLM_MODEL="org/model-3.5:latest",
+        TTS_VOICE="ash",
+        LANGUAGE="pt-BR",
+        AGENT_DATA_DIR="/var/lib/voice agent/data",
+        OTEL_EXPORTER_OTLP_ENDPOINT="",
+    )
+    settings = load_settings("start")
+    assert settings.agent_name == "roleplay-agent.eu_1"
+    assert settings.llm_model == "org/model-3.5:latest"
+    assert settings.language == "pt-BR"
+    assert settings.agent_data_dir == Path("/var/lib/voice agent/data")
+    assert settings.otlp_endpoint is None
+
+
+def test_an_empty_agent_name_still_means_the_default_outside_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    set_env(monkeypatch, AGENT_NAME="")
+    assert load_settings("dev").agent_name_or_default == "roleplay-agent-dev"
+    set_env(monkeypatch, AGENT_NAME=" ")
+    with pytest.raises(SettingsError) as caught:
+        load_settings("dev")
+    assert list(caught.value.problems) == ["AGENT_NAME"]
+
+
+@pytest.mark.parametrize("command", ["dev", "start"])
+def test_an_agent_name_longer_than_128_characters_is_refused(
+    monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    set_env(monkeypatch, AGENT_NAME="a" * 129)
+    with pytest.raises(SettingsError) as caught:
+        load_settings(command)
+    assert list(caught.value.problems) == ["AGENT_NAME"]
+    assert "128 characters" in caught.value.problems["AGENT_NAME"]
+
+
+def test_a_quoted_newline_in_dotenv_is_refused_without_showing_the_secret(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # the common cause: a value pasted with its line break, kept by the double quotes
+    lines = [f"{name}={value}" for name, value in REQUIRED.items() if name != "LIVEKIT_API_SECRET"]
+    lines.append('LIVEKIT_API_SECRET="livekit-s3cr3t-value\\n"')
+    (tmp_path / ".env").write_text("\n".join(lines) + "\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings("dev")
+    assert list(caught.value.problems) == ["LIVEKIT_API_SECRET"]
+    assert "newline" in caught.value.problems["LIVEKIT_API_SECRET"]
+    assert "s3cr3t" not in caught.value.render()
+
+
+def test_every_bad_text_setting_is_named_in_one_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = {name: good + "\n" for name, good in TEXT_SETTINGS}
+    set_env(monkeypatch, **bad)
+    with pytest.raises(SettingsError) as caught:
+        load_settings("start")
+    assert set(caught.value.problems) == set(bad)
+    assert "s3cr3t" not in caught.value.render()
+
+
+WATCH_REQUIRED = {
+    "LIVEKIT_URL": "ws://127.0.0.1:7880",
+    "LIVEKIT_API_KEY": "APIs3cr3tkey",
+    "LIVEKIT_API_SECRET": "livekit-s3cr3t-value",
+    "AGENT_NAME": "agent",
+}
+
+
+@pytest.mark.parametrize("name", ["LIVEKIT_API_KEY", "LIVEKIT_API_SECRET", "AGENT_NAME"])
+@pytest.mark.parametrize("form", ["", " ", "{}\n", " {}"])
+def test_the_watcher_refuses_the_same_bad_text_settings(
+    monkeypatch: pytest.MonkeyPatch, name: str, form: str
+) -> None:
+    for key, value in {**WATCH_REQUIRED, name: form.format(WATCH_REQUIRED[name])}.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(SettingsError) as caught:
+        load_watch_settings()
+    assert list(caught.value.problems) == [name]
+    assert "s3cr3t" not in caught.value.render()
+
+
+# --------------------------------------------------------------------------- absurd numbers
+# (variable, refused values, the smallest accepted value)
+NUMBER_FLOORS = [
+    # the watcher lists every room (and their participants) through the LiveKit API each tick
+    ("WATCH_INTERVAL_SECONDS", ["1e-6", "0.1", "0.49"], "0.5"),
+    # no grace: a room is re-dispatched before its first agent could join, two agents answer
+    ("WATCH_GRACE_SECONDS", ["0", "1e-6", "0.9"], "1"),
+]
+WORKER_FLOORS = [
+    # below a round trip every request fails
+    ("LLM_TIMEOUT", ["1e-6", "0.5"], "1"),
+    ("BACKEND_TIMEOUT", ["1e-6", "0.5"], "1"),
+    # no job process finishes prewarm (the VAD alone takes longer)
+    ("INITIALIZE_PROCESS_TIMEOUT", ["1e-6", "0.5"], "1"),
+    # the worker's load is never that low: it would refuse every job
+    ("LOAD_THRESHOLD", ["1e-6", "0.05"], "0.1"),
+    # an idle job process is 75-125 MB PSS (docs/performance.md): every call would be killed
+    ("JOB_MEMORY_LIMIT_MB", ["1e-6", "1", "199"], "200"),
+]
+
+
+@pytest.mark.parametrize(("name", "bad", "floor"), NUMBER_FLOORS)
+def test_an_absurdly_small_watch_setting_is_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch, name: str, bad: list[str], floor: str
+) -> None:
+    for key, value in WATCH_REQUIRED.items():
+        monkeypatch.setenv(key, value)
+    for value in bad:
+        monkeypatch.setenv(name, value)
+        with pytest.raises(SettingsError) as caught:
+            load_watch_settings()
+        assert list(caught.value.problems) == [name], value
+    monkeypatch.setenv(name, floor)
+    assert load_watch_settings() is not None
+
+
+@pytest.mark.parametrize(("name", "bad", "floor"), WORKER_FLOORS)
+def test_an_absurdly_small_worker_setting_is_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch, name: str, bad: list[str], floor: str
+) -> None:
+    for value in bad:
+        set_env(monkeypatch, **{name: value})
+        with pytest.raises(SettingsError) as caught:
+            load_settings("dev")
+        assert list(caught.value.problems) == [name], value
+    set_env(monkeypatch, **{name: floor})
+    assert load_settings("dev") is not None
+
+
+def test_a_job_memory_limit_of_0_still_turns_the_limit_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_env(monkeypatch, JOB_MEMORY_LIMIT_MB="0")
+    assert load_settings("dev").job_memory_limit_mb == 0
