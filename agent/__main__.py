@@ -3,7 +3,8 @@ argv to the LiveKit CLI; plus our own `schema`, `journal`, `playground` and `wat
 
 Rule: everything happens under `if __name__ == "__main__"` (job processes import this module as
 `__mp_main__`), and every fatal start-up problem exits non-zero so a supervisor restarts us: the
-LiveKit CLI itself exits 0 when it gives up connecting.
+LiveKit CLI itself exits 0 when it gives up connecting. A problem that would only show once the
+worker runs (no journal, no temporary directory for the job processes) stops the boot instead.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import json
 import os
 import shutil
 import sys
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -20,6 +23,10 @@ if TYPE_CHECKING:
 EXIT_CONFIG = 2
 EXIT_LIVEKIT_UNREACHABLE = 3
 EXIT_WORKER_FAILED = 1
+
+# multiprocessing's forkserver listens on <temp dir>/pymp-XXXXXXXX/listener-XXXXXXXX, an AF_UNIX
+# socket path (at most 107 bytes on Linux): the longest temporary directory it can use
+LONGEST_TEMP_DIR = 107 - len("/pymp-XXXXXXXX/listener-XXXXXXXX")
 
 
 def _command(argv: list[str]) -> str | None:
@@ -54,10 +61,13 @@ def main(argv: list[str]) -> int:
     wants_help = "--help" in argv or "-h" in argv
     settings = None
     metrics_dir = None
+    temp_dir = None
     if command in RUN_COMMANDS and not wants_help:
         try:
             settings = load_settings(command)
             check_data_dir(settings)
+            # before anything makes a temporary file (the metrics directory, the forkserver)
+            temp_dir = use_writable_temp_dir(settings.agent_data_dir)
         except SettingsError as error:
             print(error.render(), file=sys.stderr)
             return EXIT_CONFIG
@@ -68,13 +78,53 @@ def main(argv: list[str]) -> int:
 
             metrics_dir = use_private_multiproc_dir()
     try:
-        return _run(argv, settings)
+        return _run(argv, settings, temp_dir)
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-def _run(argv: list[str], settings: Settings | None) -> int:
+def use_writable_temp_dir(data_dir: Path) -> Path | None:
+    """No job process starts without a writable temporary directory (multiprocessing's forkserver
+    makes its socket there), and a worker without job processes still looks healthy. Under a
+    read-only root filesystem tempfile finds none (TMPDIR, /tmp, /var/tmp, /usr/tmp, the working
+    directory): then use AGENT_DATA_DIR/tmp, private (0700), in this process and, through TMPDIR,
+    in the job processes. Returns that directory, or None when the default one works; raises
+    SettingsError when AGENT_DATA_DIR/tmp is not usable either."""
+    from agent.config import SettingsError
+
+    try:
+        tempfile.gettempdir()  # tries each candidate by writing a file in it
+        return None
+    except FileNotFoundError as error:
+        tried = error.strerror  # "No usable temporary directory found in [...]"
+    path = (data_dir / "tmp").absolute()
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+        path.chmod(0o700)  # one left by an earlier boot, too
+        with tempfile.TemporaryFile(dir=path):
+            pass
+        problem = None
+    except OSError as error:
+        problem = f"{type(error).__name__}: {error}"
+    if problem is None and len(str(path)) > LONGEST_TEMP_DIR:
+        problem = f"longer than the {LONGEST_TEMP_DIR} characters the job processes' socket allows"
+    if problem is not None:
+        raise SettingsError(
+            {
+                "TMPDIR": f"no writable temporary directory, and job processes cannot start "
+                f"without one ({tried}; AGENT_DATA_DIR/tmp, {path}: {problem}). Make one "
+                "writable: TMPDIR set to a writable directory, a tmpfs at /tmp (Kubernetes: an "
+                "emptyDir at /tmp), or AGENT_DATA_DIR on a writable volume, where the worker "
+                "then uses AGENT_DATA_DIR/tmp (docs/deploy.md, read-only root filesystem)"
+            }
+        )
+    os.environ["TMPDIR"] = str(path)  # inherited by the forkserver and the job processes
+    tempfile.tempdir = str(path)
+    return path
+
+
+def _run(argv: list[str], settings: Settings | None, temp_dir: Path | None = None) -> int:
     from livekit.agents import cli
 
     from agent.log import configure_logging
@@ -86,6 +136,7 @@ def _run(argv: list[str], settings: Settings | None) -> int:
         configure_logging(settings.log_level)
         setup_tracing(settings)  # the main process's spans (job processes: prewarm)
         server = build_server(settings)
+        server.temp_dir = None if temp_dir is None else str(temp_dir)  # logged by its run()
     else:
         # --help and download-files need no credentials: an unconfigured server serves them
         server = WorkerServer(setup_fnc=prewarm)

@@ -54,22 +54,28 @@ class ProcessState:
 class WorkerServer(AgentServer):
     """AgentServer that (a) remembers why `run` failed: the LiveKit CLI logs the failure and
     exits 0, so `__main__` reads `failure` to exit non-zero; (b) delivers journaled transcripts
-    when the worker starts and once more after a drain, from the main process; (c) serves
-    `/ready` on the health server and, with METRICS_PORT, `/metrics` (agent/ops/metrics.py)."""
+    when the worker starts and once more after a drain, from the main process; (c) answers `/`
+    on the health server with 503 until registered with LiveKit, serves `/ready` there and, with
+    METRICS_PORT, `/metrics` (agent/ops/metrics.py)."""
 
     failure: BaseException | None = None
     settings: Settings | None = None
+    temp_dir: str | None = None  # set by __main__ when no default temporary directory works
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._recovery: set[asyncio.Task[Any]] = set()
         self._drained = False
         self._registered = False
+        self._needs_registration = False
         self._metrics: MetricsEndpoint | None = None
         self.on("worker_started", self._on_started)
         self.on("worker_registered", self._on_registered)
 
     async def run(self, *, devmode: bool = False, unregistered: bool = False) -> None:
+        self._needs_registration = not unregistered
+        if self.temp_dir is not None:
+            log.info("worker.temp_dir", path=self.temp_dir, why="no default one is writable")
         try:
             # before LiveKit is dialled: a worker that cannot register must still be observable
             self._start_metrics()
@@ -78,8 +84,11 @@ class WorkerServer(AgentServer):
             self.failure = error
             raise
 
-    # -- readiness: `/` stays the liveness check; `/ready` is 503 until registered and while
-    # draining (or reconnecting), so Kubernetes stops routing to a worker LiveKit cannot reach
+    # -- health: `/` is 503 until the worker has registered with LiveKit once, then the library's
+    # answer (200, also while draining; 503 once it gives up on LiveKit). Railway's healthcheck
+    # polls it only while a deployment starts: a wrong LIVEKIT_URL or key must fail it there, not
+    # pass for the minutes the retries take. `/ready` is 503 until registered and while draining
+    # (or reconnecting), so Kubernetes stops routing to a worker LiveKit cannot reach.
 
     @property
     def ready(self) -> bool:
@@ -93,14 +102,22 @@ class WorkerServer(AgentServer):
     def _on_registered(self, *_args: Any) -> None:
         self._registered = True
 
+    @web.middleware
+    async def _until_registered(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        waiting = self._needs_registration and not self._registered
+        if request.path == "/" and waiting and not self._connection_failed:
+            return web.Response(status=503, text="not registered with LiveKit yet")
+        response: web.StreamResponse = await handler(request)  # the library's `/`, `/worker`
+        return response
+
     async def _readiness(self, _request: web.Request) -> web.Response:
         if self.ready:
             return web.Response(text="ready")
         why = "draining" if (self._drained or self.draining) else "not registered with LiveKit"
         return web.Response(status=503, text=why)
 
-    # The library makes its health server inside run() and starts it at once; routes can only be
-    # added before it starts, so /ready joins `/` and `/worker` when the server is assigned.
+    # The library makes its health server inside run() and starts it at once; routes and
+    # middlewares can only be added before it starts, so they join when the server is assigned.
     @property
     def _http_server(self) -> http_server.HttpServer | None:
         server = self.__dict__.get("_health_server")
@@ -110,6 +127,7 @@ class WorkerServer(AgentServer):
     def _http_server(self, server: http_server.HttpServer | None) -> None:
         if server is not None:
             server.app.add_routes([web.get("/ready", self._readiness)])
+            server.app.middlewares.append(self._until_registered)
         self.__dict__["_health_server"] = server
 
     # -- metrics (read from the endpoint's thread: plain attribute reads only)

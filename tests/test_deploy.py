@@ -268,6 +268,21 @@ def test_railway_builds_this_dockerfile_and_checks_health_and_restarts_on_failur
     assert settings["restartPolicyMaxRetries"] > 0
 
 
+def test_the_healthcheck_timeout_leaves_a_healthy_worker_time_to_register(
+    defaults: Settings,
+) -> None:
+    # GET / is 503 until the worker registers (tests/test_health.py). Before it dials LiveKit the
+    # library waits for the idle job processes, at most INITIALIZE_PROCESS_TIMEOUT + a slack.
+    from livekit.agents.ipc import proc_pool
+
+    source = Path(proc_pool.__file__).read_text()
+    slack = re.search(r"timeout=self\._initialize_timeout \+ (\d+(?:\.\d+)?),", source)
+    assert slack is not None, "re-read proc_pool.start: the wait for idle processes moved"
+    boot = 60  # image start, imports, prewarm of the main process, the dial itself
+    needed = defaults.initialize_process_timeout + float(slack.group(1)) + boot
+    assert deploy()["healthcheckTimeout"] >= needed
+
+
 def test_draining_seconds_cover_the_worker_drain_with_the_defaults(defaults: Settings) -> None:
     required = (
         defaults.effective_drain_timeout
