@@ -15,7 +15,7 @@ BENCH_TIMEOUT = 120
 
 # script -> a key its JSON must carry
 BENCHES = {
-    "bench_cold_start": "arms",
+    "bench_cold_start": "calls",
     "bench_turn_overhead": "arms",
     "bench_capacity": "levels",
     "bench_journal": "journal",
