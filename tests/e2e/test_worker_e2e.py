@@ -289,8 +289,7 @@ async def test_full_call_greeting_turn_hang_up_and_delivery(stack: Stack) -> Non
         requests = await stack.backend.requests()
         assert requests and all(r["keyOk"] for r in requests), "every request carries the key"
         assert [r["route"] for r in requests if r["route"] != "get_scenario"] == [
-            "get_session",
-            "get_transcript",  # is there an earlier part of this call to resume? (none: 404)
+            "get_session",  # its answer says `heldTurns: 0`: a new call reads nothing back
             "post_transcript",
         ]  # the pre-created session is fetched, never created
         assert requests[-1]["headers"].get("Idempotency-Key") == held[0]["idempotencyKey"]
