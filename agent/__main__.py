@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -159,5 +160,14 @@ def _run(argv: list[str], settings: Settings | None, temp_dir: Path | None = Non
     return 0 if code is None else EXIT_WORKER_FAILED
 
 
+def _stop_booting(_signum: int, _frame: object) -> None:
+    # Until the LiveKit CLI installs its own handler, a SIGTERM means "never mind": nothing
+    # runs yet. In the image python is PID 1, and the kernel drops a signal PID 1 has no
+    # handler for, so without this one a deployment stopped during its first seconds would
+    # boot, take calls, and be killed drainingSeconds later.
+    sys.exit(0)
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _stop_booting)
     sys.exit(main(sys.argv))

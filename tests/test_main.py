@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import stat
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -266,3 +269,72 @@ def test_start_without_any_writable_temp_dir_exits_2_naming_what_must_be_writabl
     assert str(data / "tmp") in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert "failed to connect to livekit" not in result.stderr  # stopped before the CLI
+
+
+SIGTERM_BIT = 1 << (15 - 1)  # SIGTERM in /proc/<pid>/status's SigCgt mask
+
+
+def _catches_sigterm(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(caught.split()[1], 16) & SIGTERM_BIT)
+
+
+def _child_of(pid: int) -> int | None:
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return None
+    return int(children[0]) if children else None
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare"
+)
+def test_a_sigterm_during_boot_stops_the_worker_as_pid_1(tmp_path: Path) -> None:
+    # In the image python is PID 1, and the kernel drops a signal to PID 1 that has no handler:
+    # a deployment stopped in the seconds before the LiveKit CLI installs its own would boot,
+    # take calls, and be killed drainingSeconds later. Here the worker is PID 1 of a PID
+    # namespace; SIGTERM goes as soon as it has a handler, else at 1 s (before the CLI's).
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "AGENT_DATA_DIR": str(tmp_path),
+        "LIVEKIT_URL": "ws://127.0.0.1:9",
+        "LIVEKIT_API_KEY": "devkey",
+        "LIVEKIT_API_SECRET": "secret_secret_secret_secret_secret_",
+        "OPENAI_API_KEY": "sk-test",
+        "AGENT_NAME": "test-agent",
+        "LIVEKIT_MAX_RETRY": "0",  # a worker the signal missed exits 3 when its one dial fails
+        "NUM_IDLE_PROCESSES": "0",
+        "PORT": "0",
+    }
+    process = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-m", "agent", "start"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        started = time.monotonic()
+        worker = None
+        while time.monotonic() - started < 1.0:
+            worker = worker or _child_of(process.pid)
+            if worker is not None and _catches_sigterm(worker):
+                break
+            time.sleep(0.005)
+        assert worker is not None, "the worker never started"
+        os.kill(worker, signal.SIGTERM)
+        _out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, err[-2000:]
+    assert "failed to connect to livekit" not in err  # it stopped, it did not boot on
