@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from typing import Any, TypeVar
 
-from livekit.agents import AgentSession, APIConnectOptions, llm, stt, tts, vad
+from livekit.agents import AgentSession, APIConnectOptions, inference, llm, stt, tts, vad
 from livekit.agents.voice.agent_session import SessionConnectOptions
 from livekit.plugins import openai
 
 from agent.close_wait import wait_only_for_words_in_flight
 from agent.config import Settings
 from agent.models import Scenario
+from agent.turn_taking import TurnTaking
 
 T = TypeVar("T")
 
@@ -86,10 +87,14 @@ def build_session(
     stt_model: stt.STT[Any] | None = None,
     llm_model: llm.LLM[Any] | None = None,
     tts_model: tts.TTS[Any] | None = None,
+    turn_taking: TurnTaking | None = None,
+    turn_detector: inference.TurnDetector | None = None,
 ) -> AgentSession[T]:
     """The persona session. Providers may be injected (tests, benchmarks); by default they are
-    the OpenAI plugins configured from settings."""
-    kwargs: dict[str, Any] = {}
+    the OpenAI plugins configured from settings. `turn_taking` (agent.turn_taking) shapes the
+    end of turn and barge-in; `turn_detector` is the process's end-of-turn model, when used."""
+    shape = turn_taking or TurnTaking()
+    kwargs: dict[str, Any] = shape.session_kwargs()
     if userdata is not None:
         kwargs["userdata"] = userdata
     session: AgentSession[T] = AgentSession(
@@ -97,20 +102,15 @@ def build_session(
         llm=llm_model or build_llm(settings),
         tts=tts_model or build_tts(settings, scenario),
         vad=vad_model,
-        # VAD end of speech: the local end-of-turn model adds seconds on some speech and needs
-        # ~250 MB per process; the VAD keeps turn timing predictable.
-        # adaptive interruption needs LiveKit Cloud inference; VAD interruption works anywhere
-        # The end of turn waits for Silero's min_silence_duration (0.55 s, which covers the
-        # library's 0.5 s endpointing min_delay): a ~300 ms pause never ends a turn.
+        # With the VAD, the end of turn waits for Silero's min_silence_duration (0.55 s, which
+        # covers the library's 0.5 s endpointing min_delay): a ~300 ms pause never ends a turn.
         # Preemptive generation (PREEMPTIVE_GENERATION, on by default) starts the LLM on the
         # streaming STT's final transcript, before that silence is over: ~150 ms faster; an LLM
         # failure then surfaces while the caller still speaks, so its apology waits for the
         # end of the turn (agent.call.session.attach_error_apology; docs/performance.md).
-        turn_handling={
-            "turn_detection": "vad" if vad_model is not None else None,
-            "interruption": {"mode": "vad"},
-            "preemptive_generation": {"enabled": settings.preemptive_generation},
-        },
+        turn_handling=shape.turn_handling(
+            vad_model, turn_detector, preemptive_generation=settings.preemptive_generation
+        ),
         session_close_transcript_timeout=SESSION_CLOSE_TRANSCRIPT_TIMEOUT,
         conn_options=connect_options(settings),
         **kwargs,

@@ -1,0 +1,85 @@
+"""How the persona takes turns: when the caller has finished, and when talking over it counts.
+
+Rule: one `TurnTaking` shapes a session's turn handling (end of turn, endpointing delays, barge-in,
+false-interruption resume, the AEC warm-up); the worker, the tests and the benches build sessions
+through `agent.pipeline` with one, so every arm a bench measures is a shape that can ship. The
+end-of-turn model (`turn-detector-v1-mini`, local, in `livekit-local-inference`) is loaded once
+per process (prewarm) and shared by the process's session.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from livekit.agents import inference, vad
+from livekit.agents.voice.turn import EndpointingOptions, InterruptionOptions, TurnHandlingOptions
+
+Detection = Literal["vad", "model"]
+Endpointing = Literal["fixed", "dynamic"]
+
+# The library's AEC warm-up: it ignores barge-in for the first 3 s of every agent speech.
+LIBRARY_AEC_WARMUP_SECONDS = 3.0
+
+
+@dataclass(frozen=True)
+class TurnTaking:
+    """A session's turn handling. `None` for a figure means the library's default (which differs
+    between the VAD and the model: agent.turn_taking's tests pin what each resolves to)."""
+
+    detection: Detection = "vad"
+    endpointing: Endpointing = "fixed"
+    min_delay: float | None = None  # seconds of silence before a turn may end
+    max_delay: float | None = None  # the longest the model may hold a turn open
+    aec_warmup: float | None = LIBRARY_AEC_WARMUP_SECONDS  # barge-in ignored this long; None: off
+    min_interruption: float | None = None  # seconds of speech that count as a barge-in
+    resume_false_interruption: bool = True
+    false_interruption_timeout: float | None = None
+
+    def turn_handling(
+        self,
+        vad_model: vad.VAD | None,
+        detector: inference.TurnDetector | None,
+        *,
+        preemptive_generation: bool,
+    ) -> TurnHandlingOptions:
+        if vad_model is None:
+            detection: Any = None  # text sessions (tests): turns come whole
+        elif self.detection == "model":
+            if detector is None:
+                raise ValueError("TURN_DETECTION=model needs the end-of-turn model (prewarm)")
+            detection = detector
+        else:
+            detection = "vad"
+        endpointing = EndpointingOptions(mode=self.endpointing)
+        if self.min_delay is not None:
+            endpointing["min_delay"] = self.min_delay
+        if self.max_delay is not None:
+            endpointing["max_delay"] = self.max_delay
+        # VAD interruption works anywhere; the adaptive one needs LiveKit Cloud inference
+        interruption = InterruptionOptions(
+            mode="vad", resume_false_interruption=self.resume_false_interruption
+        )
+        if self.min_interruption is not None:
+            interruption["min_duration"] = self.min_interruption
+        if self.false_interruption_timeout is not None:
+            interruption["false_interruption_timeout"] = self.false_interruption_timeout
+        return TurnHandlingOptions(
+            turn_detection=detection,
+            endpointing=endpointing,
+            interruption=interruption,
+            preemptive_generation={"enabled": preemptive_generation},
+        )
+
+    def session_kwargs(self) -> dict[str, Any]:
+        """AgentSession keyword arguments beside `turn_handling` (the library's own default is
+        left implicit: given explicitly it would also override its SIP rule)."""
+        if self.aec_warmup == LIBRARY_AEC_WARMUP_SECONDS:
+            return {}
+        return {"aec_warmup_duration": self.aec_warmup}
+
+
+def load_turn_detector() -> inference.TurnDetector:
+    """The local end-of-turn model, explicitly the mini one: the automatic choice would pick
+    LiveKit Cloud's in `dev` and `console`, which this worker never calls."""
+    return inference.TurnDetector(version="v1-mini")

@@ -1,0 +1,75 @@
+"""`TurnTaking` (agent/turn_taking.py): what each shape resolves to in a real AgentSession, with the
+expected figures written from the library's documented defaults (livekit/agents/voice/turn.py) and
+DESIGN.md "Taking turns", not from the module under test."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from livekit.agents import AgentSession, inference
+from livekit.plugins import silero
+
+from agent.pipeline import build_session
+from agent.turn_taking import TurnTaking
+from tests.support.fakes import FakeLLM, FakeSTT, FakeTTS
+from tests.support.settings import make_settings
+
+
+@pytest.fixture(scope="module")
+def vad_model() -> Any:
+    return silero.VAD.load()
+
+
+def session_with(shape: TurnTaking | None, vad_model: Any, **extra: Any) -> AgentSession[None]:
+    return build_session(
+        make_settings(),
+        vad_model,
+        stt_model=FakeSTT(),
+        llm_model=FakeLLM(),
+        tts_model=FakeTTS(),
+        turn_taking=shape,
+        **extra,
+    )
+
+
+def test_the_default_is_todays_shape_vad_end_of_turn_and_the_librarys_delays(
+    vad_model: Any,
+) -> None:
+    options = session_with(None, vad_model).options
+    handling = options.turn_handling
+    assert handling["turn_detection"] == "vad"
+    assert {k: handling["endpointing"][k] for k in ("mode", "min_delay", "max_delay")} == {
+        "mode": "fixed",
+        "min_delay": 0.5,
+        "max_delay": 3.0,
+    }
+    assert handling["interruption"]["mode"] == "vad"
+    assert handling["interruption"]["resume_false_interruption"] is True
+    assert options.aec_warmup_duration == 3.0  # the library's warm-up: barge-in ignored 3 s
+
+
+def test_the_model_shape_uses_the_processs_detector_with_the_streaming_delays(
+    vad_model: Any,
+) -> None:
+    detector = inference.TurnDetector(version="v1-mini")
+    shape = TurnTaking(detection="model", endpointing="dynamic", aec_warmup=0.5)
+    options = session_with(shape, vad_model, turn_detector=detector).options
+    handling = options.turn_handling
+    assert handling["turn_detection"] is detector
+    assert {k: handling["endpointing"][k] for k in ("mode", "min_delay", "max_delay")} == {
+        "mode": "dynamic",
+        "min_delay": 0.3,
+        "max_delay": 2.5,
+    }
+    assert options.aec_warmup_duration == 0.5
+
+
+def test_the_model_shape_without_a_loaded_model_is_refused(vad_model: Any) -> None:
+    with pytest.raises(ValueError, match="end-of-turn model"):
+        session_with(TurnTaking(detection="model"), vad_model)
+
+
+def test_a_text_session_has_no_turn_detection() -> None:
+    handling = session_with(TurnTaking(detection="model"), None).options.turn_handling
+    assert handling["turn_detection"] is None
