@@ -143,7 +143,8 @@ def _run(argv: list[str], settings: Settings | None, temp_dir: Path | None = Non
         server = WorkerServer(setup_fnc=prewarm)
         server.rtc_session(entrypoint)
 
-    skip_unused_model_preload(os.environ)
+    if settings is not None:
+        skip_unused_model_preload(os.environ, settings)
     sys.argv = argv
     code: int | str | None = 0
     try:

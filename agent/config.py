@@ -90,6 +90,7 @@ HINTS: dict[str, str] = {
     "TTS_MODEL": "a speech model name, or leave it unset for gpt-4o-mini-tts",
     "TTS_VOICE": "a voice of the speech model, or leave it unset for ash",
     "LANGUAGE": "a language code for the STT, e.g. en or pt-BR",
+    "TURN_DETECTION": "model (the local end-of-turn model) or vad (the VAD's silence)",
     "LLM_TIMEOUT": "seconds an LLM request may take, 1-120 (less fails every request)",
     "BACKEND_TIMEOUT": "seconds a backend request may take, 1-60 (less fails every request)",
     "INITIALIZE_PROCESS_TIMEOUT": "seconds a job process gets to prewarm, 1-600 "
@@ -127,6 +128,9 @@ class Settings(BaseSettings):
     # faster; docs/performance.md). An LLM failure then surfaces while the caller is still
     # speaking: the error handler defers the apology until the turn is over (agent.call.session)
     preemptive_generation: bool = Field(default=True, alias="PREEMPTIVE_GENERATION")
+    # what decides that the caller has finished (agent/turn_taking.py; docs/performance.md,
+    # turn taking): the VAD's silence, or the local end-of-turn model on the caller's audio
+    turn_detection: Literal["vad", "model"] = Field(default="vad", alias="TURN_DETECTION")
     tts_model: Text = Field(default="gpt-4o-mini-tts", alias="TTS_MODEL")
     tts_voice: Text = Field(default="ash", alias="TTS_VOICE")
     language: Text = Field(default="en", min_length=2, max_length=16, alias="LANGUAGE")

@@ -29,11 +29,13 @@ SESSION_CLOSE_TRANSCRIPT_TIMEOUT = 5.0
 PRELOAD_ENV = "LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE"
 
 
-def skip_unused_model_preload(environ: MutableMapping[str, str]) -> None:
-    """Our sessions end turns on the VAD, so the local end-of-turn model is never used; the
-    library would still preload its weights (~244 MB RSS) into the forkserver that every job
-    process forks from. An operator's explicit value wins."""
-    environ.setdefault(PRELOAD_ENV, "0")
+def skip_unused_model_preload(environ: MutableMapping[str, str], settings: Settings) -> None:
+    """With TURN_DETECTION=vad the local end-of-turn model is never used, yet the library would
+    preload its weights (~244 MB RSS) into the forkserver that every job process forks from:
+    skip it. With `model` the preload stays: loaded once there, the weights are shared
+    copy-on-write by every job process. An operator's explicit value wins."""
+    if settings.turn_detection == "vad":
+        environ.setdefault(PRELOAD_ENV, "0")
 
 
 def _openai_kwargs(settings: Settings) -> dict[str, Any]:

@@ -15,6 +15,8 @@ from typing import Any, Literal
 from livekit.agents import inference, vad
 from livekit.agents.voice.turn import EndpointingOptions, InterruptionOptions, TurnHandlingOptions
 
+from agent.config import Settings
+
 Detection = Literal["vad", "model"]
 Endpointing = Literal["fixed", "dynamic"]
 
@@ -77,6 +79,11 @@ class TurnTaking:
         if self.aec_warmup == LIBRARY_AEC_WARMUP_SECONDS:
             return {}
         return {"aec_warmup_duration": self.aec_warmup}
+
+
+def from_settings(settings: Settings) -> TurnTaking:
+    """The shape the worker ships, from TURN_DETECTION."""
+    return TurnTaking(detection=settings.turn_detection)
 
 
 def load_turn_detector() -> inference.TurnDetector:

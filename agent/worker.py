@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from livekit.agents import AgentServer, JobContext, JobProcess, get_job_context, vad
+from livekit.agents import AgentServer, JobContext, JobProcess, get_job_context, inference, vad
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
 from livekit.agents.utils import http_server
 from livekit.agents.worker import ServerEnvOption
@@ -36,6 +36,7 @@ from agent.log import configure_logging, get_logger
 from agent.models import JobMetadata
 from agent.ops.metrics import MetricsEndpoint
 from agent.tracing import setup_tracing, start_call_span
+from agent.turn_taking import load_turn_detector
 
 log = get_logger(__name__)
 
@@ -49,6 +50,9 @@ class ProcessState:
     settings: Settings
     vad: vad.VAD
     journal: Journal
+    # the local end-of-turn model, when TURN_DETECTION=model (its weights come preloaded from
+    # the forkserver, shared copy-on-write)
+    turn_detector: inference.TurnDetector | None = None
 
 
 class WorkerServer(AgentServer):
@@ -186,6 +190,7 @@ def prewarm(proc: JobProcess) -> None:
         settings=settings,
         vad=silero.VAD.load(),
         journal=Journal.in_dir(settings.agent_data_dir),
+        turn_detector=load_turn_detector() if settings.turn_detection == "model" else None,
     )
 
 
@@ -282,7 +287,9 @@ async def _start_call(
         ctx.shutdown("attempt_held_elsewhere")
         return
     try:
-        session = build_conversation(call, settings, proc.vad, ctx.room)
+        session = build_conversation(
+            call, settings, proc.vad, ctx.room, turn_detector=proc.turn_detector
+        )
         await start_conversation(call, session, settings, ctx.room)
     except Exception:
         # the call is journaled: it ends as an agent error and its transcript is still delivered

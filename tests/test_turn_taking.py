@@ -33,7 +33,7 @@ def session_with(shape: TurnTaking | None, vad_model: Any, **extra: Any) -> Agen
     )
 
 
-def test_the_default_is_todays_shape_vad_end_of_turn_and_the_librarys_delays(
+async def test_the_default_is_todays_shape_vad_end_of_turn_and_the_librarys_delays(
     vad_model: Any,
 ) -> None:
     options = session_with(None, vad_model).options
@@ -49,7 +49,7 @@ def test_the_default_is_todays_shape_vad_end_of_turn_and_the_librarys_delays(
     assert options.aec_warmup_duration == 3.0  # the library's warm-up: barge-in ignored 3 s
 
 
-def test_the_model_shape_uses_the_processs_detector_with_the_streaming_delays(
+async def test_the_model_shape_uses_the_processs_detector_with_the_streaming_delays(
     vad_model: Any,
 ) -> None:
     detector = inference.TurnDetector(version="v1-mini")
@@ -65,11 +65,11 @@ def test_the_model_shape_uses_the_processs_detector_with_the_streaming_delays(
     assert options.aec_warmup_duration == 0.5
 
 
-def test_the_model_shape_without_a_loaded_model_is_refused(vad_model: Any) -> None:
+async def test_the_model_shape_without_a_loaded_model_is_refused(vad_model: Any) -> None:
     with pytest.raises(ValueError, match="end-of-turn model"):
         session_with(TurnTaking(detection="model"), vad_model)
 
 
-def test_a_text_session_has_no_turn_detection() -> None:
+async def test_a_text_session_has_no_turn_detection() -> None:
     handling = session_with(TurnTaking(detection="model"), None).options.turn_handling
     assert handling["turn_detection"] is None

@@ -29,8 +29,16 @@ def test_the_unused_end_of_turn_model_is_not_preloaded_unless_asked() -> None:
     from agent.pipeline import PRELOAD_ENV, skip_unused_model_preload
 
     environ: dict[str, str] = {}
-    skip_unused_model_preload(environ)
+    skip_unused_model_preload(environ, make_settings(TURN_DETECTION="vad"))
     assert environ == {PRELOAD_ENV: "0"}
     operator = {PRELOAD_ENV: "1"}
-    skip_unused_model_preload(operator)
+    skip_unused_model_preload(operator, make_settings(TURN_DETECTION="vad"))
     assert operator == {PRELOAD_ENV: "1"}
+
+
+def test_the_end_of_turn_model_in_use_is_preloaded_once_for_every_job_process() -> None:
+    from agent.pipeline import skip_unused_model_preload
+
+    environ: dict[str, str] = {}
+    skip_unused_model_preload(environ, make_settings(TURN_DETECTION="model"))
+    assert environ == {}  # the library's default: loaded in the forkserver, shared

@@ -14,7 +14,7 @@ import os
 from typing import Any
 
 from livekit import rtc
-from livekit.agents import AgentSession, llm, stt, tts, vad
+from livekit.agents import AgentSession, inference, llm, stt, tts, vad
 from livekit.agents.types import NOT_GIVEN
 from livekit.agents.voice import SpeechHandle, room_io
 from livekit.agents.voice.events import CloseEvent, ErrorEvent, SpeechCreatedEvent
@@ -38,6 +38,7 @@ from agent.persona import ApologyAgent, PersonaAgent
 from agent.pipeline import build_apology_session, build_session
 from agent.prompts import load_prompt
 from agent.transcript import TranscriptPublisher, TurnRecorder, room_data_sink
+from agent.turn_taking import TurnTaking, from_settings
 
 log = get_logger(__name__)
 
@@ -97,10 +98,13 @@ def build_conversation(
     stt_model: stt.STT[Any] | None = None,
     llm_model: llm.LLM[Any] | None = None,
     tts_model: tts.TTS[Any] | None = None,
+    turn_taking: TurnTaking | None = None,
+    turn_detector: inference.TurnDetector | None = None,
 ) -> AgentSession[Call]:
     """The persona's session with all that must be attached before it starts: the transcript
     wiring (from `room`: data channel, hang-up RPC) and the end-of-call handlers. Providers
-    default to the OpenAI plugins (`build_session`)."""
+    default to the OpenAI plugins (`build_session`), the turn taking to the settings' shape
+    (TURN_DETECTION; `turn_detector` is the process's end-of-turn model)."""
     assert call.scenario is not None
     # the call is also the session's typed userdata, so tools and agents reach it directly
     session: AgentSession[Call] = build_session(
@@ -111,6 +115,8 @@ def build_conversation(
         stt_model=stt_model,
         llm_model=llm_model,
         tts_model=tts_model,
+        turn_taking=turn_taking or from_settings(settings),
+        turn_detector=turn_detector,
     )
     call.agent_session = session
     attach_transcript(call, session, room, checkpoint_seconds=settings.checkpoint_seconds)
