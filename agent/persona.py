@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from typing import Any
 
-from livekit.agents import Agent, AgentSession, llm
+from livekit import rtc
+from livekit.agents import Agent, AgentSession, ModelSettings, llm, stt
 from livekit.agents.types import NOT_GIVEN
 from livekit.agents.voice import io
 from livekit.agents.voice.speech_handle import SpeechHandle
@@ -23,6 +24,7 @@ from livekit.agents.voice.speech_handle import SpeechHandle
 from agent.log import get_logger
 from agent.models import Scenario, Turn
 from agent.prompts import load_prompt
+from agent.turn_taking import without_backchannels
 
 log = get_logger(__name__)
 
@@ -86,6 +88,20 @@ class PersonaAgent(Agent):
         )
         self._greeting = resume_line() if earlier_turns else greeting(scenario)
         self._greeter: asyncio.Task[None] | None = None
+
+    async def stt_node(
+        self, audio: AsyncIterable[rtc.AudioFrame], model_settings: ModelSettings
+    ) -> AsyncIterator[stt.SpeechEvent | str]:
+        """The library's transcription, less the backchannels said while the persona replies
+        (agent.turn_taking.without_backchannels): "mm-hm" never derails a reply."""
+        events = Agent.default.stt_node(self, audio, model_settings)
+        assert isinstance(events, AsyncIterable)
+        async for event in without_backchannels(events, self._replying):
+            yield event
+
+    def _replying(self) -> bool:
+        speech = self.session.current_speech
+        return speech is not None and not speech.done()
 
     async def on_enter(self) -> None:
         # The session's close awaits on_enter: waiting for the caller in here would hold every

@@ -4,18 +4,27 @@ Rule: one `TurnTaking` shapes a session's turn handling (end of turn, endpointin
 false-interruption resume, the AEC warm-up); the worker, the tests and the benches build sessions
 through `agent.pipeline` with one, so every arm a bench measures is a shape that can ship. The
 end-of-turn model (`turn-detector-v1-mini`, local, in `livekit-local-inference`) is loaded once
-per process (prewarm) and shared by the process's session.
+per process (prewarm) and shared by the process's session. A backchannel ("mm-hm", "right") the
+caller says while the persona replies is not a turn (`without_backchannels`): the local model
+gives no backchannel verdict (LiveKit Cloud's adaptive interruption would), and the library's
+`min_interruption_words` would hold every barge-in until the STT has words, which a
+non-streaming transcription model gives only after the caller stops.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from livekit.agents import inference, vad
+from livekit.agents import inference, stt, vad
 from livekit.agents.voice.turn import EndpointingOptions, InterruptionOptions, TurnHandlingOptions
 
 from agent.config import Settings
+from agent.log import get_logger
+
+log = get_logger(__name__)
 
 Detection = Literal["vad", "model"]
 Endpointing = Literal["fixed", "dynamic"]
@@ -90,3 +99,71 @@ def load_turn_detector() -> inference.TurnDetector:
     """The local end-of-turn model, explicitly the mini one: the automatic choice would pick
     LiveKit Cloud's in `dev` and `console`, which this worker never calls."""
     return inference.TurnDetector(version="v1-mini")
+
+
+# What a listener says to show they are following, not to take the turn (English; normalised:
+# lower case, letters and spaces only). A longer utterance, or any other words, is a turn.
+BACKCHANNELS: frozenset[str] = frozenset(
+    {
+        "mm",
+        "mmm",
+        "mm hm",
+        "mhm",
+        "hm",
+        "hmm",
+        "uh huh",
+        "uh hum",
+        "yeah",
+        "yes",
+        "yep",
+        "yup",
+        "right",
+        "okay",
+        "ok",
+        "sure",
+        "i see",
+        "got it",
+        "ah",
+        "oh",
+        "oh okay",
+        "alright",
+        "all right",
+        "true",
+        "exactly",
+        "of course",
+        "totally",
+        "yeah yeah",
+        "okay okay",
+        "right right",
+    }
+)
+_NOT_LETTERS = re.compile(r"[^a-z]+")
+_TRANSCRIPTS = (
+    stt.SpeechEventType.INTERIM_TRANSCRIPT,
+    stt.SpeechEventType.PREFLIGHT_TRANSCRIPT,
+    stt.SpeechEventType.FINAL_TRANSCRIPT,
+)
+
+
+def is_backchannel(text: str) -> bool:
+    return _NOT_LETTERS.sub(" ", text.lower()).strip() in BACKCHANNELS
+
+
+async def without_backchannels(
+    events: AsyncIterable[stt.SpeechEvent | str], replying: Callable[[], bool]
+) -> AsyncIterator[stt.SpeechEvent | str]:
+    """The STT's events, less the transcripts of a backchannel said while `replying()`: with no
+    words the caller's sound is no turn, so the reply goes on (or, paused by the VAD, resumes
+    after the false-interruption timeout) instead of answering "mm-hm". Never the text in logs."""
+    async for event in events:
+        if (
+            isinstance(event, stt.SpeechEvent)
+            and event.type in _TRANSCRIPTS
+            and event.alternatives
+            and replying()
+            and is_backchannel(event.alternatives[0].text)
+        ):
+            if event.type == stt.SpeechEventType.FINAL_TRANSCRIPT:
+                log.info("turn.backchannel_ignored")
+            continue
+        yield event

@@ -7,11 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from livekit.agents import AgentSession, inference
+from livekit.agents import AgentSession, inference, stt
+from livekit.agents.language import LanguageCode
 from livekit.plugins import silero
 
 from agent.pipeline import build_session
-from agent.turn_taking import TurnTaking
+from agent.turn_taking import TurnTaking, is_backchannel, without_backchannels
 from tests.support.fakes import FakeLLM, FakeSTT, FakeTTS
 from tests.support.settings import make_settings
 
@@ -73,3 +74,65 @@ async def test_the_model_shape_without_a_loaded_model_is_refused(vad_model: Any)
 async def test_a_text_session_has_no_turn_detection() -> None:
     handling = session_with(TurnTaking(detection="model"), None).options.turn_handling
     assert handling["turn_detection"] is None
+
+
+@pytest.mark.parametrize(
+    "text", ["Mm-hm.", "mhm", "Yeah.", "Right!", "okay", "Uh-huh.", "I see.", "Got it.", " sure "]
+)
+def test_a_listeners_nod_is_a_backchannel(text: str) -> None:
+    assert is_backchannel(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["Yeah, but that's not what I meant.", "Wait.", "No.", "Hang on a second.", ""]
+)
+def test_words_that_take_the_turn_are_not_a_backchannel(text: str) -> None:
+    assert not is_backchannel(text)
+
+
+def event(kind: stt.SpeechEventType, text: str = "") -> stt.SpeechEvent:
+    alternatives = [stt.SpeechData(language=LanguageCode("en"), text=text)] if text else []
+    return stt.SpeechEvent(type=kind, alternatives=alternatives)
+
+
+async def run_through(events: list[stt.SpeechEvent], replying: bool) -> list[tuple[Any, str]]:
+    async def source() -> Any:
+        for item in events:
+            yield item
+
+    kept = [e async for e in without_backchannels(source(), lambda: replying)]
+    return [
+        (e.type, e.alternatives[0].text if e.alternatives else "")
+        for e in kept
+        if isinstance(e, stt.SpeechEvent)
+    ]
+
+
+NOD = [
+    event(stt.SpeechEventType.START_OF_SPEECH),
+    event(stt.SpeechEventType.INTERIM_TRANSCRIPT, "Mm"),
+    event(stt.SpeechEventType.FINAL_TRANSCRIPT, "Mm-hm."),
+    event(stt.SpeechEventType.END_OF_SPEECH),
+]
+
+
+async def test_a_backchannel_while_the_persona_replies_is_no_transcript() -> None:
+    # no words, no turn: the reply goes on (or resumes after the false-interruption timeout)
+    assert await run_through(NOD, replying=True) == [
+        (stt.SpeechEventType.START_OF_SPEECH, ""),
+        (stt.SpeechEventType.END_OF_SPEECH, ""),
+    ]
+
+
+async def test_a_backchannel_while_the_persona_listens_is_a_turn() -> None:
+    # "Yeah." answering the persona's question is the caller's answer
+    assert (stt.SpeechEventType.FINAL_TRANSCRIPT, "Mm-hm.") in await run_through(
+        NOD, replying=False
+    )
+
+
+async def test_a_barge_in_while_the_persona_replies_is_kept() -> None:
+    cut_in = [event(stt.SpeechEventType.FINAL_TRANSCRIPT, "Sorry, can I stop you there?")]
+    assert await run_through(cut_in, replying=True) == [
+        (stt.SpeechEventType.FINAL_TRANSCRIPT, "Sorry, can I stop you there?")
+    ]

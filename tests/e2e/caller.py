@@ -88,14 +88,20 @@ class TextStream:
 
 
 def read_wav(path: Path) -> Samples:
-    """A 16-bit WAV at 48 kHz as mono int16 samples (first channel)."""
+    """A 16-bit WAV as mono int16 samples (first channel) at 48 kHz: a lower rate that divides
+    48 kHz (the 16 kHz turn-taking corpus) is brought up by linear interpolation."""
     with wave.open(str(path), "rb") as wav:
-        if wav.getsampwidth() != 2 or wav.getframerate() != SAMPLE_RATE:
-            raise ValueError(f"{path}: need 16-bit PCM at {SAMPLE_RATE} Hz")
+        rate = wav.getframerate()
+        if wav.getsampwidth() != 2 or SAMPLE_RATE % rate:
+            raise ValueError(f"{path}: need 16-bit PCM at {SAMPLE_RATE} Hz or a divisor of it")
         channels = wav.getnchannels()
         data = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
     if channels > 1:
         data = data.reshape(-1, channels)[:, 0]
+    if rate != SAMPLE_RATE:
+        step = SAMPLE_RATE // rate
+        positions = np.arange(data.size * step) / step
+        data = np.interp(positions, np.arange(data.size), data).astype(np.int16)
     return data.copy()
 
 
