@@ -91,6 +91,7 @@ HINTS: dict[str, str] = {
     "TTS_VOICE": "a voice of the speech model, or leave it unset for ash",
     "LANGUAGE": "a language code for the STT, e.g. en or pt-BR",
     "TURN_DETECTION": "model (the local end-of-turn model) or vad (the VAD's silence)",
+    "AEC_WARMUP_SECONDS": "seconds of agent speech the caller cannot barge into, 0-10",
     "LLM_TIMEOUT": "seconds an LLM request may take, 1-120 (less fails every request)",
     "BACKEND_TIMEOUT": "seconds a backend request may take, 1-60 (less fails every request)",
     "INITIALIZE_PROCESS_TIMEOUT": "seconds a job process gets to prewarm, 1-600 "
@@ -131,6 +132,10 @@ class Settings(BaseSettings):
     # what decides that the caller has finished (agent/turn_taking.py; docs/performance.md,
     # turn taking): the VAD's silence, or the local end-of-turn model on the caller's audio
     turn_detection: Literal["vad", "model"] = Field(default="vad", alias="TURN_DETECTION")
+    # seconds of each agent speech during which the caller cannot barge in (the library's
+    # default is 3, its AEC warm-up); browsers and phones cancel their own echo, so 0 (tests:
+    # the e2e caller and Chromium never self-interrupt). Raise it for a line that echoes.
+    aec_warmup_seconds: float = Field(default=0.0, ge=0, le=10, alias="AEC_WARMUP_SECONDS")
     tts_model: Text = Field(default="gpt-4o-mini-tts", alias="TTS_MODEL")
     tts_voice: Text = Field(default="ash", alias="TTS_VOICE")
     language: Text = Field(default="en", min_length=2, max_length=16, alias="LANGUAGE")

@@ -91,8 +91,10 @@ class TurnTaking:
 
 
 def from_settings(settings: Settings) -> TurnTaking:
-    """The shape the worker ships, from TURN_DETECTION."""
-    return TurnTaking(detection=settings.turn_detection)
+    """The shape the worker ships, from TURN_DETECTION and AEC_WARMUP_SECONDS."""
+    return TurnTaking(
+        detection=settings.turn_detection, aec_warmup=settings.aec_warmup_seconds or None
+    )
 
 
 def load_turn_detector() -> inference.TurnDetector:

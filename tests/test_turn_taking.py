@@ -12,7 +12,7 @@ from livekit.agents.language import LanguageCode
 from livekit.plugins import silero
 
 from agent.pipeline import build_session
-from agent.turn_taking import TurnTaking, is_backchannel, without_backchannels
+from agent.turn_taking import TurnTaking, from_settings, is_backchannel, without_backchannels
 from tests.support.fakes import FakeLLM, FakeSTT, FakeTTS
 from tests.support.settings import make_settings
 
@@ -136,3 +136,14 @@ async def test_a_barge_in_while_the_persona_replies_is_kept() -> None:
     assert await run_through(cut_in, replying=True) == [
         (stt.SpeechEventType.FINAL_TRANSCRIPT, "Sorry, can I stop you there?")
     ]
+
+
+async def test_the_shipped_shape_lets_the_caller_talk_over_any_speech_at_once(
+    vad_model: Any,
+) -> None:
+    # DESIGN: barge-in stops the persona, the greeting included; browsers cancel their own echo
+    shape = from_settings(make_settings())
+    assert shape.aec_warmup is None
+    assert not session_with(shape, vad_model).options.aec_warmup_duration
+    raised = from_settings(make_settings(AEC_WARMUP_SECONDS="1.5"))
+    assert session_with(raised, vad_model).options.aec_warmup_duration == 1.5
