@@ -396,8 +396,12 @@ async def test_data_sent_before_a_leave_is_relayed_even_when_read_after_it(
     sent = [f"packet-{i}".encode() for i in range(3)]
     got: list[bytes] = []
     all_got = asyncio.Event()
+    path_up = asyncio.Event()
 
     def on_data(packet: rtc.DataPacket) -> None:
+        if packet.topic == "warm-up":
+            path_up.set()
+            return
         got.append(packet.data)
         if len(got) >= len(sent):
             all_got.set()
@@ -406,6 +410,11 @@ async def test_data_sent_before_a_leave_is_relayed_even_when_read_after_it(
     try:
         await listener.connect()
         await sender.connect()
+        # the sender's data path is up (on a loaded machine its negotiation can still be under
+        # way after connect(), and a leave then closes it before anything was sent at all):
+        # what is tested is what was sent on an open path just before the leave
+        await sender.room.local_participant.publish_data(b"hello", topic="warm-up")
+        await asyncio.wait_for(path_up.wait(), LATE_READ + 10)
         for payload in sent:
             await sender.room.local_participant.publish_data(payload, topic="probe")
         await sender.leave()
