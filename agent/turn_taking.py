@@ -90,10 +90,17 @@ class TurnTaking:
         return {"aec_warmup_duration": self.aec_warmup}
 
 
+# A paused reply whose interruption brought no words (a cough, a backchannel the STT dropped)
+# resumes after this much silence: "within about 1 s" (DESIGN.md), not the library's 2 s.
+FALSE_INTERRUPTION_SECONDS = 1.0
+
+
 def from_settings(settings: Settings) -> TurnTaking:
     """The shape the worker ships, from TURN_DETECTION and AEC_WARMUP_SECONDS."""
     return TurnTaking(
-        detection=settings.turn_detection, aec_warmup=settings.aec_warmup_seconds or None
+        detection=settings.turn_detection,
+        aec_warmup=settings.aec_warmup_seconds or None,
+        false_interruption_timeout=FALSE_INTERRUPTION_SECONDS,
     )
 
 

@@ -138,12 +138,16 @@ async def test_a_barge_in_while_the_persona_replies_is_kept() -> None:
     ]
 
 
-async def test_the_shipped_shape_lets_the_caller_talk_over_any_speech_at_once(
-    vad_model: Any,
-) -> None:
-    # DESIGN: barge-in stops the persona, the greeting included; browsers cancel their own echo
+async def test_the_shipped_shape_is_the_model_with_barge_in_at_once(vad_model: Any) -> None:
+    # DESIGN: no thinking pause ends a turn (the model), barge-in stops the persona, the greeting
+    # included (no AEC warm-up: browsers cancel their own echo), and a paused reply whose
+    # interruption brought no words resumes within about a second
+    detector = inference.TurnDetector(version="v1-mini")
     shape = from_settings(make_settings())
-    assert shape.aec_warmup is None
-    assert not session_with(shape, vad_model).options.aec_warmup_duration
-    raised = from_settings(make_settings(AEC_WARMUP_SECONDS="1.5"))
+    options = session_with(shape, vad_model, turn_detector=detector).options
+    assert options.turn_handling["turn_detection"] is detector
+    assert not options.aec_warmup_duration
+    assert options.turn_handling["interruption"]["false_interruption_timeout"] == 1.0
+    assert options.turn_handling["interruption"]["resume_false_interruption"] is True
+    raised = from_settings(make_settings(AEC_WARMUP_SECONDS="1.5", TURN_DETECTION="vad"))
     assert session_with(raised, vad_model).options.aec_warmup_duration == 1.5

@@ -38,7 +38,7 @@ from agent.persona import ApologyAgent, PersonaAgent
 from agent.pipeline import build_apology_session, build_session
 from agent.prompts import load_prompt
 from agent.transcript import TranscriptPublisher, TurnRecorder, room_data_sink
-from agent.turn_taking import TurnTaking, from_settings
+from agent.turn_taking import TurnTaking, from_settings, load_turn_detector
 
 log = get_logger(__name__)
 
@@ -106,6 +106,7 @@ def build_conversation(
     default to the OpenAI plugins (`build_session`), the turn taking to the settings' shape
     (TURN_DETECTION; `turn_detector` is the process's end-of-turn model)."""
     assert call.scenario is not None
+    shape = turn_taking or from_settings(settings)
     # the call is also the session's typed userdata, so tools and agents reach it directly
     session: AgentSession[Call] = build_session(
         settings,
@@ -115,8 +116,11 @@ def build_conversation(
         stt_model=stt_model,
         llm_model=llm_model,
         tts_model=tts_model,
-        turn_taking=turn_taking or from_settings(settings),
-        turn_detector=turn_detector,
+        turn_taking=shape,
+        # the process's model (prewarm); a session built elsewhere (a test, console without
+        # prewarm) loads its own
+        turn_detector=turn_detector
+        or (load_turn_detector() if shape.detection == "model" else None),
     )
     call.agent_session = session
     attach_transcript(call, session, room, checkpoint_seconds=settings.checkpoint_seconds)
