@@ -357,6 +357,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             BACKEND_URL=backend.url,
             INTERNAL_SERVICE_KEY=SERVICE_KEY,
             NUM_IDLE_PROCESSES="1",
+            **args.env,
         )
         worker = processes.start_worker(env)
         await standin.wait_for_worker(AGENT_NAME, timeout=60)
@@ -387,8 +388,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "smoke": args.smoke,
         "seconds_per_level": args.seconds,
         "wav": WAV.name,
-        "worker_env": {"NUM_IDLE_PROCESSES": "1", "LOAD_THRESHOLD": "1000"},
-        "stt_mode_shipped": Settings.model_fields["stt_mode"].default,  # not overridden here
+        "worker_env": {"NUM_IDLE_PROCESSES": "1", "LOAD_THRESHOLD": "1000", **args.env},
+        "stt_mode_shipped": Settings.model_fields["stt_mode"].default,  # unless --env sets it
+        "turn_detection": args.env.get(
+            "TURN_DETECTION", Settings.model_fields["turn_detection"].default
+        ),
         "goals": {"calls_per_core_min": GOAL_CALLS_PER_CORE, "pss_mb_max": GOAL_PSS_MB},
         "levels": levels,
         "summary": {
@@ -453,7 +457,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs")
     parser.add_argument("--smoke", action="store_true", help="N = 1 for 8 s, to check it runs")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a worker setting to override (e.g. TURN_DETECTION=vad), repeatable",
+    )
     args = parser.parse_args(argv)
+    args.env = dict(item.split("=", 1) for item in args.env)
     args.levels = [int(x) for x in str(args.levels).split(",") if x.strip()]
     if args.smoke:
         args.levels, args.seconds = [1], 8.0
