@@ -28,6 +28,7 @@ BENCHES = (
     "bench_capacity",
     "bench_journal",
     "bench_voice_latency",
+    "bench_turn_taking",
 )
 
 

@@ -20,6 +20,7 @@ BENCHES = {
     "bench_capacity": "levels",
     "bench_journal": "journal",
     "bench_voice_latency": "arms",
+    "bench_turn_taking": "arms",
 }
 
 
