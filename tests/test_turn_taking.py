@@ -12,7 +12,13 @@ from livekit.agents.language import LanguageCode
 from livekit.plugins import silero
 
 from agent.pipeline import build_session
-from agent.turn_taking import TurnTaking, from_settings, is_backchannel, without_backchannels
+from agent.turn_taking import (
+    TurnTaking,
+    from_settings,
+    is_backchannel,
+    load_turn_detector,
+    without_backchannels,
+)
 from tests.support.fakes import FakeLLM, FakeSTT, FakeTTS
 from tests.support.settings import make_settings
 
@@ -151,3 +157,16 @@ async def test_the_shipped_shape_is_the_model_with_barge_in_at_once(vad_model: A
     assert options.turn_handling["interruption"]["resume_false_interruption"] is True
     raised = from_settings(make_settings(AEC_WARMUP_SECONDS="1.5", TURN_DETECTION="vad"))
     assert session_with(raised, vad_model).options.aec_warmup_duration == 1.5
+
+
+def test_the_loaded_detector_is_the_local_mini_model_holding_english_turns_below_0_42() -> None:
+    # docs/performance.md "Turn taking": at the library's 0.36 four thinking pauses of the corpus
+    # (P(end) 0.367-0.398) ended the turn; 0.42 holds them, other languages keep the default
+    detector = load_turn_detector()
+    thresholds = detector._opts.thresholds
+    assert detector.model == "turn-detector-v1-mini"
+    assert thresholds.lookup(LanguageCode("en")) == 0.42
+    assert thresholds.lookup(LanguageCode("en-US")) == 0.42
+    assert thresholds.lookup(LanguageCode("de")) == inference.TurnDetector(
+        version="v1-mini"
+    )._opts.thresholds.lookup(LanguageCode("de"))
