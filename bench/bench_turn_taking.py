@@ -134,7 +134,8 @@ ARMS: dict[str, Arm] = {
     "shipped": Arm(
         SHIPPED,
         "what the worker ships, agent.turn_taking.from_settings(default settings): "
-        f"detection {SHIPPED.detection}, AEC warm-up {SHIPPED.aec_warmup}, "
+        f"detection {SHIPPED.detection}, max delay {SHIPPED.max_delay}, "
+        f"AEC warm-up {SHIPPED.aec_warmup}, "
         f"false-interruption timeout {SHIPPED.false_interruption_timeout}",
     ),
     "vad": Arm(
@@ -164,6 +165,13 @@ ARMS: dict[str, Arm] = {
         TurnTaking(detection="model"),
         "PROPOSAL: model + interruption min_words 3 (set by the bench; needs a TurnTaking field)",
         min_interruption_words=3,
+        kinds=("backchannel", "bargein"),
+    ),
+    # not run by default: the shipped shape with the false-interruption timeout it had before
+    # 0.5 s (a backchannel's reply resumed 1.4 s after it paused)
+    "shipped-fi1.0": Arm(
+        dataclasses.replace(SHIPPED, false_interruption_timeout=1.0),
+        "the shipped shape with a 1.0 s false-interruption timeout",
         kinds=("backchannel", "bargein"),
     ),
     # not run by default: the model with a shorter ceiling for "probably not finished"

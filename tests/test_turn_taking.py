@@ -152,8 +152,9 @@ async def test_the_shipped_shape_is_the_model_with_barge_in_at_once(vad_model: A
     shape = from_settings(make_settings())
     options = session_with(shape, vad_model, turn_detector=detector).options
     assert options.turn_handling["turn_detection"] is detector
+    assert options.turn_handling["endpointing"]["max_delay"] == 2.0
     assert not options.aec_warmup_duration
-    assert options.turn_handling["interruption"]["false_interruption_timeout"] == 1.0
+    assert options.turn_handling["interruption"]["false_interruption_timeout"] == 0.5
     assert options.turn_handling["interruption"]["resume_false_interruption"] is True
     raised = from_settings(make_settings(AEC_WARMUP_SECONDS="1.5", TURN_DETECTION="vad"))
     assert session_with(raised, vad_model).options.aec_warmup_duration == 1.5
