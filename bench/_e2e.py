@@ -1,5 +1,6 @@
-"""What the benchmarks on the e2e stack share (`bench_capacity_deployed.py`, `bench_hangup.py`):
-running inside the test network namespace, and reporting and tearing down the stack.
+"""What the benchmarks on the e2e stack share (`bench_capacity_deployed.py`, `bench_hangup.py`,
+`bench_voice_heard.py`): running inside the test network namespace, and reporting and tearing
+down the stack.
 
 The stack itself is the e2e layer's (tests/e2e/README.md): the stand-in, the stubs, the worker
 and the callers come from `tests/e2e`, never from copies here.

@@ -7,6 +7,7 @@ it, and the e2e layer runs it as a process steered through its /_control endpoin
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import signal
 import sys
@@ -576,6 +577,56 @@ async def test_realtime_stt_rejects_a_wrong_audio_format(stub: OpenAIStub) -> No
         await ws.close()
     assert error["type"] == "error" and error["error"]["code"] == "invalid_format"
     assert empty["error"]["code"] == "input_audio_buffer_commit_empty"
+
+
+async def test_control_endpoint_lists_and_clears_the_realtime_events(stub: OpenAIStub) -> None:
+    """A process's realtime events, with their wall times, for benchmarks' timelines."""
+    stub.transcript = "Listed over control"
+    # 24 kHz s16le, what the realtime API takes; under one delta interval (0.25 s), so every
+    # event after the commit is the commit's
+    voiced = speech_like_pcm16(0.2)
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(f"{stub.base_url}/realtime?intent=transcription")
+        await ws.receive_json()  # session.created
+        await ws.send_json(
+            {
+                "type": "session.update",
+                "session": {"type": "transcription", "audio": {"input": {"turn_detection": None}}},
+            }
+        )
+        await ws.receive_json()  # session.updated
+        before_commit = time.time()
+        await ws.send_json(
+            {"type": "input_audio_buffer.append", "audio": base64.b64encode(voiced).decode()}
+        )
+        await ws.send_json({"type": "input_audio_buffer.commit"})
+        received = [(await ws.receive_json())["type"] for _ in range(3)]
+        await ws.close()
+        async with http.get(f"{stub.url}/_control/realtime_events") as resp:
+            every = await resp.json()
+        async with http.get(
+            f"{stub.url}/_control/realtime_events", params={"dir": "out", "since": before_commit}
+        ) as resp:
+            sent = await resp.json()
+        async with http.get(f"{stub.url}/_control/realtime_events", params={"dir": "x"}) as resp:
+            bad = resp.status
+        async with http.delete(f"{stub.url}/_control/realtime_events") as resp:
+            assert resp.status == 200
+        async with http.get(f"{stub.url}/_control/realtime_events") as resp:
+            cleared = await resp.json()
+
+    assert received[0] == "input_audio_buffer.committed"
+    assert received[-1] == "conversation.item.input_audio_transcription.completed"
+    assert [e["dir"] for e in every][:2] == ["out", "in"]  # session.created, session.update
+    assert {"type": "input_audio_buffer.append", "bytes": len(voiced)} in [
+        e["event"] for e in every
+    ]
+    assert [e["event"]["type"] for e in sent] == received
+    assert all(e["dir"] == "out" and e["at"] >= before_commit for e in sent)
+    assert [e["at"] for e in every] == sorted(e["at"] for e in every)
+    assert sent[-1]["event"]["transcript"] == "Listed over control"
+    assert bad == 400
+    assert cleared == [] and stub.realtime_events == []
 
 
 # --------------------------------------------------------------------------- timing profiles

@@ -2,7 +2,8 @@
 
 * ``start_openai_stub(processes)``: ``python -m tests.support.openai_stub`` on a free loopback
   port; ``base_url`` is what the worker gets as OPENAI_BASE_URL; faults and configuration go
-  through its ``/_control`` endpoints (``fail_chat``, ``stall_chat``, ``config``, ``requests``).
+  through its ``/_control`` endpoints (``fail_chat``, ``stall_chat``, ``config``, ``requests``,
+  ``realtime_events``); ``profile`` picks its timing profile (``--profile``: ``typical``...).
 * ``start_backend_stub(processes, key)``: ``python -m tests.support.backend_stub`` with the API
   and a separate control listener (which stays up while the API is ``down``); ``url`` is what the
   worker gets as BACKEND_URL.
@@ -84,6 +85,22 @@ class OpenAIStubProcess:
         result: list[dict[str, Any]] = await _request("GET", f"{self.control_url}/requests{query}")
         return result
 
+    async def realtime_events(
+        self, *, direction: str | None = None, since: float | None = None
+    ) -> list[dict[str, Any]]:
+        """The realtime transcription events, ``{"at": time.time(), "dir": "in"|"out",
+        "event"}``, of one direction and from ``since`` (a ``time.time()``) on when given."""
+        params = [f"dir={direction}"] if direction else []
+        params += [f"since={since!r}"] if since is not None else []
+        query = f"?{'&'.join(params)}" if params else ""
+        result: list[dict[str, Any]] = await _request(
+            "GET", f"{self.control_url}/realtime_events{query}"
+        )
+        return result
+
+    async def clear_realtime_events(self) -> None:
+        await _request("DELETE", f"{self.control_url}/realtime_events")
+
 
 @dataclass
 class BackendStubProcess:
@@ -134,10 +151,11 @@ async def start_openai_stub(
     transcript: str,
     tts_max_seconds: float = 1.5,
     reply_mode: str = "echo",
+    profile: str | None = None,
 ) -> OpenAIStubProcess:
-    proc = processes.start_module(
-        "tests.support.openai_stub",
-        {},
+    """``profile``: the stub's timing profile (``zero``, ``typical``, ``slow``); None keeps
+    its default, ``zero`` (the process gets a small environment, not OPENAI_STUB_PROFILE)."""
+    args = [
         "--host",
         "127.0.0.1",
         "--port",
@@ -149,8 +167,10 @@ async def start_openai_stub(
         "--reply-mode",
         reply_mode,
         "--verbose",  # one line per request in its log
-        name="openai_stub",
-    )
+    ]
+    if profile is not None:
+        args += ["--profile", profile]
+    proc = processes.start_module("tests.support.openai_stub", {}, *args, name="openai_stub")
     match = await _ready_line(proc, OPENAI_READY)
     return OpenAIStubProcess(proc=proc, base_url=match.group(1))
 

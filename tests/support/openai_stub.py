@@ -67,6 +67,10 @@ The standalone server is steered over HTTP (not under ``/v1``, and not recorded)
 - ``POST /_control/reset``: forget requests, faults and queued tool calls
 - ``GET /_control/requests[?endpoint=chat]``: the recorded requests as a JSON list;
   ``DELETE /_control/requests`` clears them
+- ``GET /_control/realtime_events[?dir=out&since=<time.time()>]``: the realtime transcription
+  events (:attr:`OpenAIStub.realtime_events`, both ways, each ``{"at", "dir", "event"}`` with
+  ``at`` its ``time.time()``) as a JSON list, optionally only one direction and only those at or
+  after ``since``; ``DELETE /_control/realtime_events`` clears them
 - ``GET /_control/health``
 
 This module does not import livekit, so the standalone server starts quickly.
@@ -562,6 +566,8 @@ class OpenAIStub:
         app.router.add_get("/_control/health", self._control_health)
         app.router.add_get("/_control/requests", self._control_requests)
         app.router.add_delete("/_control/requests", self._control_clear_requests)
+        app.router.add_get("/_control/realtime_events", self._control_realtime_events)
+        app.router.add_delete("/_control/realtime_events", self._control_clear_realtime_events)
         app.router.add_post("/_control/{action}", self._control)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         return app
@@ -931,6 +937,25 @@ class OpenAIStub:
 
     async def _control_clear_requests(self, request: web.Request) -> web.StreamResponse:
         self.requests.clear()
+        return web.json_response({"ok": True})
+
+    async def _control_realtime_events(self, request: web.Request) -> web.StreamResponse:
+        direction = request.query.get("dir")
+        if direction not in (None, "in", "out"):
+            return web.json_response({"ok": False, "error": "'dir' must be in or out"}, status=400)
+        try:
+            since = float(request.query.get("since", "-inf"))
+        except ValueError:
+            return web.json_response({"ok": False, "error": "'since' must be a number"}, status=400)
+        events = [
+            e
+            for e in self.realtime_events
+            if (direction is None or e["dir"] == direction) and e["at"] >= since
+        ]
+        return web.json_response(events)
+
+    async def _control_clear_realtime_events(self, request: web.Request) -> web.StreamResponse:
+        self.realtime_events.clear()
         return web.json_response({"ok": True})
 
     async def _control(self, request: web.Request) -> web.StreamResponse:
