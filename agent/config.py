@@ -131,13 +131,16 @@ class Settings(BaseSettings):
     preemptive_generation: bool = Field(default=True, alias="PREEMPTIVE_GENERATION")
     # what decides that the caller has finished (agent/turn_taking.py; docs/performance.md,
     # turn taking): the local end-of-turn model on the caller's audio (no thinking pause of up
-    # to 2 s cut off on the corpus, against 14 of 16 with the VAD), or the VAD's silence
+    # to 1.5 s cut off on the corpus, against 12 of 14 with the VAD), or the VAD's silence
     turn_detection: Literal["vad", "model"] = Field(default="model", alias="TURN_DETECTION")
     # seconds of each agent speech during which the caller cannot barge in (the library's
     # default is 3, its AEC warm-up); browsers and phones cancel their own echo, so 0 (tests:
     # the e2e caller and Chromium never self-interrupt). Raise it for a line that echoes.
     aec_warmup_seconds: float = Field(default=0.0, ge=0, le=10, alias="AEC_WARMUP_SECONDS")
     tts_model: Text = Field(default="gpt-4o-mini-tts", alias="TTS_MODEL")
+    # the TTS starts on the reply's first phrase (agent/first_phrase.py) instead of its whole
+    # first sentence; false: the library's sentences (docs/performance.md, voice to voice)
+    first_phrase: bool = Field(default=True, alias="FIRST_PHRASE")
     tts_voice: Text = Field(default="ash", alias="TTS_VOICE")
     language: Text = Field(default="en", min_length=2, max_length=16, alias="LANGUAGE")
     # >= 1 s: a reply's first token alone takes about half a second, so less fails requests at

@@ -16,6 +16,7 @@ from livekit.plugins import openai
 
 from agent.close_wait import wait_only_for_words_in_flight
 from agent.config import Settings
+from agent.first_phrase import FirstPhraseTokenizer
 from agent.models import Scenario
 from agent.turn_taking import TurnTaking
 
@@ -67,9 +68,12 @@ def build_llm(settings: Settings) -> llm.LLM[Any]:
 def build_tts(settings: Settings, scenario: Scenario | None = None) -> tts.TTS[Any]:
     voice = (scenario.voice if scenario else None) or settings.tts_voice
     # pcm: no decoder in the path, and the lowest time to first byte
-    return openai.TTS(
+    speech = openai.TTS(
         model=settings.tts_model, voice=voice, response_format="pcm", **_openai_kwargs(settings)
     )
+    if not settings.first_phrase:
+        return speech  # the library wraps it with its own sentence tokenizer
+    return tts.StreamAdapter(tts=speech, sentence_tokenizer=FirstPhraseTokenizer())
 
 
 def connect_options(settings: Settings) -> SessionConnectOptions:
