@@ -129,6 +129,14 @@ class Settings(BaseSettings):
     # faster; docs/performance.md). An LLM failure then surfaces while the caller is still
     # speaking: the error handler defers the apology until the turn is over (agent.call.session)
     preemptive_generation: bool = Field(default=True, alias="PREEMPTIVE_GENERATION")
+    # with preemptive generation, also synthesise the early reply before the turn is confirmed
+    # (its audio is ready when the turn ends; a reply the caller talks on over is a wasted TTS
+    # request too); docs/performance.md, voice to voice
+    preemptive_tts: bool = Field(default=False, alias="PREEMPTIVE_TTS")
+    # realtime STT: the provider's server VAD commits (and finalises) the transcript after this
+    # much silence (the plugin's default 350). It only segments the transcript: our end of turn
+    # decides when the caller has finished
+    stt_silence_ms: int = Field(default=350, ge=100, le=2000, alias="STT_SILENCE_MS")
     # what decides that the caller has finished (agent/turn_taking.py; docs/performance.md,
     # turn taking): the local end-of-turn model on the caller's audio (no thinking pause of up
     # to 1.5 s cut off on the corpus, against 12 of 14 with the VAD), or the VAD's silence

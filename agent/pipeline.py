@@ -53,10 +53,20 @@ def build_stt(settings: Settings, scenario: Scenario | None = None) -> stt.STT[A
     # turn, and the LLM waits for that round trip (docs/performance.md, voice-to-voice). The
     # plugin's server VAD (350 ms of silence) only segments transcripts: our Silero VAD still
     # ends the turn, so a short pause inside an utterance never does.
+    realtime = settings.stt_mode == "realtime"
+    extra: dict[str, Any] = {}
+    if realtime:  # the plugin's server VAD, with our silence (STT_SILENCE_MS)
+        extra["turn_detection"] = {
+            "type": "server_vad",
+            "threshold": 0.5,
+            "prefix_padding_ms": 600,
+            "silence_duration_ms": settings.stt_silence_ms,
+        }
     return openai.STT(
         model=settings.stt_model,
         language=language,
-        use_realtime=settings.stt_mode == "realtime",
+        use_realtime=realtime,
+        **extra,
         **_openai_kwargs(settings),
     )
 
@@ -115,7 +125,10 @@ def build_session(
         # failure then surfaces while the caller still speaks, so its apology waits for the
         # end of the turn (agent.call.session.attach_error_apology; docs/performance.md).
         turn_handling=shape.turn_handling(
-            vad_model, turn_detector, preemptive_generation=settings.preemptive_generation
+            vad_model,
+            turn_detector,
+            preemptive_generation=settings.preemptive_generation,
+            preemptive_tts=settings.preemptive_tts,
         ),
         session_close_transcript_timeout=SESSION_CLOSE_TRANSCRIPT_TIMEOUT,
         conn_options=connect_options(settings),

@@ -54,6 +54,7 @@ class TurnTaking:
         detector: inference.TurnDetector | None,
         *,
         preemptive_generation: bool,
+        preemptive_tts: bool = False,
     ) -> TurnHandlingOptions:
         if vad_model is None:
             detection: Any = None  # text sessions (tests): turns come whole
@@ -80,7 +81,10 @@ class TurnTaking:
             turn_detection=detection,
             endpointing=endpointing,
             interruption=interruption,
-            preemptive_generation={"enabled": preemptive_generation},
+            preemptive_generation={
+                "enabled": preemptive_generation,
+                "preemptive_tts": preemptive_generation and preemptive_tts,
+            },
         )
 
     def session_kwargs(self) -> dict[str, Any]:
