@@ -48,7 +48,7 @@ VAD, turn detector, and the in-process stub too) and the process's RSS/PSS at th
 
     uv run python bench/bench_turn_taking.py [--arms vad,model,model-dynamic,vad-long,...]
         [--kinds statement,question,pause,backchannel,bargein] [--repeat 1] [--per-kind N]
-        [--greeting-aec 3.0,0.5] [--corpus DIR] [--json PATH] [--smoke]
+        [--greeting-aec 3.0,0.5] [--env KEY=VALUE] [--corpus DIR] [--json PATH] [--smoke]
 """
 
 from __future__ import annotations
@@ -897,7 +897,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         stub.tts_max_seconds = SMOKE_TTS_MAX_SECONDS if args.smoke else TTS_MAX_SECONDS
         bench = Bench(
             stub=stub,
-            settings=bench_settings(OPENAI_BASE_URL=stub.base_url),
+            settings=bench_settings(OPENAI_BASE_URL=stub.base_url, **args.env),
             vad_model=vad_model,
             detector=detector,
             scenario=load_scenario("default"),
@@ -940,6 +940,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         settings_used = {
             "stt_mode": bench.settings.stt_mode,
             "preemptive_generation": bench.settings.preemptive_generation,
+            "env": args.env,
         }
     return {
         "bench": "turn_taking",
@@ -1107,6 +1108,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--into-reply", type=float, default=1.5, help="s into a reply's audio")
     parser.add_argument("--into-greeting", type=float, default=0.8, help="s into the greeting")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a worker setting for every arm's session (STT_SILENCE_MS=200, PREEMPTIVE_TTS=true)",
+    )
     add_output_args(parser, __file__)
     args = parser.parse_args(argv)
     args.arms = [a for a in args.arms.split(",") if a]
@@ -1116,6 +1124,10 @@ def main(argv: list[str] | None = None) -> None:
     if unknown := set(args.kinds) - set(KINDS):
         parser.error(f"unknown kinds: {', '.join(sorted(unknown))}")
     args.greeting_aec = parse_aec(args.greeting_aec)
+    pairs = [item.partition("=") for item in args.env]
+    if bad := [key for key, eq, _ in pairs if not eq or not key]:
+        parser.error(f"--env takes KEY=VALUE, not {bad[0]!r}")
+    args.env = {key: value for key, _, value in pairs}
     if args.smoke:
         args.arms, args.repeat = args.arms[:1], 1
     quiet_logging()
