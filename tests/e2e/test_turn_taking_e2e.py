@@ -21,6 +21,7 @@ from typing import Any, Final
 
 import pytest
 
+from agent.prompts import load_scenario
 from tests.e2e import test_worker_e2e
 from tests.e2e.test_worker_e2e import TEST_BUDGET, WAV, Stack, metadata, start_call, turns_of
 
@@ -100,6 +101,11 @@ async def test_talking_over_the_greeting_stops_it(stack: Stack) -> None:
         )
         print(f"greeting barge-in: the agent's audio stopped {stopped - first_word:.2f}s after")
         assert greeting["interrupted"] is True, "the greeting played on to its end"
+        # the turn carries what was played: the greeting's beginning (its first phrase went to
+        # the TTS on its own, FIRST_PHRASE), not the whole of it
+        full = load_scenario("default").greeting or ""
+        assert greeting["text"] and len(greeting["text"]) < len(full)
+        assert full.startswith(greeting["text"].strip()), (greeting["text"], full)
         assert stopped - first_word < STOP_BOUND, (
             f"the greeting went on {stopped - first_word:.2f}s after the caller's first word"
         )
