@@ -88,6 +88,9 @@ REPLY_TIMEOUT: Final = 15.0  # true end -> first audio, at most (a missing reply
 REPLY_AUDIO_TIMEOUT: Final = 30.0  # first audio -> the agent's audio over, at most
 POLL: Final = 0.02
 GOAL_LLM_REQUESTS_PER_TURN: Final = 1.3
+# a user turn later than this after the true end waited for the model's max delay (the VAD ends
+# turns at about 0.85-0.95 s as the caller receives them; the model at 0.3 s min delay alike)
+HELD_AFTER_MS: Final = 1300
 REPLIES: Final[dict[str, str]] = {
     # "I hear you." is one sentence, then 21 words
     "short": (
@@ -491,6 +494,13 @@ def medians(rows: list[dict[str, Any]], field: str, keys: list[str]) -> dict[str
     return result
 
 
+def _held(row: dict[str, Any]) -> bool:
+    """The end of turn waited past its usual delay: the user turn reached the caller later than
+    HELD_AFTER_MS after the true end (the model's max delay; with the VAD it never is)."""
+    user_turn = row["timeline_ms"]["user_turn"]
+    return user_turn is not None and user_turn > HELD_AFTER_MS
+
+
 def arm_result(arm: ArmRun, shapes: list[str]) -> dict[str, Any]:
     arrivals = speech_end_arrivals(arm.events)
     rows = [turn_row(arm, turn, arrivals) for turn in arm.turns]
@@ -499,9 +509,22 @@ def arm_result(arm: ArmRun, shapes: list[str]) -> dict[str, Any]:
         mine = [r for r in rows if r["shape"] == shape]
         heard = [r["timeline_ms"]["first_audio"] for r in mine]
         values = [v for v in heard if v is not None]
+        held = [r for r in mine if _held(r)]
         by_shape[shape] = {
             "reply": REPLIES[shape],
             "first_audio_ms": summarize(values, digits=1),
+            "held": len(held),
+            "first_audio_not_held_ms": summarize(
+                [
+                    v
+                    for r in mine
+                    if not _held(r) and (v := r["timeline_ms"]["first_audio"]) is not None
+                ],
+                digits=1,
+            ),
+            "first_audio_held_ms": summarize(
+                [v for r in held if (v := r["timeline_ms"]["first_audio"]) is not None], digits=1
+            ),
             "unanswered": sum(1 for v in heard if v is None),
             "before_true_end": sum(1 for v in values if v < 0),
             "timeline_median_ms": medians(mine, "timeline_ms", list(STEPS)),
@@ -630,6 +653,17 @@ def report(result: dict[str, Any]) -> None:
                 else f"{'-':>7} {'-':>7} {'-':>7}"
             )
             print(f"  {name:<24} {shape:<6} {figures} {s.get('n', 0):>3} {data['unanswered']:>5}")
+    print(
+        f"\n  turns whose end of turn was held (user turn > {HELD_AFTER_MS} ms after the true "
+        "end), and the median first audio of the others / of those:"
+    )
+    for name, shape, data in columns:
+        quick, held = data["first_audio_not_held_ms"], data["first_audio_held_ms"]
+        n = data["first_audio_ms"].get("n", 0)
+        print(
+            f"  {name:<24} {shape:<6} held {data['held']:>2} of {n}"
+            f"  not held {quick.get('median', '-')}  held {held.get('median', '-')}"
+        )
     print("\n  median timeline, ms after the caller's true end of speech:")
     print(f"  {'':<40}" + "".join(f"{(n[:9] + '/' + s):>15}" for n, s, _ in columns))
     for key, label in STEPS.items():

@@ -43,8 +43,8 @@ async def test_preemptive_generation_follows_the_setting(value: str | None, enab
 @pytest.mark.parametrize(
     ("overrides", "preemptive_tts"),
     [
-        ({}, False),
-        ({"PREEMPTIVE_TTS": "true"}, True),
+        ({}, True),
+        ({"PREEMPTIVE_TTS": "false"}, False),
         # the TTS cannot start early on a reply that does not
         ({"PREEMPTIVE_TTS": "true", "PREEMPTIVE_GENERATION": "false"}, False),
     ],
