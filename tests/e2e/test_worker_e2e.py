@@ -403,6 +403,12 @@ async def test_sigkill_then_restart_recovers_the_turns_as_crashed(stack: Stack) 
             with contextlib.suppress(psutil.NoSuchProcess):
                 process = psutil.Process(pid)
                 if process.create_time() == created:  # not a reused pid: at most a zombie
+                    # a killed process with the end-of-turn model's few hundred MB takes a
+                    # moment to tear down: give it up to 5 s to become a zombie (or vanish)
+                    for _ in range(50):
+                        if process.status() == psutil.STATUS_ZOMBIE:
+                            break
+                        await asyncio.sleep(0.1)
                     assert process.status() == psutil.STATUS_ZOMBIE, f"{pid} survived"
         assert await stack.backend.transcripts(call.session_id) == []
 
