@@ -121,9 +121,10 @@ def from_settings(settings: Settings) -> TurnTaking:
 # English only: the P(end) below which the model holds the turn open (up to max_delay). The
 # library ships 0.36; on the turn-taking corpus (piper speech, docs/performance.md) four thinking
 # pauses ("um", "uh", "because") scored 0.367-0.398 and were cut off, while finished statements
-# and questions scored 0.34-0.66 (one short "I see." 0.13). At 0.42 no pause of the corpus ends a
-# turn, and three finished utterances of 16 wait for max_delay instead of min_delay. Measured on
-# one synthetic voice: the margin (0.40 vs 0.42) is small, see the bench before changing it.
+# and questions scored 0.13-0.66. At 0.42 no pause of up to 1.5 s ends a turn, and about one
+# finished end in four waits for max_delay instead of min_delay (through WebRTC more: see
+# docs/performance.md). Measured on one synthetic voice: the margin is small, see the bench
+# before changing it.
 END_OF_TURN_THRESHOLD_EN = 0.42
 
 

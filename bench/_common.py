@@ -210,6 +210,19 @@ class RecordCounter(logging.Handler):
 # --------------------------------------------------------------------------- settings, providers
 
 
+def env_overrides(specs: Sequence[str], parser: argparse.ArgumentParser) -> dict[str, str]:
+    """`--env` values (each `KEY=VALUE`, or several joined with commas) as one dict of worker
+    settings; anything else is a usage error naming it."""
+    overrides: dict[str, str] = {}
+    for spec in specs:
+        for item in (part.strip() for part in spec.split(",")):
+            key, eq, value = item.partition("=")
+            if not eq or not key.strip():
+                parser.error(f"--env {spec!r}: expected KEY=VALUE[,KEY=VALUE]")
+            overrides[key.strip()] = value.strip()
+    return overrides
+
+
 def bench_settings(**overrides: str) -> Settings:
     """Validated like the environment would be, never reading the environment or a .env."""
     return Settings.model_validate({**BENCH_ENV, **overrides})

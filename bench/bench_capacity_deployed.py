@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import psutil
 
 from agent.config import Settings
-from bench._common import RESULTS_DIR, machine_info, quiet_logging, write_result
+from bench._common import RESULTS_DIR, env_overrides, machine_info, quiet_logging, write_result
 from bench._e2e import run_in_test_netns, stop_stack, stopped
 from tests.e2e.caller import Caller
 from tests.e2e.harness import ManagedProcess, ProcessGroup, free_port, worker_env
@@ -356,8 +356,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             OPENAI_BASE_URL=openai.base_url,
             BACKEND_URL=backend.url,
             INTERNAL_SERVICE_KEY=SERVICE_KEY,
-            NUM_IDLE_PROCESSES="1",
-            **args.env,
+            **{"NUM_IDLE_PROCESSES": "1", **args.env},  # --env wins
         )
         worker = processes.start_worker(env)
         await standin.wait_for_worker(AGENT_NAME, timeout=60)
@@ -465,7 +464,7 @@ def main(argv: list[str] | None = None) -> None:
         help="a worker setting to override (e.g. TURN_DETECTION=vad), repeatable",
     )
     args = parser.parse_args(argv)
-    args.env = dict(item.split("=", 1) for item in args.env)
+    args.env = env_overrides(args.env, parser)
     args.levels = [int(x) for x in str(args.levels).split(",") if x.strip()]
     if args.smoke:
         args.levels, args.seconds = [1], 8.0

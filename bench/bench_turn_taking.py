@@ -92,6 +92,7 @@ from bench._common import (
     add_output_args,
     bench_settings,
     close_session_fast,
+    env_overrides,
     machine_info,
     percentile,
     quiet_logging,
@@ -1124,10 +1125,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown := set(args.kinds) - set(KINDS):
         parser.error(f"unknown kinds: {', '.join(sorted(unknown))}")
     args.greeting_aec = parse_aec(args.greeting_aec)
-    pairs = [item.partition("=") for item in args.env]
-    if bad := [key for key, eq, _ in pairs if not eq or not key]:
-        parser.error(f"--env takes KEY=VALUE, not {bad[0]!r}")
-    args.env = {key: value for key, _, value in pairs}
+    args.env = env_overrides(args.env, parser)
     if args.smoke:
         args.arms, args.repeat = args.arms[:1], 1
     quiet_logging()

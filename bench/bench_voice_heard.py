@@ -68,7 +68,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import psutil
 
 from agent.config import Settings
-from bench._common import RESULTS_DIR, machine_info, quiet_logging, summarize, write_result
+from bench._common import (
+    RESULTS_DIR,
+    env_overrides,
+    machine_info,
+    quiet_logging,
+    summarize,
+    write_result,
+)
 from bench._e2e import run_in_test_netns, stop_stack, stopped
 from tests.e2e.caller import DEFAULT_MIN_RMS, Caller
 from tests.e2e.harness import ProcessGroup, free_port, worker_env
@@ -726,10 +733,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             parser.error(f"unknown arm {name!r}; one of {', '.join(ARMS)} (or use --env)")
         arms[name] = dict(ARMS[name])
     for spec in args.env:
-        pairs = [item.split("=", 1) for item in spec.split(",") if item.strip()]
-        if not pairs or any(len(p) != 2 for p in pairs):
-            parser.error(f"--env {spec!r}: KEY=VALUE[,KEY=VALUE]")
-        arms[spec] = {k.strip(): v.strip() for k, v in pairs}
+        arms[spec] = env_overrides([spec], parser)
     if not arms:
         parser.error("no arm to run")
     args.shapes = [s.strip() for s in str(args.shapes).split(",") if s.strip()]

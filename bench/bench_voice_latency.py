@@ -64,6 +64,7 @@ from bench._common import (
     add_output_args,
     bench_settings,
     close_session_fast,
+    env_overrides,
     machine_info,
     percentile,
     quiet_logging,
@@ -236,7 +237,7 @@ def _median_timeline(rows: list[dict[str, float | None]]) -> dict[str, float | N
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     profile = PROFILES[args.profile]
-    overrides = dict(item.split("=", 1) for item in args.b_env)
+    overrides = args.b_env
     vad_model = silero.VAD.load()
     arms: dict[str, Any] = {}
     async with OpenAIStub(profile=profile, reply=AGENT_REPLY) as stub, utils.http_context.open():
@@ -382,6 +383,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     add_output_args(parser, __file__)
     args = parser.parse_args(argv)
+    args.b_env = env_overrides(args.b_env, parser)
     if set(args.arms) - set(ARMS):
         parser.error(f"--arms takes letters of {''.join(ARMS)}")
     if args.smoke:
