@@ -144,7 +144,7 @@ def _run(argv: list[str], settings: Settings | None, temp_dir: Path | None = Non
         server.rtc_session(entrypoint)
 
     if settings is not None:
-        skip_unused_model_preload(os.environ, settings)
+        skip_unused_model_preload(os.environ)
     sys.argv = argv
     code: int | str | None = 0
     try:

@@ -30,13 +30,13 @@ SESSION_CLOSE_TRANSCRIPT_TIMEOUT = 5.0
 PRELOAD_ENV = "LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE"
 
 
-def skip_unused_model_preload(environ: MutableMapping[str, str], settings: Settings) -> None:
-    """With TURN_DETECTION=vad the local end-of-turn model is never used, yet the library would
-    preload its weights (~244 MB RSS) into the forkserver that every job process forks from:
-    skip it. With `model` the preload stays: loaded once there, the weights are shared
-    copy-on-write by every job process. An operator's explicit value wins."""
-    if settings.turn_detection == "vad":
-        environ.setdefault(PRELOAD_ENV, "0")
+def skip_unused_model_preload(environ: MutableMapping[str, str]) -> None:
+    """The library would preload the local end-of-turn model's weights (~244 MB RSS) into the
+    forkserver that every job process forks from. No job process uses them: with
+    TURN_DETECTION=model the model runs once per worker in the inference process
+    (`agent.end_of_turn`), with `vad` not at all. Preloaded, every job process would still count
+    a share of them in its PSS. An operator's explicit value wins."""
+    environ.setdefault(PRELOAD_ENV, "0")
 
 
 def _openai_kwargs(settings: Settings) -> dict[str, Any]:

@@ -3,8 +3,9 @@
 Rule: one `TurnTaking` shapes a session's turn handling (end of turn, endpointing delays, barge-in,
 false-interruption resume, the AEC warm-up); the worker, the tests and the benches build sessions
 through `agent.pipeline` with one, so every arm a bench measures is a shape that can ship. The
-end-of-turn model (`turn-detector-v1-mini`, local, in `livekit-local-inference`) is loaded once
-per process (prewarm) and shared by the process's session. A backchannel ("mm-hm", "right") the
+end-of-turn model (`turn-detector-v1-mini`, local, in `livekit-local-inference`) runs once per
+worker, in the library's inference process (`agent.end_of_turn`); a session without a worker
+(benches, tests) loads it in its own process. A backchannel ("mm-hm", "right") the
 caller says while the persona replies is not a turn (`without_backchannels`): the local model
 gives no backchannel verdict (LiveKit Cloud's adaptive interruption would), and the library's
 `min_interruption_words` would hold every barge-in until the STT has words, which a
@@ -23,6 +24,7 @@ from livekit.agents import inference, stt, vad
 from livekit.agents.voice.turn import EndpointingOptions, InterruptionOptions, TurnHandlingOptions
 
 from agent.config import Settings
+from agent.end_of_turn import SharedTurnDetector, job_inference_executor, no_executor
 from agent.log import get_logger
 
 log = get_logger(__name__)
@@ -128,15 +130,19 @@ def from_settings(settings: Settings) -> TurnTaking:
 END_OF_TURN_THRESHOLD_EN = 0.42
 
 
-def load_turn_detector() -> inference.TurnDetector:
+def load_turn_detector(*, shared: bool = False) -> inference.TurnDetector:
     """The local end-of-turn model, explicitly the mini one (the automatic choice would pick
     LiveKit Cloud's in `dev` and `console`, which this worker never calls), with our English
-    threshold (the library logs once that it differs from its default)."""
-    # the weights (~244 MB, 0.16 s): already in memory when the forkserver preloaded them,
-    # loaded here (prewarm) otherwise, never at the first call's session start
-    local_inference.init_eot()
-    return inference.TurnDetector(
-        version="v1-mini", unlikely_threshold={"en": END_OF_TURN_THRESHOLD_EN}
+    threshold (the library logs once that it differs from its default).
+
+    `shared`: predict in the worker's inference process (`agent.end_of_turn`; a job process of a
+    worker that registered its runner). Otherwise the weights (~244 MB, 0.16 s) load here, now,
+    never at the first call's session start."""
+    if not shared:
+        local_inference.init_eot()
+    return SharedTurnDetector(
+        executor=job_inference_executor if shared else no_executor,
+        unlikely_threshold={"en": END_OF_TURN_THRESHOLD_EN},
     )
 
 

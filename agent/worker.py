@@ -31,6 +31,7 @@ from agent.call.resume import log_already_ended, settle_stood_down
 from agent.call.session import build_conversation, open_journal, start_apology, start_conversation
 from agent.call.start import MetadataError, parse_job_metadata, start_in_parallel
 from agent.config import Settings, load_settings
+from agent.end_of_turn import register_runner
 from agent.journal import JOURNAL_FILENAME, Journal
 from agent.log import configure_logging, get_logger
 from agent.models import JobMetadata
@@ -50,8 +51,8 @@ class ProcessState:
     settings: Settings
     vad: vad.VAD
     journal: Journal
-    # the local end-of-turn model, when TURN_DETECTION=model (its weights come preloaded from
-    # the forkserver, shared copy-on-write)
+    # the local end-of-turn model, when TURN_DETECTION=model (it predicts in the worker's
+    # inference process: agent.end_of_turn)
     turn_detector: inference.TurnDetector | None = None
 
 
@@ -190,11 +191,15 @@ def prewarm(proc: JobProcess) -> None:
         settings=settings,
         vad=silero.VAD.load(),
         journal=Journal.in_dir(settings.agent_data_dir),
-        turn_detector=load_turn_detector() if settings.turn_detection == "model" else None,
+        turn_detector=(
+            load_turn_detector(shared=True) if settings.turn_detection == "model" else None
+        ),
     )
 
 
 def build_server(settings: Settings) -> WorkerServer:
+    if settings.turn_detection == "model":
+        register_runner()  # before the server exists: it starts the inference process then
     idle: dict[str, Any] = {}
     if settings.num_idle_processes is not None:
         idle["num_idle_processes"] = ServerEnvOption(

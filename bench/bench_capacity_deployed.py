@@ -38,6 +38,7 @@ import contextlib
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -53,7 +54,7 @@ from agent.config import Settings
 from bench._common import RESULTS_DIR, env_overrides, machine_info, quiet_logging, write_result
 from bench._e2e import run_in_test_netns, stop_stack, stopped
 from tests.e2e.caller import Caller
-from tests.e2e.harness import ManagedProcess, ProcessGroup, free_port, worker_env
+from tests.e2e.harness import REPO_ROOT, ManagedProcess, ProcessGroup, free_port, worker_env
 from tests.e2e.standin import StandIn, participant_token
 from tests.e2e.stubs import start_backend_stub, start_openai_stub
 
@@ -126,6 +127,21 @@ def job_pids(worker: ManagedProcess) -> dict[str, int]:
     return found
 
 
+def inference_pids(worker: ManagedProcess) -> list[int]:
+    """The worker's inference process (the end-of-turn model with TURN_DETECTION=model, once per
+    worker), from the main process's records about it (they carry `inference: true` and its
+    pid); none where no runner is registered."""
+    return sorted(
+        {
+            record["pid"]
+            for record in log_records(worker)
+            if record.get("inference") is True
+            and isinstance(record.get("pid"), int)
+            and record["pid"] != worker.pid
+        }
+    )
+
+
 def worker_tree(worker_pid: int) -> dict[int, str]:
     """Every live process of the worker with its command line (to tell the forkserver)."""
     tree: dict[int, str] = {}
@@ -159,35 +175,40 @@ class CallerLoop:
 
 @dataclass
 class Stack:
+    """One arm's worker on the shared stand-in and stubs."""
+
     standin: StandIn
     processes: ProcessGroup
     worker: ManagedProcess
     harness_pids: dict[str, int]  # stubs: name -> pid
+    agent_name: str = AGENT_NAME
+    arm: str = "shipped"
 
     async def join(self, identity: str, room: str) -> Caller:
         token = participant_token(
             identity, room, api_key=self.standin.api_key, api_secret=self.standin.api_secret
         )
-        caller = Caller(self.standin.url, token, agent_name=AGENT_NAME)
+        caller = Caller(self.standin.url, token, agent_name=self.agent_name)
         await caller.connect()
         return caller
 
 
 async def run_level(stack: Stack, n: int, seconds: float) -> dict[str, Any]:
-    callers = [await stack.join(f"caller-{n}-{i}", f"room-{n}-{i}") for i in range(n)]
+    tag = f"{stack.arm}-{n}"
+    callers = [await stack.join(f"caller-{tag}-{i}", f"room-{tag}-{i}") for i in range(n)]
     job_ids: list[str] = []
     try:
         for i in range(n):
             job_id = await stack.standin.dispatch(
-                f"room-{n}-{i}",
+                f"room-{tag}-{i}",
                 json.dumps(
                     {
                         "scenarioId": "default",
                         "userId": f"u{i}",
-                        "participantIdentity": f"caller-{n}-{i}",
+                        "participantIdentity": f"caller-{tag}-{i}",
                     }
                 ),
-                AGENT_NAME,
+                stack.agent_name,
             )
             job_ids.append(job_id)
         await asyncio.gather(*(c.wait_for_audio(timeout=60) for c in callers))  # greetings
@@ -227,10 +248,14 @@ async def measure(
     with contextlib.suppress(psutil.Error):
         direct = {child.pid for child in psutil.Process(worker_pid).children()}
     forkserver = [pid for pid, cmd in tree.items() if pid in direct and "forkserver" in cmd]
-    others = [pid for pid in tree if pid not in job_set and pid not in forkserver]
+    inference = [pid for pid in inference_pids(stack.worker) if pid in tree]
+    others = [
+        pid for pid in tree if pid not in job_set and pid not in forkserver and pid not in inference
+    ]
     groups: dict[str, list[int]] = {
         "worker_main": [worker_pid],
         "job_processes": sorted(job_set),
+        "inference_process": inference,  # the end-of-turn model, shared by the calls
         "forkserver": forkserver,
         "worker_other": others,  # the prewarmed idle process(es), the resource tracker
         "harness_this_process": [os.getpid()],  # stand-in SFU + callers
@@ -253,6 +278,7 @@ async def measure(
     memory_main = memory_mb(worker_pid)
     memory_forkserver = {str(pid): memory_mb(pid) for pid in forkserver}
     memory_other = {str(pid): memory_mb(pid) for pid in others}
+    memory_inference = {str(pid): memory_mb(pid) for pid in inference}
     await asyncio.sleep(max(0.0, until - time.monotonic()))
     after = {pid: cpu_seconds(pid) for pids in groups.values() for pid in pids}
     threads_after = {pid: thread_cpu(pid) for pid in job_set}
@@ -292,7 +318,9 @@ async def measure(
         for k in ("user", "nice", "system", "irq", "softirq", "steal")
     )
     ours = sum(cpu.values())
-    worker_cost = cpu["worker_main"] + cpu["job_processes"]
+    # what the calls cost the worker: its main process, their job processes and the inference
+    # process their end-of-turn predictions run in
+    worker_cost = cpu["worker_main"] + cpu["job_processes"] + cpu["inference_process"]
     per_call = worker_cost / (window * n)
     latencies = [x for loop in loops for x in loop.latencies]
     pss = [m["pss_mb"] for m in memory.values() if m]
@@ -320,6 +348,7 @@ async def measure(
         "memory_worker_main": memory_main,
         "memory_forkserver": memory_forkserver,
         "memory_worker_other": memory_other,
+        "memory_inference_process": memory_inference,
         "turns": len(latencies),
         "unanswered": sum(loop.unanswered for loop in loops),
         "reply_latency_median_ms": (
@@ -335,70 +364,122 @@ async def measure(
     }
 
 
+@dataclass(frozen=True)
+class Arm:
+    """A worker to measure: this checkout (`shipped`) or another commit's code (`baseline`),
+    with the same settings."""
+
+    name: str
+    source: Path
+    ref: str | None = None  # None: this checkout
+
+
+def export_commit(ref: str, into: Path) -> Path:
+    """The tree of `ref` as plain files (git archive: no worktree to clean up after a kill)."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "archive", "--format=tar", ref],
+        capture_output=True,
+        check=True,
+    )
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
+
+
+def summary_of(levels: list[dict[str, Any]]) -> dict[str, Any]:
+    one = next((lvl for lvl in levels if lvl["n"] == 1), None)
+    pss_all = [lvl["pss_mb_max"] for lvl in levels if lvl["pss_mb_max"] is not None]
+    return {
+        "calls_per_core_n1": one["calls_per_core"] if one else None,
+        "cpu_s_per_call_s_n1": one["cpu_s_per_call_s"] if one else None,
+        "pss_mb_max": max(pss_all) if pss_all else None,
+    }
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="bench-capacity-deployed-"))
     processes = ProcessGroup(work / "logs")
     standin = StandIn(port=free_port())
     await standin.start()
-    levels: list[dict[str, Any]] = []
+    arms = [Arm("shipped", REPO_ROOT)]
+    if args.baseline:
+        arms.insert(
+            0, Arm("baseline", export_commit(args.baseline, work / "baseline"), args.baseline)
+        )
+    levels: dict[str, list[dict[str, Any]]] = {arm.name: [] for arm in arms}
+    worker_env_used = {"NUM_IDLE_PROCESSES": "1", "LOAD_THRESHOLD": "1000", **args.env}
     problem: str | None = None
     try:
         openai, backend = await asyncio.gather(
             start_openai_stub(processes, transcript=HEARD, tts_max_seconds=TTS_MAX_SECONDS),
             start_backend_stub(processes, key=SERVICE_KEY),
         )
-        env = worker_env(
-            livekit_url=standin.url,
-            api_key=standin.api_key,
-            api_secret=standin.api_secret,
-            agent_name=AGENT_NAME,
-            data_dir=work / "data",
-            OPENAI_BASE_URL=openai.base_url,
-            BACKEND_URL=backend.url,
-            INTERNAL_SERVICE_KEY=SERVICE_KEY,
-            **{"NUM_IDLE_PROCESSES": "1", **args.env},  # --env wins
-        )
-        worker = processes.start_worker(env)
-        await standin.wait_for_worker(AGENT_NAME, timeout=60)
-        stack = Stack(
-            standin,
-            processes,
-            worker,
-            {"openai_stub": openai.proc.pid, "backend_stub": backend.proc.pid},
-        )
-        for n in args.levels:
-            print(f"  N = {n} ...", flush=True)
-            levels.append(await run_level(stack, n, args.seconds))
+        stacks: list[Stack] = []
+        for arm in arms:  # every arm's worker up (and idle) for the whole run
+            agent_name = f"{AGENT_NAME}-{arm.name}"
+            env = worker_env(
+                livekit_url=standin.url,
+                api_key=standin.api_key,
+                api_secret=standin.api_secret,
+                agent_name=agent_name,
+                data_dir=work / "data" / arm.name,
+                OPENAI_BASE_URL=openai.base_url,
+                BACKEND_URL=backend.url,
+                INTERNAL_SERVICE_KEY=SERVICE_KEY,
+                **{"NUM_IDLE_PROCESSES": "1", **args.env},  # --env wins
+            )
+            worker = processes.start_worker(env, name=f"worker-{arm.name}", source=arm.source)
+            stacks.append(
+                Stack(
+                    standin,
+                    processes,
+                    worker,
+                    {"openai_stub": openai.proc.pid, "backend_stub": backend.proc.pid},
+                    agent_name=agent_name,
+                    arm=arm.name,
+                )
+            )
+        for stack in stacks:
+            await standin.wait_for_worker(stack.agent_name, timeout=60)
+        for n in args.levels:  # the arms side by side at each level, in turn
+            for stack in stacks:
+                print(f"  N = {n}, {stack.arm} ...", flush=True)
+                levels[stack.arm].append(await run_level(stack, n, args.seconds))
     except Exception as error:  # a benchmark reports what it got and why it stopped
         problem = stopped(error, processes)
     finally:
         await stop_stack(processes, standin, work, keep_logs=args.keep_logs)
-    one = next((lvl for lvl in levels if lvl["n"] == 1), None)
-    pss_all = [lvl["pss_mb_max"] for lvl in levels if lvl["pss_mb_max"] is not None]
+    shipped = levels["shipped"]
     return {
         "bench": "capacity_deployed",
         "definition": (
-            "CPU-seconds of the worker's main process + the job processes serving the calls, "
-            "per second of call, over a fixed window of live calls with Opus/WebRTC media "
-            "through the e2e stand-in; PSS of each job process sampled mid-call"
+            "CPU-seconds of the worker's main process + the job processes serving the calls + "
+            "the inference process (the end-of-turn model, when there is one), per second of "
+            "call, over a fixed window of live calls with Opus/WebRTC media through the e2e "
+            "stand-in; PSS of each job process sampled mid-call"
         ),
         "machine": machine_info(),
         "loadavg_end": [round(v, 2) for v in os.getloadavg()],
         "smoke": args.smoke,
         "seconds_per_level": args.seconds,
         "wav": WAV.name,
-        "worker_env": {"NUM_IDLE_PROCESSES": "1", "LOAD_THRESHOLD": "1000", **args.env},
+        "worker_env": worker_env_used,
         "stt_mode_shipped": Settings.model_fields["stt_mode"].default,  # unless --env sets it
         "turn_detection": args.env.get(
             "TURN_DETECTION", Settings.model_fields["turn_detection"].default
         ),
         "goals": {"calls_per_core_min": GOAL_CALLS_PER_CORE, "pss_mb_max": GOAL_PSS_MB},
-        "levels": levels,
-        "summary": {
-            "calls_per_core_n1": one["calls_per_core"] if one else None,
-            "cpu_s_per_call_s_n1": one["cpu_s_per_call_s"] if one else None,
-            "pss_mb_max": max(pss_all) if pss_all else None,
+        "arms": {
+            arm.name: {
+                "code": arm.ref or "this checkout",
+                "levels": levels[arm.name],
+                "summary": summary_of(levels[arm.name]),
+            }
+            for arm in arms
         },
+        # the shipped arm's, as before arms existed
+        "levels": shipped,
+        "summary": summary_of(shipped),
         "problem": problem,
     }
 
@@ -409,34 +490,51 @@ def report(result: dict[str, Any]) -> None:
         "stand-in)"
     )
     header = (
-        f"{'N':>3} {'CPU-s/call-s':>12} {'calls/core':>10} {'main':>6} {'jobs':>6} "
-        f"{'fork+idle':>9} {'harness':>8} {'others':>7} {'PSS/job MB':>14} {'turns':>5} "
-        f"{'unans':>5} {'reply ms':>8}"
+        f"{'arm':>8} {'N':>3} {'CPU-s/call-s':>12} {'calls/core':>10} {'main':>6} {'jobs':>6} "
+        f"{'infer':>6} {'fork+idle':>9} {'harness':>8} {'others':>7} {'PSS/job MB':>14} "
+        f"{'turns':>5} {'unans':>5} {'reply ms':>8}"
     )
     print(header)
-    for lvl in result["levels"]:
+    arms: dict[str, Any] = result["arms"]
+    by_level = sorted(
+        (
+            (lvl["n"], i, name, lvl)
+            for i, (name, arm) in enumerate(arms.items())
+            for lvl in arm["levels"]
+        ),
+        key=lambda row: (row[0], row[1]),
+    )
+    for _, _, name, lvl in by_level:
         cpu, window = lvl["cpu_s"], lvl["window_s"]
         pss = [m["pss_mb"] for m in lvl["pss_mb_per_job"].values() if m]
         print(
-            f"{lvl['n']:>3} {lvl['cpu_s_per_call_s']:>12.4f} {lvl['calls_per_core'] or 0:>10.1f} "
+            f"{name:>8} {lvl['n']:>3} {lvl['cpu_s_per_call_s']:>12.4f} "
+            f"{lvl['calls_per_core'] or 0:>10.1f} "
             f"{cpu['worker_main'] / window:>6.3f} {cpu['job_processes'] / window:>6.3f} "
+            f"{cpu.get('inference_process', 0.0) / window:>6.3f} "
             f"{(cpu['forkserver'] + cpu['worker_other']) / window:>9.3f} "
             f"{lvl['harness_cores']:>8.3f} {lvl['other_cores_busy']:>7.3f} "
             f"{'/'.join(f'{p:.0f}' for p in pss) or '-':>14} {lvl['turns']:>5} "
             f"{lvl['unanswered']:>5} {lvl['reply_latency_median_ms'] or 0:>8.0f}"
         )
-    for lvl in result["levels"]:
+    for _, _, name, lvl in by_level:
         threads = ", ".join(f"{k} {v:.2f}" for k, v in lvl["job_cpu_s_by_thread"].items())
-        print(f"  N = {lvl['n']}: job CPU-s by thread: {threads}")
+        print(f"  {name}, N = {lvl['n']}: job CPU-s by thread: {threads}")
+        inference = [m for m in lvl.get("memory_inference_process", {}).values() if m]
+        if inference:
+            print(f"  {name}, N = {lvl['n']}: inference process PSS {inference[0]['pss_mb']} MB")
         if lvl["job_warnings"]:
-            print(f"  N = {lvl['n']}: job warnings in the window: {lvl['job_warnings']}")
+            print(f"  {name}, N = {lvl['n']}: job warnings in the window: {lvl['job_warnings']}")
         if lvl["machine_saturated"]:
-            print(f"  N = {lvl['n']}: the machine was saturated (turns late, figures doubtful)")
+            print(f"  {name}, N = {lvl['n']}: the machine was saturated (turns late)")
         if lvl["harness_saturated"]:
-            print(f"  N = {lvl['n']}: the harness process was near one full core (turns late)")
+            print(f"  {name}, N = {lvl['n']}: the harness process was near one full core")
+    for name, arm in arms.items():
+        print(f"  {name}: code {arm['code']}")
     print(
-        "  main/jobs/fork+idle/harness/others in cores busy over the window; goals: >= "
-        f"{GOAL_CALLS_PER_CORE:.0f} calls per core, <= {GOAL_PSS_MB:.0f} MB PSS per job process"
+        "  main/jobs/infer/fork+idle/harness/others in cores busy over the window (CPU-s/call-s "
+        f"counts main + jobs + infer); goals: >= {GOAL_CALLS_PER_CORE:.0f} calls per core, "
+        f"<= {GOAL_PSS_MB:.0f} MB PSS per job process"
     )
     print(f"  load average at the end: {result['loadavg_end']} (2 shared cores: figures are noisy)")
     if result["problem"]:
@@ -455,6 +553,11 @@ def main(argv: list[str] | None = None) -> None:
         metavar="PATH",
     )
     parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs")
+    parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also measure the worker of this commit (git ref), side by side at each level",
+    )
     parser.add_argument("--smoke", action="store_true", help="N = 1 for 8 s, to check it runs")
     parser.add_argument(
         "--env",

@@ -25,20 +25,32 @@ def test_hooks_pickle_by_reference() -> None:
         assert pickle.loads(pickle.dumps(hook)) is hook
 
 
-def test_the_unused_end_of_turn_model_is_not_preloaded_unless_asked() -> None:
+def test_the_forkserver_never_preloads_the_end_of_turn_weights_unless_asked() -> None:
+    # no job process uses them: the model runs in the inference process (agent.end_of_turn)
     from agent.pipeline import PRELOAD_ENV, skip_unused_model_preload
 
     environ: dict[str, str] = {}
-    skip_unused_model_preload(environ, make_settings(TURN_DETECTION="vad"))
+    skip_unused_model_preload(environ)
     assert environ == {PRELOAD_ENV: "0"}
     operator = {PRELOAD_ENV: "1"}
-    skip_unused_model_preload(operator, make_settings(TURN_DETECTION="vad"))
+    skip_unused_model_preload(operator)
     assert operator == {PRELOAD_ENV: "1"}
 
 
-def test_the_end_of_turn_model_in_use_is_preloaded_once_for_every_job_process() -> None:
-    from agent.pipeline import skip_unused_model_preload
+def test_the_model_setting_registers_the_end_of_turn_runner_and_vad_does_not() -> None:
+    from livekit.agents.inference_runner import _InferenceRunner
 
-    environ: dict[str, str] = {}
-    skip_unused_model_preload(environ, make_settings(TURN_DETECTION="model"))
-    assert environ == {}  # the library's default: loaded in the forkserver, shared
+    from agent.end_of_turn import METHOD
+
+    registered = _InferenceRunner.registered_runners
+    saved = dict(registered)
+    try:
+        registered.pop(METHOD, None)
+        worker.build_server(make_settings(TURN_DETECTION="vad"))
+        assert METHOD not in registered
+        worker.build_server(make_settings(TURN_DETECTION="model"))
+        assert METHOD in registered
+        worker.build_server(make_settings(TURN_DETECTION="model"))  # idempotent
+    finally:
+        registered.clear()
+        registered.update(saved)

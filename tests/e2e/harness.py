@@ -206,14 +206,20 @@ class ProcessGroup:
         self.log_dir = log_dir
         self.processes: list[ManagedProcess] = []
 
-    def start(self, name: str, argv: list[str], env: dict[str, str]) -> ManagedProcess:
-        proc = start_process(name, argv, env, self.log_dir)
+    def start(
+        self, name: str, argv: list[str], env: dict[str, str], *, cwd: Path = REPO_ROOT
+    ) -> ManagedProcess:
+        proc = start_process(name, argv, env, self.log_dir, cwd=cwd)
         self.processes.append(proc)
         return proc
 
-    def start_worker(self, env: dict[str, str], *, name: str = "worker") -> ManagedProcess:
-        """The project's worker: ``python -m agent start`` with ``env`` (see ``worker_env``)."""
-        return self.start(name, [sys.executable, "-m", "agent", "start"], env)
+    def start_worker(
+        self, env: dict[str, str], *, name: str = "worker", source: Path = REPO_ROOT
+    ) -> ManagedProcess:
+        """The project's worker: ``python -m agent start`` with ``env`` (see ``worker_env``), its
+        code from ``source`` (a checkout of another commit, for a bench's baseline arm)."""
+        env = {**env, "PYTHONPATH": str(source)} if source != REPO_ROOT else env
+        return self.start(name, [sys.executable, "-m", "agent", "start"], env, cwd=source)
 
     def start_module(
         self, module: str, env: dict[str, str], *args: str, name: str | None = None
