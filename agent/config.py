@@ -146,6 +146,14 @@ class Settings(BaseSettings):
     # default is 3, its AEC warm-up); browsers and phones cancel their own echo, so 0 (tests:
     # the e2e caller and Chromium never self-interrupt). Raise it for a line that echoes.
     aec_warmup_seconds: float = Field(default=0.0, ge=0, le=10, alias="AEC_WARMUP_SECONDS")
+    # the room input's automatic gain control (the library's default is on): browsers already
+    # apply their own (livekit-client's default capture), so off; on for a line with quiet
+    # callers. Off spares the job process one FFI round trip per 50 ms of caller audio.
+    auto_gain_control: bool = Field(default=False, alias="AUTO_GAIN_CONTROL")
+    # which Silero runs the VAD: `native` (livekit-local-inference, the library's Rust build,
+    # off the event loop) or `onnxruntime` (livekit-plugins-silero); the same model and options
+    # (docs/performance.md, capacity: native costs less CPU and memory per call)
+    vad_engine: Literal["native", "onnxruntime"] = Field(default="native", alias="VAD_ENGINE")
     tts_model: Text = Field(default="gpt-4o-mini-tts", alias="TTS_MODEL")
     # the TTS starts on the reply's first phrase (agent/first_phrase.py) instead of its whole
     # first sentence; false: the library's sentences (docs/performance.md, voice to voice)

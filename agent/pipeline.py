@@ -1,4 +1,5 @@
-"""The voice pipeline: OpenAI STT/LLM/TTS and the prewarmed Silero VAD in an AgentSession.
+"""The voice pipeline: OpenAI STT/LLM/TTS and the prewarmed Silero VAD (`load_vad`) in an
+AgentSession.
 
 Rule: keys and base URLs are passed explicitly from Settings (the plugins would otherwise read
 the environment), and both the real worker and the tests build sessions through here so that
@@ -10,9 +11,10 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from typing import Any, TypeVar
 
+from livekit import local_inference
 from livekit.agents import AgentSession, APIConnectOptions, inference, llm, stt, tts, vad
 from livekit.agents.voice.agent_session import SessionConnectOptions
-from livekit.plugins import openai
+from livekit.plugins import openai, silero
 
 from agent.close_wait import wait_only_for_words_in_flight
 from agent.config import Settings
@@ -37,6 +39,34 @@ def skip_unused_model_preload(environ: MutableMapping[str, str]) -> None:
     (`agent.end_of_turn`), with `vad` not at all. Preloaded, every job process would still count
     a share of them in its PSS. An operator's explicit value wins."""
     environ.setdefault(PRELOAD_ENV, "0")
+
+
+# livekit-plugins-silero's defaults, which the turn taking was tuned and measured with; the
+# native engine's own defaults differ (0.25 s of silence ends speech there)
+VAD_MIN_SPEECH = 0.05
+VAD_MIN_SILENCE = 0.55
+VAD_PREFIX_PADDING = 0.5
+VAD_ACTIVATION = 0.5
+
+
+def load_vad(settings: Settings) -> vad.VAD:
+    """The process's VAD (prewarm; a bench's or a test's session likewise), per VAD_ENGINE.
+    `native` runs Silero in livekit-local-inference (its weights loaded here, once per process;
+    each stream infers on a thread of its own, the GIL released), `onnxruntime` in the plugin."""
+    if settings.vad_engine == "native":
+        local_inference.init_vad()
+        return inference.VAD(
+            min_speech_duration=VAD_MIN_SPEECH,
+            min_silence_duration=VAD_MIN_SILENCE,
+            prefix_padding_duration=VAD_PREFIX_PADDING,
+            activation_threshold=VAD_ACTIVATION,
+        )
+    return silero.VAD.load(
+        min_speech_duration=VAD_MIN_SPEECH,
+        min_silence_duration=VAD_MIN_SILENCE,
+        prefix_padding_duration=VAD_PREFIX_PADDING,
+        activation_threshold=VAD_ACTIVATION,
+    )
 
 
 def _openai_kwargs(settings: Settings) -> dict[str, Any]:

@@ -52,10 +52,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psutil
-from livekit.plugins import silero
 
 from agent.config import Settings
 from agent.journal import Journal
+from agent.pipeline import load_vad
 from bench._common import (
     REPO_ROOT,
     LoopingWavInput,
@@ -100,7 +100,7 @@ async def run_level(n: int, seconds: float, settings: Settings, data_dir: Path) 
     journals: list[Journal] = []
     try:
         for i in range(n):
-            vad_model = silero.VAD.load()  # one per call, as each job process prewarms its own
+            vad_model = load_vad(bench_settings())  # one per call, as each job process prewarms
             mic = LoopingWavInput(lead_silence=1.0 + i * period / n, gap=GAP_SECONDS, loops=loops)
             journal = Journal.in_dir(data_dir / f"n{n}")
             journals.append(journal)

@@ -15,9 +15,11 @@ speaks `tests/audio/hello_48k.wav` (real speech), waits for the agent's reply an
 again and again, the callers' starts spread over one turn. Over exactly that window psutil's
 CPU times (user + system) are read for:
 
-- the worker: its main process + the N job processes serving the calls (what a deployment pays
-  per call; `cpu_s_per_call_s` = their CPU-seconds / (window * N), `calls_per_core` = its
-  inverse); the forkserver and the prewarmed idle process are listed apart;
+- the worker: its main process + the N job processes serving the calls + the inference process
+  (the end-of-turn model, one per worker, shared by the calls; agent/end_of_turn.py): what a
+  deployment pays per call (`cpu_s_per_call_s` = their CPU-seconds / (window * N),
+  `calls_per_core` = its inverse); the forkserver and the prewarmed idle process are listed
+  apart;
 - the test harness: this process (stand-in SFU + callers: their Opus encode/decode and aiortc)
   and the two stubs; not part of the worker's cost;
 - the whole machine (psutil.cpu_times), so that what other work on the host took is visible.
@@ -26,8 +28,12 @@ Mid-window (at half of it) each job process's PSS (psutil memory_full_info().pss
 too) is sampled while its call is live. Job processes are found by the worker's own JSON log
 (records that carry a `job_id` and a `pid` other than the main process's).
 
+With `--baseline REF` a second worker runs the code of that commit (exported with `git archive`,
+the same settings and venv), and each level is measured on both workers in turn, so the two
+arms share the run's conditions: `arms` in the JSON, side by side in the table.
+
     uv run python bench/bench_capacity_deployed.py [--levels 1,2,4] [--seconds 20]
-                                                   [--json PATH] [--smoke]
+                                                   [--baseline REF] [--json PATH] [--smoke]
 """
 
 from __future__ import annotations

@@ -41,7 +41,6 @@ from typing import Any, Literal
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from livekit.agents import vad
-from livekit.plugins import silero
 from pydantic import SecretStr
 
 from agent.backend import Backend, make_backend
@@ -51,6 +50,7 @@ from agent.call.start import Started, open_session, parse_job_metadata, start_in
 from agent.config import Settings
 from agent.journal import Journal
 from agent.models import JobMetadata, TranscriptPayload, Turn, utc_now
+from agent.pipeline import load_vad
 from bench._common import (
     BenchJobContext,
     OtherLoad,
@@ -182,7 +182,7 @@ async def cold_start(
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     delay = args.delay_ms / 1000.0
     connect_delay = args.connect_delay_ms / 1000.0
-    vad_model = silero.VAD.load()  # prewarm: once per process, outside the timing
+    vad_model = load_vad(bench_settings())  # prewarm: once per process, outside the timing
     samples: dict[tuple[Kind, Arm, float], list[float]] = {
         (k, a, d): [] for k in KINDS for a in ARMS for d in (0.0, delay)
     }

@@ -73,12 +73,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psutil
 from livekit.agents import AgentSession, inference, utils, vad
-from livekit.plugins import silero
 
 from agent.config import Settings
 from agent.models import Scenario
 from agent.persona import PersonaAgent
-from agent.pipeline import build_session
+from agent.pipeline import build_session, load_vad
 from agent.prompts import load_scenario
 from agent.turn_taking import (
     LIBRARY_AEC_WARMUP_SECONDS,
@@ -874,7 +873,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     corpus = resolve_corpus(args.corpus)
     cases = select_cases(corpus, args.kinds, args.per_kind, args.smoke)
     memory_start = memory()
-    vad_model = silero.VAD.load()
+    vad_model = load_vad(bench_settings(**args.env))  # VAD_ENGINE as --env says
     memory_vad = memory()
     detector = load_turn_detector()
     loaded_weights = False

@@ -50,11 +50,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 from livekit.agents import Agent, AgentSession, utils, vad
-from livekit.plugins import silero
 
 from agent.config import Settings
 from agent.persona import PersonaAgent
-from agent.pipeline import build_llm, build_session, build_stt, build_tts
+from agent.pipeline import build_llm, build_session, build_stt, build_tts, load_vad
 from agent.prompts import load_scenario
 from bench._common import (
     AGENT_REPLY,
@@ -238,7 +237,7 @@ def _median_timeline(rows: list[dict[str, float | None]]) -> dict[str, float | N
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     profile = PROFILES[args.profile]
     overrides = args.b_env
-    vad_model = silero.VAD.load()
+    vad_model = load_vad(bench_settings(**overrides))  # VAD_ENGINE as the arm's settings
     arms: dict[str, Any] = {}
     async with OpenAIStub(profile=profile, reply=AGENT_REPLY) as stub, utils.http_context.open():
         stub.transcript = USER_TRANSCRIPT

@@ -10,7 +10,6 @@ from typing import cast
 import pytest
 from livekit.agents import AgentSession, JobContext
 from livekit.agents.voice.events import CloseEvent, CloseReason
-from livekit.plugins import silero
 from structlog.testing import capture_logs
 
 from agent import worker
@@ -19,6 +18,7 @@ from agent.call.ending import end_at_max_duration, hang_up
 from agent.journal import Journal
 from agent.models import JobMetadata
 from agent.persona import PersonaAgent
+from agent.pipeline import load_vad
 from agent.prompts import load_prompt, load_scenario
 from agent.transcript import TranscriptPublisher
 from agent.worker import PROCESS_KEY, ProcessState
@@ -34,7 +34,7 @@ def ending_ctx(tmp_path: Path, *, connected: bool = True) -> FakeEndingJobContex
     ctx.room.connected = connected
     ctx.proc.userdata[PROCESS_KEY] = ProcessState(
         settings=make_settings(AGENT_DATA_DIR=str(tmp_path)),
-        vad=silero.VAD.load(),
+        vad=load_vad(make_settings()),
         journal=Journal.in_dir(tmp_path),
     )
     return ctx

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 from livekit.agents import AgentSession, llm, utils
-from livekit.plugins import silero
 
 from agent.config import Settings
 from agent.persona import PersonaAgent, greeting
-from agent.pipeline import build_session
+from agent.pipeline import build_session, load_vad
 from agent.prompts import load_scenario
 from tests.support.fakes import CaptureAudioOutput, WavAudioInput
 from tests.support.openai_stub import OpenAIStub
@@ -41,7 +40,7 @@ async def test_a_full_voice_turn_completes_through_the_real_plugins(stt_mode: st
         stub.transcript = "Hi, I'm here to listen. What's going on?"
         stub.tts_max_seconds = 1.0
         session: AgentSession[None] = build_session(
-            stub_settings(stub, STT_MODE=stt_mode), silero.VAD.load(), scenario=scenario
+            stub_settings(stub, STT_MODE=stt_mode), load_vad(make_settings()), scenario=scenario
         )
         # the greeting plays first; the caller starts talking once it is over
         audio_in = WavAudioInput(HELLO_16K, lead_silence=1.5, tail_silence=6.0)

@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 from livekit.agents import Agent, AgentSession, llm, utils
-from livekit.plugins import silero
 
 from agent.call import Call
 from agent.call.session import build_conversation, open_journal
 from agent.journal import Journal
 from agent.models import JobMetadata, Session
+from agent.pipeline import load_vad
 from agent.prompts import load_prompt, load_scenario
 from tests.support.fakes import CaptureAudioOutput, CaptureRoom, WavAudioInput, read_wav_mono16
 from tests.support.openai_stub import OpenAIStub
@@ -84,7 +84,7 @@ async def test_a_failed_preemptive_reply_still_gets_the_whole_apology_then_the_n
         )
         async with utils.http_context.open():
             session: AgentSession[Call] = build_conversation(
-                call, settings, silero.VAD.load(), CaptureRoom().as_room()
+                call, settings, load_vad(settings), CaptureRoom().as_room()
             )
             session.input.audio = WavAudioInput(wav, lead_silence=0.5, tail_silence=30.0)
             session.output.audio = output

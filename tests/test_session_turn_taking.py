@@ -19,9 +19,8 @@ from typing import Any
 
 import numpy as np
 from livekit.agents import Agent, AgentSession, llm, utils
-from livekit.plugins import silero
 
-from agent.pipeline import build_session
+from agent.pipeline import build_session, load_vad
 from agent.transcript import TranscriptPublisher, TurnRecorder
 from tests.support.fakes import CaptureAudioOutput, WavAudioInput, read_wav_mono16
 from tests.support.openai_stub import OpenAIStub
@@ -73,7 +72,7 @@ async def run_call(
 ) -> tuple[AgentSession[None], CaptureAudioOutput]:
     """The worker's session (no greeting: a plain Agent) hears `wav` once, then silence."""
     settings = make_settings(OPENAI_API_KEY="sk-stub-key", OPENAI_BASE_URL=stub.base_url)
-    session: AgentSession[None] = build_session(settings, silero.VAD.load())
+    session: AgentSession[None] = build_session(settings, load_vad(settings))
     output = CaptureAudioOutput()
     session.input.audio = WavAudioInput(wav, lead_silence=0.5, tail_silence=30.0)
     session.output.audio = output

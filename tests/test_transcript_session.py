@@ -14,10 +14,10 @@ from typing import Any
 
 from livekit.agents import Agent, AgentSession
 from livekit.agents.voice.transcription import TranscriptSynchronizer
-from livekit.plugins import silero
 
 from agent.models import TRANSCRIPT_TOPIC, Scenario, Turn
 from agent.persona import PersonaAgent
+from agent.pipeline import load_vad
 from agent.transcript import TranscriptPublisher, TurnRecorder, usage_from_session
 from tests.support.fakes import (
     CaptureAudioOutput,
@@ -28,6 +28,7 @@ from tests.support.fakes import (
     WavAudioInput,
     echo_reply,
 )
+from tests.support.settings import make_settings
 
 HELLO_16K = Path(__file__).resolve().parent / "audio" / "hello_16k.wav"
 SESSION_ID = "sess-42"
@@ -81,7 +82,7 @@ async def test_text_session_turns_get_seq_in_order_and_reach_journal_and_publish
 
 
 async def test_streaming_stt_interim_transcripts_are_published_before_the_user_turn() -> None:
-    vad = silero.VAD.load()
+    vad = load_vad(make_settings())
     transcript = "I would like to talk to someone about my week"
     stt = FakeStreamingSTT(transcript, vad=vad, interim_interval=0.3)
     sink = CapturingSink()

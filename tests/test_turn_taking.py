@@ -9,9 +9,8 @@ from typing import Any
 import pytest
 from livekit.agents import AgentSession, inference, stt
 from livekit.agents.language import LanguageCode
-from livekit.plugins import silero
 
-from agent.pipeline import build_session
+from agent.pipeline import build_session, load_vad
 from agent.turn_taking import (
     TurnTaking,
     from_settings,
@@ -25,7 +24,7 @@ from tests.support.settings import make_settings
 
 @pytest.fixture(scope="module")
 def vad_model() -> Any:
-    return silero.VAD.load()
+    return load_vad(make_settings())
 
 
 def session_with(shape: TurnTaking | None, vad_model: Any, **extra: Any) -> AgentSession[None]:

@@ -139,14 +139,20 @@ async def start_conversation(
     await session.start(
         agent=PersonaAgent(call.scenario, earlier_turns=call.earlier_turns),
         room=room if room is not None else NOT_GIVEN,
-        room_options=_room_options(call.metadata),
+        room_options=_room_options(call.metadata, settings),
         session_host=False,
         record=settings.livekit_recording,
     )
     call.spawn(end_after_no_show(call, settings.no_show_seconds), "call.no_show")
     call.spawn(end_at_max_duration(call, settings.max_call_seconds), "call.max_duration")
     count_started(call)
-    log.info("call.started", attempt_number=call.session.attempt_number)
+    loop = type(asyncio.get_running_loop())
+    log.info(
+        "call.started",
+        attempt_number=call.session.attempt_number,
+        event_loop=f"{loop.__module__}.{loop.__qualname__}",  # uvloop in a job (prewarm)
+        vad=session.vad.provider if session.vad is not None else None,
+    )
 
 
 def count_started(call: Call) -> None:
@@ -219,17 +225,19 @@ async def start_apology(
     await session.start(
         agent=ApologyAgent(on_done=lambda: call.shutdown("backend_unavailable")),
         room=room,
-        room_options=_room_options(call.metadata),
+        room_options=_room_options(call.metadata, settings),
         session_host=False,
         record=False,
     )
     count_started(call)
 
 
-def _room_options(metadata: JobMetadata) -> room_io.RoomOptions:
+def _room_options(metadata: JobMetadata, settings: Settings) -> room_io.RoomOptions:
     kwargs: dict[str, Any] = {
         # the agent speaks first; a pre-connect buffer would only delay the connection
-        "audio_input": room_io.AudioInputOptions(pre_connect_audio=False),
+        "audio_input": room_io.AudioInputOptions(
+            pre_connect_audio=False, auto_gain_control=settings.auto_gain_control
+        ),
     }
     if metadata.participant_identity:
         kwargs["participant_identity"] = metadata.participant_identity

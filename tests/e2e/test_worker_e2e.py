@@ -300,6 +300,10 @@ async def test_full_call_greeting_turn_hang_up_and_delivery(stack: Stack) -> Non
         ended = await wait_for_record(worker, "call.ended", timeout=5)
         assert ended["ended_reason"] == "caller_hangup"
         assert ended["delivery"] == "delivered"
+        # the job ran as shipped: uvloop (prewarm's policy), the native Silero VAD
+        [started_record] = find_records(worker, "call.started")
+        assert started_record["event_loop"] == "uvloop.Loop"
+        assert started_record["vad"] == "livekit-local-inference"
         # once the job is over: still every turn exactly once, and nothing after `end`
         assert turns_of(call.caller) == turns
         assert call.caller.messages()[-1] == end

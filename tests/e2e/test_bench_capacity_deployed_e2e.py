@@ -1,0 +1,53 @@
+"""bench/bench_capacity_deployed.py still runs: `--smoke` (one call for 8 s through the real
+worker, the stand-in and WebRTC) with a baseline arm (`--baseline HEAD`: the same code exported
+with git archive, a second worker), in its own process, inside this test namespace, writing its
+JSON where told. No figure is checked (timings are the bench's business, not the suite's): only
+that both arms measured a call, found its job process, and that the shipped arm's inference
+process (the end-of-turn model, agent/end_of_turn.py) was found and counted.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Final
+
+import pytest
+
+from tests.e2e.netns import in_test_netns
+
+pytestmark = pytest.mark.e2e
+
+REPO_ROOT: Final = Path(__file__).resolve().parents[2]
+BENCH: Final = REPO_ROOT / "bench" / "bench_capacity_deployed.py"
+BENCH_TIMEOUT: Final = 240  # the smoke with a baseline aims at < 90 s
+
+
+def test_bench_capacity_deployed_smoke_measures_both_arms(tmp_path: Path) -> None:
+    if not in_test_netns():
+        pytest.skip("runs only inside the test network namespace")
+    out = tmp_path / "bench_capacity_deployed.json"
+    completed = subprocess.run(
+        [sys.executable, str(BENCH), "--smoke", "--baseline", "HEAD", "--json", str(out)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=BENCH_TIMEOUT,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-4000:]
+    assert str(out) in completed.stdout  # it says where the figures went
+    result = json.loads(out.read_text())
+    assert result["problem"] is None, result["problem"]
+    assert set(result["arms"]) == {"baseline", "shipped"}
+    for name, arm in result["arms"].items():
+        [level] = arm["levels"]
+        assert level["n"] == 1
+        assert level["jobs_found"] == 1, f"{name}: the call's job process was not found"
+        assert level["pss_mb_max"] is not None
+        assert level["cpu_s_per_call_s"] > 0
+    shipped = result["arms"]["shipped"]["levels"][0]
+    assert shipped["memory_inference_process"], "the end-of-turn model's process was not found"
+    assert shipped["cpu_s"]["inference_process"] >= 0
