@@ -50,13 +50,22 @@ PROCESS_KEY = "process"
 # 100-650 ms in job processes). -8 MB of PSS per job process (docs/performance.md, capacity).
 FORKSERVER_PRELOAD = (
     "agent.worker",
-    "openai.lib.streaming",
-    "openai.resources.chat",
-    "openai.resources.audio",
+    # what a job process imported during its first turns (sys.modules at the call's end, less
+    # the forkserver's): the OpenAI client's chat, audio and streaming parts and their transport
+    "openai.lib.streaming.chat",
+    "openai.lib._chat_completion_resources",
+    "openai.lib._parsing._audio",
+    "openai.resources.chat.chat",  # openai.resources' packages import their parts lazily
+    "openai.resources.chat.completions.completions",
+    "openai.resources.audio.audio",
+    "openai.resources.models",
+    "openai.types.chat.completions.message_list_params",
     "openai.pagination",
+    "httpcore",
+    "anyio._backends._asyncio",
     "jiter",
     "numpy.fft",
-    "httpx",
+    "livekit.agents.llm.async_toolset",
 )
 
 

@@ -54,3 +54,26 @@ def test_the_model_setting_registers_the_end_of_turn_runner_and_vad_does_not() -
     finally:
         registered.clear()
         registered.update(saved)
+
+
+def test_every_module_preloaded_in_the_forkserver_imports() -> None:
+    # the forkserver skips a preload module that fails to import, silently: a module renamed by
+    # an upgrade would quietly go back to being imported inside each call's first turns
+    import subprocess
+    import sys
+
+    code = "import importlib, sys\nfor m in sys.argv[1:]: importlib.import_module(m)"
+    completed = subprocess.run(
+        [sys.executable, "-c", code, *worker.FORKSERVER_PRELOAD],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+
+
+def test_the_server_preloads_our_modules_in_the_forkserver() -> None:
+    server = worker.build_server(make_settings())
+    assert server._preload_modules == list(worker.FORKSERVER_PRELOAD)
+    assert "agent.worker" in worker.FORKSERVER_PRELOAD
