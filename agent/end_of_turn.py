@@ -98,6 +98,9 @@ class ProcessTransport:
         self._stream_ref: weakref.ref[_BaseStreamingTurnDetectorStream] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._warned = False
+        self._predictions = 0
+        self._failed = 0
+        self._closed = False
 
     @property
     def session_id(self) -> str | None:
@@ -114,6 +117,7 @@ class ProcessTransport:
     async def _predict(self, request_id: str, pcm: np.ndarray) -> None:
         probability = 0.0
         started = time.monotonic()
+        self._predictions += 1
         try:
             data = await asyncio.wait_for(
                 self._executor.do_inference(METHOD, pcm.astype(np.int16).tobytes()),
@@ -121,6 +125,7 @@ class ProcessTransport:
             )
             probability = decode_probability(data)
         except Exception as error:  # the boundary with the inference process
+            self._failed += 1
             if not self._warned:  # once per stream: a dead process would repeat it every turn
                 self._warned = True
                 log.warning(
@@ -145,6 +150,14 @@ class ProcessTransport:
         for task in list(self._tasks):
             task.cancel()
         self._tasks.clear()
+        if not self._closed:  # the stream detaches on close (and again on a second close)
+            self._closed = True
+            log.info(
+                "end_of_turn.stream_closed",
+                where="inference_process",
+                predictions=self._predictions,
+                failed=self._failed,
+            )
 
     async def run(self) -> None:
         stream = self._stream_ref() if self._stream_ref is not None else None

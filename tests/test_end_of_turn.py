@@ -128,6 +128,21 @@ async def test_a_failed_prediction_holds_the_turn_and_warns_once() -> None:
     assert warned[0]["error_type"] == "RuntimeError"
 
 
+async def test_a_closed_stream_counts_its_predictions_once() -> None:
+    executor = RecordingExecutor(0.5)
+    stream = SharedTurnDetector(executor=lambda: executor).stream()
+    with capture_logs() as logs:
+        stream.push_audio(frames_of(pcm_of("statement_frustrating.wav")[:1600])[0])
+        await asyncio.wait_for(stream.predict(), 2)
+        await asyncio.wait_for(stream.predict(), 2)
+        await stream.aclose()
+        await stream.aclose()
+    closed = [e for e in logs if e["event"] == "end_of_turn.stream_closed"]
+    assert len(closed) == 1
+    assert closed[0]["predictions"] == 2 and closed[0]["failed"] == 0
+    assert closed[0]["where"] == "inference_process"
+
+
 async def test_a_stuck_inference_process_times_out_as_not_finished(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

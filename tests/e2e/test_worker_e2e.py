@@ -304,6 +304,10 @@ async def test_full_call_greeting_turn_hang_up_and_delivery(stack: Stack) -> Non
         [started_record] = find_records(worker, "call.started")
         assert started_record["event_loop"] == "uvloop.Loop"
         assert started_record["vad"] == "livekit-local-inference"
+        # and its end-of-turn predictions went to the worker's inference process, all answered
+        closed = await wait_for_record(worker, "end_of_turn.stream_closed", timeout=10)
+        assert closed["where"] == "inference_process"
+        assert closed["predictions"] >= 1 and closed["failed"] == 0, closed
         # once the job is over: still every turn exactly once, and nothing after `end`
         assert turns_of(call.caller) == turns
         assert call.caller.messages()[-1] == end
