@@ -21,6 +21,7 @@ BENCHES = {
     "bench_journal": "journal",
     "bench_voice_latency": "arms",
     "bench_turn_taking": "arms",
+    "probe_eot_resampling": "summary",
 }
 
 
