@@ -120,7 +120,7 @@ class ProcessTransport:
         self._predictions += 1
         try:
             data = await asyncio.wait_for(
-                self._executor.do_inference(METHOD, pcm.astype(np.int16).tobytes()),
+                self._executor.do_inference(METHOD, pcm.tobytes()),  # int16 already
                 PREDICTION_TIMEOUT,
             )
             probability = decode_probability(data)

@@ -413,7 +413,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             0, Arm("baseline", export_commit(args.baseline, work / "baseline"), args.baseline)
         )
     levels: dict[str, list[dict[str, Any]]] = {arm.name: [] for arm in arms}
-    worker_env_used = {"NUM_IDLE_PROCESSES": "1", "LOAD_THRESHOLD": "1000", **args.env}
+    overrides = {"NUM_IDLE_PROCESSES": "1", **args.env}  # --env wins
+    worker_env_used = {"LOAD_THRESHOLD": "1000", **overrides}
     problem: str | None = None
     try:
         openai, backend = await asyncio.gather(
@@ -432,7 +433,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 OPENAI_BASE_URL=openai.base_url,
                 BACKEND_URL=backend.url,
                 INTERNAL_SERVICE_KEY=SERVICE_KEY,
-                **{"NUM_IDLE_PROCESSES": "1", **args.env},  # --env wins
+                **overrides,
             )
             worker = processes.start_worker(env, name=f"worker-{arm.name}", source=arm.source)
             stacks.append(

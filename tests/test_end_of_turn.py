@@ -48,6 +48,24 @@ def frames_of(pcm: np.ndarray, ms: int = 10) -> list[rtc.AudioFrame]:
     ]
 
 
+def last_window(pcm: np.ndarray) -> np.ndarray:
+    """What the stream holds after `frames_of(pcm)`: the last 1.2 s of the whole frames."""
+    return pcm[: len(pcm) // 160 * 160][-WINDOW:]
+
+
+async def predict_after(detector: SharedTurnDetector, pcm: np.ndarray) -> float:
+    """A stream of `detector` fed `pcm` frame by frame, then asked for P(end) once."""
+    stream = detector.stream()
+    try:
+        for frame in frames_of(pcm):
+            stream.push_audio(frame)
+        await asyncio.sleep(0.05)  # the stream's task hands the frames to the transport
+        event = await asyncio.wait_for(stream.predict(), 5)
+    finally:
+        await stream.aclose()
+    return event.end_of_turn_probability
+
+
 @pytest.fixture(scope="module")
 def local_model() -> Any:
     local_inference.init_eot()
@@ -90,23 +108,14 @@ def test_a_malformed_answer_is_an_error_not_a_probability() -> None:
 
 async def test_the_stream_sends_the_last_1_2_s_and_takes_the_processes_answer() -> None:
     executor = RecordingExecutor(0.73)
-    detector = SharedTurnDetector(executor=lambda: executor)
-    stream = detector.stream()
-    try:
-        pcm = pcm_of("statement_frustrating.wav")
-        for frame in frames_of(pcm):
-            stream.push_audio(frame)
-        await asyncio.sleep(0.05)  # the stream's task hands the frames to the transport
-        event = await asyncio.wait_for(stream.predict(), 2)
-    finally:
-        await stream.aclose()
-    assert event.end_of_turn_probability == pytest.approx(0.73)
+    pcm = pcm_of("statement_frustrating.wav")
+    probability = await predict_after(SharedTurnDetector(executor=lambda: executor), pcm)
+    assert probability == pytest.approx(0.73)
     [(method, data)] = executor.requests
     assert method == METHOD
     sent = np.frombuffer(data, dtype=np.int16)
-    whole = pcm[: len(pcm) // 160 * 160]  # the frames pushed
     assert len(sent) == WINDOW
-    assert np.array_equal(sent, whole[-WINDOW:])
+    assert np.array_equal(sent, last_window(pcm))
 
 
 async def test_a_failed_prediction_holds_the_turn_and_warns_once() -> None:
@@ -158,19 +167,10 @@ async def test_a_stuck_inference_process_times_out_as_not_finished(
 
 
 async def test_without_a_worker_the_stream_predicts_in_this_process(local_model: Any) -> None:
-    detector = SharedTurnDetector(executor=no_executor)
-    stream = detector.stream()
-    try:
-        pcm = pcm_of("statement_frustrating.wav")
-        for frame in frames_of(pcm):
-            stream.push_audio(frame)
-        await asyncio.sleep(0.05)
-        event = await asyncio.wait_for(stream.predict(), 5)
-    finally:
-        await stream.aclose()
-    whole = pcm[: len(pcm) // 160 * 160]
-    expected = float(local_model.predict(whole[-WINDOW:]))
-    assert event.end_of_turn_probability == pytest.approx(expected, abs=1e-6)
+    pcm = pcm_of("statement_frustrating.wav")
+    probability = await predict_after(SharedTurnDetector(executor=no_executor), pcm)
+    expected = float(local_model.predict(last_window(pcm)))
+    assert probability == pytest.approx(expected, abs=1e-6)
 
 
 async def test_the_worker_inference_process_answers_as_the_local_model(local_model: Any) -> None:
@@ -193,17 +193,9 @@ async def test_the_worker_inference_process_answers_as_the_local_model(local_mod
     await executor.start()
     try:
         await executor.initialize()
-        stream = SharedTurnDetector(executor=lambda: executor).stream()
-        try:
-            pcm = pcm_of("question_pain.wav")
-            for frame in frames_of(pcm):
-                stream.push_audio(frame)
-            await asyncio.sleep(0.05)
-            event = await asyncio.wait_for(stream.predict(), 5)
-        finally:
-            await stream.aclose()
+        pcm = pcm_of("question_pain.wav")
+        probability = await predict_after(SharedTurnDetector(executor=lambda: executor), pcm)
     finally:
         await executor.aclose()
-    whole = pcm[: len(pcm) // 160 * 160]
-    expected = float(local_model.predict(whole[-WINDOW:]))
-    assert event.end_of_turn_probability == pytest.approx(expected, abs=1e-6)
+    expected = float(local_model.predict(last_window(pcm)))
+    assert probability == pytest.approx(expected, abs=1e-6)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -26,7 +27,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import psutil
 
@@ -232,3 +233,23 @@ class ProcessGroup:
     def stop_all(self, *, grace: float = 0.0) -> None:
         for proc in reversed(self.processes):
             proc.kill_group(grace=grace)
+
+
+def run_bench_smoke(
+    script: Path, out: Path, *extra: str, timeout: float
+) -> tuple[dict[str, Any], subprocess.CompletedProcess[str]]:
+    """A bench script with `--smoke` in its own process, from the repository root, writing its
+    JSON to `out`: it must exit 0 and say where the figures went. Returns the figures and the
+    run (its output, for failure messages)."""
+    completed = subprocess.run(
+        [sys.executable, str(script), "--smoke", "--json", str(out), *extra],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-4000:]
+    assert str(out) in completed.stdout  # it says where the figures went
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result, completed

@@ -8,14 +8,12 @@ process (the end-of-turn model, agent/end_of_turn.py) was found and counted.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Final
 
 import pytest
 
+from tests.e2e.harness import run_bench_smoke
 from tests.e2e.netns import in_test_netns
 
 pytestmark = pytest.mark.e2e
@@ -29,17 +27,7 @@ def test_bench_capacity_deployed_smoke_measures_both_arms(tmp_path: Path) -> Non
     if not in_test_netns():
         pytest.skip("runs only inside the test network namespace")
     out = tmp_path / "bench_capacity_deployed.json"
-    completed = subprocess.run(
-        [sys.executable, str(BENCH), "--smoke", "--baseline", "HEAD", "--json", str(out)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=BENCH_TIMEOUT,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-4000:]
-    assert str(out) in completed.stdout  # it says where the figures went
-    result = json.loads(out.read_text())
+    result, _ = run_bench_smoke(BENCH, out, "--baseline", "HEAD", timeout=BENCH_TIMEOUT)
     assert result["problem"] is None, result["problem"]
     assert set(result["arms"]) == {"baseline", "shipped"}
     for name, arm in result["arms"].items():

@@ -6,14 +6,12 @@ bench's business, not the suite's): only that every reply shape was heard and ti
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Final
 
 import pytest
 
+from tests.e2e.harness import run_bench_smoke
 from tests.e2e.netns import in_test_netns
 
 pytestmark = pytest.mark.e2e
@@ -28,17 +26,7 @@ def test_bench_voice_heard_smoke_times_a_reply_of_each_shape(tmp_path: Path) -> 
     if not in_test_netns():
         pytest.skip("runs only inside the test network namespace")
     out = tmp_path / "bench_voice_heard.json"
-    completed = subprocess.run(
-        [sys.executable, str(BENCH), "--smoke", "--json", str(out)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=BENCH_TIMEOUT,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-4000:]
-    assert str(out) in completed.stdout  # it says where the figures went
-    result = json.loads(out.read_text())
+    result, completed = run_bench_smoke(BENCH, out, timeout=BENCH_TIMEOUT)
     assert result["smoke"] is True
     assert "arms" in result, result.get("problem")
     assert result["arms"], result.get("problem")
