@@ -265,14 +265,18 @@ def measure_worker(
         )
     try:
         ready: list[int] = []
+        inference: list[int] = []
         while time.monotonic() - started < timeout:
             if worker.poll() is not None:
                 raise RuntimeError(f"worker exited with {worker.returncode}; see {log_path}")
-            pids = {
-                int(e["pid"])
+            initialized = [
+                e
                 for e in _log_events(log_path)
                 if e.get("message") == "process initialized" and "pid" in e
-            }
+            ]
+            # the inference process (the end-of-turn model, once per worker) reports too
+            pids = {int(e["pid"]) for e in initialized if not e.get("inference")}
+            inference = sorted({int(e["pid"]) for e in initialized if e.get("inference")})
             ready = sorted(p for p in pids if psutil.pid_exists(p))
             if len(ready) >= idle:
                 break
@@ -292,6 +296,7 @@ def measure_worker(
             "job_processes": jobs,
             "job_pss_mb": summarize([j["pss_mb"] for j in jobs], digits=1),
             "main": _memory(worker.pid),
+            "inference_process": [{"pid": pid, **_memory(pid)} for pid in inference],
             "forkserver": forkservers,
             "init_errors": [
                 str(e.get("exc_info", ""))[-160:]
@@ -361,6 +366,8 @@ def report(result: dict[str, Any]) -> None:
             f"{worker['main']['pss_mb']} MB; init errors {len(worker['init_errors'])} "
             "(goal <= 150 MB per job process)"
         )
+        for proc in worker.get("inference_process", []):
+            print(f"    its inference process (end-of-turn model): PSS {proc['pss_mb']} MB")
 
 
 def main(argv: list[str] | None = None) -> None:
