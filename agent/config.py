@@ -84,6 +84,7 @@ HINTS: dict[str, str] = {
     "PLAYGROUND_PORT": "a TCP port for `python -m agent playground` on 127.0.0.1 (0-65535)",
     "METRICS_PORT": "a TCP port for Prometheus /metrics (0-65535; unset turns metrics off)",
     "AGENT_DATA_DIR": "a writable directory for the journal (e.g. /data in the image)",
+    "RECORDING_MAX_MB": "the size a recorded call is cut at, 2-64 (MiB; the backend takes 64)",
     "DRAIN_TIMEOUT": "seconds a draining worker waits for live calls (>= MAX_CALL_SECONDS)",
     "LLM_MODEL": "a chat model name, or leave it unset for gpt-4.1-mini",
     "STT_MODEL": "a transcription model name, or leave it unset for gpt-4o-mini-transcribe",
@@ -180,6 +181,8 @@ class Settings(BaseSettings):
     # the transcript so far to the backend while a call is live (agent/delivery/checkpoint.py):
     # at most one per this many seconds, after assistant turns; 0 turns checkpoints off
     checkpoint_seconds: float = Field(default=5.0, ge=0, le=300, alias="CHECKPOINT_SECONDS")
+    # a recorded call (metadata `record: true`) is cut at this size (the backend takes 64 MiB)
+    recording_max_mb: int = Field(default=64, ge=2, le=64, alias="RECORDING_MAX_MB")
     drain_timeout: int | None = Field(default=None, ge=0, alias="DRAIN_TIMEOUT")
 
     # Worker capacity and process management

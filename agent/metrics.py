@@ -30,6 +30,7 @@ ROUTES = frozenset(
         "/api/internal/sessions",
         "/api/internal/sessions/{sessionId}",
         "/api/internal/sessions/{sessionId}/transcript",
+        "/api/internal/sessions/{sessionId}/recording",
     }
 )
 STATUS_CLASSES = frozenset({"2xx", "3xx", "4xx", "5xx", "timeout", "error"})
@@ -63,6 +64,7 @@ class Series:
     deliveries: Counter
     calls_resumed: Counter
     checkpoints: Counter
+    recordings: Counter
 
 
 @functools.cache
@@ -122,6 +124,11 @@ def series() -> Series:
             "voice_agent_checkpoints",
             "Checkpoints of live calls posted to the backend, by result",
             ["result"],
+        ),
+        recordings=Counter(
+            "voice_agent_recordings",
+            "Recording upload rounds, by outcome (as deliveries)",
+            ["outcome"],
         ),
     )
 
@@ -189,6 +196,10 @@ def backend_request(route: str, result: str) -> None:
 
 def delivery(outcome: str) -> None:
     series().deliveries.labels(outcome=_bounded(outcome, DELIVERY_OUTCOMES)).inc()
+
+
+def recording_upload(outcome: str) -> None:
+    series().recordings.labels(outcome=_bounded(outcome, DELIVERY_OUTCOMES)).inc()
 
 
 def call_resumed(source: str) -> None:

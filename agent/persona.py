@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from livekit import rtc
@@ -81,13 +81,22 @@ class PersonaAgent(Agent):
     """Plays the scenario persona; greets once the caller can hear it. With `earlier_turns`
     (a resumed call) it starts from them and says the resume line instead of the greeting."""
 
-    def __init__(self, scenario: Scenario, *, earlier_turns: Sequence[Turn] = ()) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        *,
+        earlier_turns: Sequence[Turn] = (),
+        before_speaking: Callable[[AgentSession[Any]], Awaitable[None]] | None = None,
+    ) -> None:
+        """`before_speaking`: what must wrap the session's audio once it exists and before
+        the first word (the call's recording); it must not raise."""
         super().__init__(
             instructions=instructions(scenario),
             chat_ctx=earlier_context(earlier_turns) if earlier_turns else NOT_GIVEN,
         )
         self._greeting = resume_line() if earlier_turns else greeting(scenario)
         self._greeter: asyncio.Task[None] | None = None
+        self._before_speaking = before_speaking
 
     async def stt_node(
         self, audio: AsyncIterable[rtc.AudioFrame], model_settings: ModelSettings
@@ -104,6 +113,9 @@ class PersonaAgent(Agent):
         return speech is not None and not speech.done()
 
     async def on_enter(self) -> None:
+        # The room's audio IO exists from here on, and nothing has been said yet.
+        if self._before_speaking is not None:
+            await self._before_speaking(self.session)
         # The session's close awaits on_enter: waiting for the caller in here would hold every
         # early end (room closed, job terminated) until the wait gave up. The wait runs in a
         # task this agent owns instead, cancelled in on_exit.

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 from agent.backend.contract import (
     HELD_TRANSCRIPT_PATH,
+    MAX_RECORDING_BYTES,
+    RECORDING_PATH,
     SESSION_PATH,
     TRANSCRIPT_PATH,
     create_idempotency_key,
+    recording_idempotency_key,
     transcript_idempotency_key,
 )
 from agent.backend.http import HttpBackend
@@ -37,6 +40,8 @@ from agent.config import Settings
 
 __all__ = [
     "HELD_TRANSCRIPT_PATH",
+    "MAX_RECORDING_BYTES",
+    "RECORDING_PATH",
     "SESSION_PATH",
     "TRANSCRIPT_PATH",
     "Backend",
@@ -51,6 +56,7 @@ __all__ = [
     "LocalBackend",
     "create_idempotency_key",
     "make_backend",
+    "recording_idempotency_key",
     "strip_echoes",
     "transcript_idempotency_key",
 ]

@@ -21,6 +21,11 @@ TRANSCRIPT_PATH = "/api/internal/sessions/{sessionId}/transcript"
 # GET: the best transcript held for one attempt (404: none). Same path as the POST, its own name
 # so metrics and logs tell a resume's read from a delivery.
 HELD_TRANSCRIPT_PATH = "/api/internal/sessions/{sessionId}/transcript?attemptNumber={attemptNumber}"
+# PUT: one recorded part of an attempt (Ogg/Opus, stereo: caller left, agent right).
+RECORDING_PATH = "/api/internal/sessions/{sessionId}/recording"
+RECORDING_QUERY = "?attemptNumber={attemptNumber}&part={part}"
+RECORDING_CONTENT_TYPE = "audio/ogg"
+MAX_RECORDING_BYTES = 64 * 1024 * 1024
 
 
 def transcript_idempotency_key(session_id: str, payload: TranscriptPayload) -> str:
@@ -38,6 +43,12 @@ def transcript_idempotency_key(session_id: str, payload: TranscriptPayload) -> s
         f"{session_id}|{payload.attempt_number}|{payload.source}|{complete}|{payload.turn_count}"
     )
     return hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+
+def recording_idempotency_key(body: bytes) -> str:
+    """The `Idempotency-Key` of a recording PUT: the sha256 hex digest of the bytes sent, so a
+    retry of the same file reuses it and a different file (another part) never does."""
+    return hashlib.sha256(body).hexdigest()
 
 
 def create_idempotency_key(room_sid: str) -> str:

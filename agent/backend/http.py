@@ -23,15 +23,21 @@ from agent.backend.contract import (
     HELD_TRANSCRIPT_PATH,
     IDEMPOTENCY_HEADER,
     KEY_HEADER,
+    MAX_RECORDING_BYTES,
+    RECORDING_CONTENT_TYPE,
+    RECORDING_PATH,
+    RECORDING_QUERY,
     SCENARIO_PATH,
     SESSION_PATH,
     SESSIONS_PATH,
     TRANSCRIPT_PATH,
     create_idempotency_key,
+    recording_idempotency_key,
     segment,
     transcript_idempotency_key,
 )
 from agent.backend.protocol import (
+    BackendRejected,
     BackendResponseInvalid,
     BackendUnavailable,
     DeliveryReceipt,
@@ -204,6 +210,31 @@ class HttpBackend(StatusRules):
         status: DeliveryStatus = "already_delivered" if reply.status == 409 else "delivered"
         return DeliveryReceipt(status=status, attempts=reply.attempts)
 
+    async def put_recording(
+        self, session_id: str, attempt_number: int, part: int, body: bytes, *, deadline: float
+    ) -> DeliveryReceipt:
+        if len(body) > MAX_RECORDING_BYTES:
+            # the contract's bound: refused here as the backend would (413), never sent
+            raise BackendRejected(413, f"recording of {len(body)} bytes exceeds 64 MiB")
+        path = RECORDING_PATH.format(sessionId=segment(session_id)) + RECORDING_QUERY.format(
+            attemptNumber=int(attempt_number), part=int(part)
+        )
+        # the same status semantics as a transcript: 409 (already held) is done, a 2xx must
+        # acknowledge; the body is audio, so no reason can echo turn text
+        reply = await self._call(
+            "PUT",
+            RECORDING_PATH,
+            path,
+            content=body,
+            content_type=RECORDING_CONTENT_TYPE,
+            idempotency_key=recording_idempotency_key(body),
+            deadline=deadline,
+            done_statuses=frozenset({409}),
+            require_ack=True,
+        )
+        status: DeliveryStatus = "already_delivered" if reply.status == 409 else "delivered"
+        return DeliveryReceipt(status=status, attempts=reply.attempts)
+
     # ------------------------------------------------------------------ machinery
 
     async def _call(
@@ -213,6 +244,7 @@ class HttpBackend(StatusRules):
         path: str,
         *,
         content: bytes | None = None,
+        content_type: str = "application/json",
         idempotency_key: str | None = None,
         deadline: float | None = None,
         max_attempts: int | None = None,
@@ -232,7 +264,7 @@ class HttpBackend(StatusRules):
         budget = self._default_deadline if deadline is None else deadline
         headers = {KEY_HEADER: self._key.get_secret_value()}
         if content is not None:
-            headers["Content-Type"] = "application/json"
+            headers["Content-Type"] = content_type
         if idempotency_key is not None:
             headers[IDEMPOTENCY_HEADER] = idempotency_key
         started = self._clock()

@@ -1,5 +1,6 @@
 """`LocalBackend`: the embedded default when no BACKEND_URL is set (DESIGN.md, "Embedded
-default"): scenarios from prompts/, sessions numbered locally, transcripts as JSON files.
+default"): scenarios from prompts/, sessions numbered locally, transcripts as JSON files,
+recordings as Ogg files under recordings/.
 
 Rule: the same answers as the real backend for the same requests (a 409's `already_delivered`
 when it holds an equal or better transcript of the attempt, 404/422 as `BackendRejected`, one
@@ -22,7 +23,11 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agent.backend.contract import transcript_idempotency_key
+from agent.backend.contract import (
+    MAX_RECORDING_BYTES,
+    recording_idempotency_key,
+    transcript_idempotency_key,
+)
 from agent.backend.protocol import (
     BackendRejected,
     BackendUnavailable,
@@ -88,6 +93,7 @@ class LocalBackend:
         self.data_dir = Path(data_dir)
         self.db_path = self.data_dir / "local_backend.sqlite3"
         self.transcripts_dir = self.data_dir / "transcripts"
+        self.recordings_dir = self.data_dir / "recordings"
         self._prompts_dir = prompts_dir
         # Two deliveries of one session in this process must not both see "nothing held yet".
         self._write_lock = asyncio.Lock()
@@ -129,6 +135,33 @@ class LocalBackend:
                 f"local transcript write did not finish within {deadline:g} s"
             ) from None
         return DeliveryReceipt(status=status, attempts=1)
+
+    async def put_recording(
+        self, session_id: str, attempt_number: int, part: int, body: bytes, *, deadline: float
+    ) -> DeliveryReceipt:
+        try:
+            async with asyncio.timeout(deadline):
+                status = await self._run(
+                    self._put_recording_sync, session_id, attempt_number, part, body
+                )
+        except TimeoutError:
+            raise BackendUnavailable(
+                f"local recording write did not finish within {deadline:g} s"
+            ) from None
+        return DeliveryReceipt(status=status, attempts=1)
+
+    def recording_paths(self, session_id: str, attempt_number: int | None = None) -> list[Path]:
+        """The parts the embedded default holds for a session (or one attempt of it), in order
+        of attempt and part: what the playground plays back."""
+        stem = _transcript_stem(session_id)
+        attempt = "*" if attempt_number is None else str(int(attempt_number))
+        found = list(self.recordings_dir.glob(f"{stem}.attempt{attempt}.part*.ogg"))
+
+        def order(path: Path) -> tuple[int, int]:
+            attempt_part, part_part = path.name.split(".")[1:3]
+            return int(attempt_part.removeprefix("attempt")), int(part_part.removeprefix("part"))
+
+        return sorted(found, key=order)
 
     # ------------------------------------------------------------------ blocking parts
 
@@ -184,6 +217,44 @@ class LocalBackend:
         self.transcripts_dir.mkdir(exist_ok=True, mode=0o700)
         if stat.S_IMODE(self.transcripts_dir.stat().st_mode) & 0o077:
             self.transcripts_dir.chmod(0o700)
+
+    def _put_recording_sync(
+        self, session_id: str, attempt_number: int, part: int, body: bytes
+    ) -> DeliveryStatus:
+        if len(body) > MAX_RECORDING_BYTES:
+            raise BackendRejected(413, f"recording of {len(body)} bytes exceeds 64 MiB")
+        session = self._find_session_sync(session_id)
+        if session is None:
+            raise BackendRejected(404, f"no local session {session_id!r}")
+        if attempt_number != session.attempt_number or part < 1:
+            raise BackendRejected(
+                422, f"attemptNumber {attempt_number} / part {part} do not fit the session"
+            )
+        # the recordings directory 0700, made so or closed (as the transcripts' one)
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.recordings_dir.mkdir(exist_ok=True, mode=0o700)
+        if stat.S_IMODE(self.recordings_dir.stat().st_mode) & 0o077:
+            self.recordings_dir.chmod(0o700)
+        digest = recording_idempotency_key(body)
+        # named by its digest too: the same part sent again is held already (a 409), while a
+        # different file for the same part number (two runs that numbered alike) is kept apart,
+        # never lost
+        stem = _transcript_stem(session_id)
+        final = self.recordings_dir / f"{stem}.attempt{attempt_number}.part{part}.{digest[:16]}.ogg"
+        if final.exists():
+            return "already_delivered"
+        temp = self.recordings_dir / f".{final.name}.{uuid.uuid4().hex}.tmp"
+        try:
+            # 0600 from the start (os.replace keeps it): a recording is the caller's voice
+            descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with open(descriptor, "wb") as handle:
+                handle.write(body)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, final)
+        finally:
+            temp.unlink(missing_ok=True)
+        return "delivered"
 
     @staticmethod
     def _session_from_row(row: tuple[Any, ...]) -> Session:

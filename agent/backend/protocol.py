@@ -97,4 +97,13 @@ class Backend(Protocol):
         BackendRejected (the reason free of the payload's turn text)."""
         ...
 
+    async def put_recording(
+        self, session_id: str, attempt_number: int, part: int, body: bytes, *, deadline: float
+    ) -> DeliveryReceipt:
+        """Upload one recorded part (Ogg/Opus, at most 64 MiB) within `deadline` seconds, with
+        the transcript's status semantics: an acknowledging 2xx -> delivered, 409 ->
+        already_delivered; otherwise raises BackendUnavailable / BackendMisconfigured /
+        BackendRejected."""
+        ...
+
     async def aclose(self) -> None: ...

@@ -1,7 +1,9 @@
 """Step 5 of a call: after it ended, the transcript on its way, in one direction only.
 
 Rule: the end-of-call path flows one way: the call ended -> the final turns flushed to the data
-channel (then `end`) -> the transcript built -> journal -> delivery -> the one `call.ended` line.
+channel (then `end`) -> the transcript built -> journal -> delivery -> the recording's upload
+(when the call was recorded; its recorder stops beside the delivery) -> the one `call.ended`
+line.
 `finish` runs from `on_session_end`, within the library's `session_end_timeout`; `backstop` is
 the shutdown callback's last attempt, only while the journal still says undelivered.
 """
@@ -15,6 +17,7 @@ from datetime import datetime
 from opentelemetry import trace
 
 from agent import metrics
+from agent.call.recording import stop_recording, upload_after_transcript
 from agent.call.state import Call
 from agent.config import Settings
 from agent.delivery import DeliveryOutcome, backstop, deliver
@@ -35,6 +38,7 @@ async def finish(call: Call, settings: Settings) -> None:
     if call.ended_reason is None:
         call.end_reason("job_terminated" if call.room_connected() else "room_closed")
     await call.cancel_tasks()
+    stopping = stop_recording(call)  # beside the delivery: the transcript never waits for it
     # counted before the delivery, which the library may cut short at session_end_timeout
     metrics.call_ended(call.ended_reason, was_live=call.counted_live)
     call.counted_live = False
@@ -47,6 +51,11 @@ async def finish(call: Call, settings: Settings) -> None:
     in_call = trace.use_span(call.span, end_on_exit=True) if call.span else contextlib.nullcontext()
     with in_call:
         await deliver_transcript(call, deadline=max(1.0, min(settings.delivery_deadline, left)))
+        # what is left of the hook's time; a recording not uploaded by then stays journaled
+        left = settings.session_end_timeout - (time.monotonic() - started) - SESSION_END_MARGIN
+        await upload_after_transcript(
+            call, stopping, deadline=min(settings.delivery_deadline, left)
+        )
         if call.span is not None:
             call.span.set_attributes(
                 {

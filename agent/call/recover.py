@@ -1,21 +1,23 @@
 """Step 6: what earlier calls left undelivered is delivered later, without anyone asking.
 
-Rule: three places recover: the worker's main process when it starts (and once more a lease
-later), each new job in a background task owned by its call (it never delays the call), and the
-main process once more after a drain. The main process's loop also carries the LiveKit
-connection: there every SQLite and file operation runs in a thread.
+Rule: transcripts first, then recordings (agent.recording). Three places recover: the worker's
+main process when it starts (and once more a lease later), each new job in a background task
+owned by its call (it never delays the call), and the main process once more after a drain. The
+main process's loop also carries the LiveKit connection: there every SQLite and file operation
+runs in a thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from agent.backend import make_backend
+from agent.backend import Backend, make_backend
 from agent.call.state import Call
 from agent.config import Settings
 from agent.delivery import recover_pending
 from agent.journal import LEASE_SECONDS, Journal
 from agent.log import get_logger
+from agent.recording import recover_recordings
 
 log = get_logger(__name__)
 
@@ -25,9 +27,13 @@ def recover_alongside(call: Call, settings: Settings) -> None:
     once the call's own journal row is open (or the call has none): a dead run's row that the
     call adopts (agent.call.resume) is gone by then, never claimed and delivered as `crashed`."""
     assert call.journal is not None and call.backend is not None
-    call.spawn(
-        recover_pending(call.journal, call.backend, deadline=settings.delivery_deadline), "rec"
-    )
+    call.spawn(recover_all(call.journal, call.backend, settings), "rec")
+
+
+async def recover_all(journal: Journal, backend: Backend, settings: Settings) -> None:
+    """Transcripts first, then recordings: a recording never delays a transcript."""
+    await recover_pending(journal, backend, deadline=settings.delivery_deadline)
+    await recover_recordings(journal, backend, deadline=settings.delivery_deadline)
 
 
 async def startup_recovery(settings: Settings) -> None:
@@ -50,7 +56,7 @@ async def recover_in_main(settings: Settings) -> None:
         return
     backend = make_backend(settings)
     try:
-        await recover_pending(journal, backend, deadline=settings.delivery_deadline)
+        await recover_all(journal, backend, settings)
     finally:
         await backend.aclose()
         await asyncio.to_thread(journal.close)

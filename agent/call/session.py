@@ -27,6 +27,7 @@ from agent.call.ending import (
     register_end_call_rpc,
 )
 from agent.call.finish import build_checkpoint
+from agent.call.recording import recording_hook
 from agent.call.resume import log_resumed
 from agent.call.state import Call
 from agent.config import Settings
@@ -134,10 +135,16 @@ async def start_conversation(
 ) -> None:
     """Start the persona (in `room`; without one, the session's IO is whatever was set on it),
     then the no-show and max-duration timers. A resumed call's persona has the earlier turns as
-    its chat context and opens with the resume line instead of the greeting."""
+    its chat context and opens with the resume line instead of the greeting. A call whose
+    metadata says `record: true` is recorded from before the persona's first word."""
     assert call.scenario is not None and call.session is not None
+    persona = PersonaAgent(
+        call.scenario,
+        earlier_turns=call.earlier_turns,
+        before_speaking=recording_hook(call, settings),  # only with the platform's consent
+    )
     await session.start(
-        agent=PersonaAgent(call.scenario, earlier_turns=call.earlier_turns),
+        agent=persona,
         room=room if room is not None else NOT_GIVEN,
         room_options=_room_options(call.metadata, settings),
         session_host=False,

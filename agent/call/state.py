@@ -26,6 +26,7 @@ from agent.delivery import DeliveryOutcome
 from agent.journal import Journal
 from agent.log import get_logger
 from agent.models import EndedReason, JobMetadata, Scenario, Session, Turn, Usage, utc_now
+from agent.recording import CallRecording
 from agent.transcript import TranscriptPublisher, TurnRecorder
 
 log = get_logger(__name__)
@@ -57,6 +58,8 @@ class Call:
     agent_session: AgentSession[Any] | None = None
     recorder: TurnRecorder | None = None
     publisher: TranscriptPublisher | None = None
+    # the call's recording, when its metadata says `record: true` (agent.call.recording)
+    recording: CallRecording | None = None
     ended_at: datetime | None = None
     ended_reason: EndedReason | None = None
     outcome: DeliveryOutcome | None = None

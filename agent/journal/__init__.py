@@ -13,6 +13,7 @@ it (`store`). Modules:
 - recovery: claiming rows whose owner is gone or whose lease lapsed
 - earlier: the call a re-dispatched job continues (by session and attempt, any call id)
 - queries, operator: reads for the worker and for `python -m agent journal`
+- recordings: a recorded call's file, journaled before it exists, until the backend holds it
 - store: `Journal`, all of the above in one object
 """
 
@@ -27,8 +28,9 @@ from agent.journal.ownership import (
     Owner,
 )
 from agent.journal.payloads import RowUnreadable
+from agent.journal.recordings import RecordingRow, RecordingToSend
 from agent.journal.recovery import ClaimedCall
-from agent.journal.schema import JOURNAL_FILENAME, CallState
+from agent.journal.schema import JOURNAL_FILENAME, CallState, RecordingState
 from agent.journal.store import Journal
 
 __all__ = [
@@ -44,5 +46,8 @@ __all__ = [
     "Journal",
     "JournalRow",
     "Owner",
+    "RecordingRow",
+    "RecordingState",
+    "RecordingToSend",
     "RowUnreadable",
 ]

@@ -131,7 +131,8 @@ class JournalBase(Ownership):
                 conn.execute(_V1_COLUMNS_TO_V2)
                 conn.execute(_V1_REPAIR_COMPLETE)
                 conn.execute("DROP TABLE calls_v1")
-                log.info("journal.migrated", from_version=1, to_version=SCHEMA_VERSION)
+            if 0 < version < SCHEMA_VERSION:
+                log.info("journal.migrated", from_version=version, to_version=SCHEMA_VERSION)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextlib.contextmanager

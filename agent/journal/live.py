@@ -178,5 +178,12 @@ class LiveCall(JournalBase):
                 | self._mine(),
             )
             held = cursor.rowcount == 1
+            # the call's recordings (agent.journal.recordings) live as long as the call
+            conn.execute(
+                f"UPDATE recordings SET lease_until = :lease_until, "
+                f"lease_generation = lease_generation + 1 "
+                f"WHERE call_id = :call_id AND state = 'recording' AND {self._IS_MINE}",
+                {"call_id": call_id, "lease_until": self._lease_until()} | self._mine(),
+            )
         self.checkpoint()
         return held

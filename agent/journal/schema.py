@@ -16,9 +16,14 @@ JOURNAL_FILENAME = "journal.sqlite3"
 BUSY_TIMEOUT_MS = 5_000
 # 2: owners by (host, boot id, pid, start ticks), leases on CLOCK_MONOTONIC with a generation
 # counter, the lease_watch table. A version 1 file is migrated in place, rows kept.
-SCHEMA_VERSION = 2
+# 3: the recordings table (a version 2 file gains it, empty).
+SCHEMA_VERSION = 3
 
 CallState = Literal["live", "pending", "dead"]
+# recording: its call is live and the file growing; pending: sealed (size and sha256 known),
+# waiting for the backend; dead: rejected, kept for the operator; delivered: the backend holds
+# it and the file is gone (the row stays a while so that a resumed call numbers its part after it)
+RecordingState = Literal["recording", "pending", "dead", "delivered"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
@@ -60,6 +65,29 @@ CREATE TABLE IF NOT EXISTS turns (
     interrupted INTEGER NOT NULL,
     PRIMARY KEY (call_id, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS recordings (
+    recording_id     TEXT PRIMARY KEY,  -- "{call_id}#part{part}"
+    call_id          TEXT NOT NULL,
+    session_id       TEXT NOT NULL,
+    attempt_number   INTEGER NOT NULL,
+    part             INTEGER NOT NULL,
+    path             TEXT NOT NULL,
+    size             INTEGER,
+    sha256           TEXT,
+    started_at       TEXT NOT NULL,
+    owner_host       TEXT,
+    owner_boot_id    TEXT,
+    owner_pid        INTEGER,
+    owner_start_ticks INTEGER,
+    lease_until      REAL NOT NULL,
+    lease_generation INTEGER NOT NULL DEFAULT 0,
+    state            TEXT NOT NULL
+        CHECK (state IN ('recording', 'pending', 'dead', 'delivered')),
+    dead_reason      TEXT,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    updated_at       REAL NOT NULL  -- wall clock: display and age only
+);
+CREATE INDEX IF NOT EXISTS recordings_by_attempt ON recordings (session_id, attempt_number);
 """
 
 _V1_COLUMNS_TO_V2 = """

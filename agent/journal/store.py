@@ -25,11 +25,12 @@ from agent.journal.ending import CallEnd
 from agent.journal.live import LiveCall
 from agent.journal.operator import OperatorQueries
 from agent.journal.queries import Queries
+from agent.journal.recordings import Recordings
 from agent.journal.recovery import Recovery
 from agent.journal.schema import JOURNAL_FILENAME
 
 
-class Journal(LiveCall, CallEnd, Recovery, EarlierCalls, Queries, OperatorQueries):
+class Journal(LiveCall, CallEnd, Recovery, EarlierCalls, Queries, OperatorQueries, Recordings):
     """One SQLite connection, shared by the threads `asyncio.to_thread` uses, under a lock.
     Open one per process: an SQLite connection must never cross a fork."""
 

@@ -23,6 +23,11 @@ Internal API (every request needs `X-Internal-Service-Key`, else 401):
   `source` may also be `browser`) -> 201 stored, or 409 when the stub holds an equal or better
   transcript (agent over browser, complete over incomplete, then higher turnCount); 404 unknown
   session, 422 wrong attemptNumber.
+- `PUT  /api/internal/sessions/{sessionId}/recording?attemptNumber=N&part=K` (`Content-Type:
+  audio/ogg`, `Idempotency-Key` = sha256 hex of the body, checked; the body an Ogg stream, at
+  most 64 MiB, else 413) -> 201 stored; the same key again replays 201; another body for a part
+  already held -> 409; 404 unknown session, 422 wrong attemptNumber, a part below 1, a bad key
+  or a body that is not Ogg; 400 when a query value is not a positive integer.
 - `GET  /api/internal/sessions/{sessionId}/transcript?attemptNumber=N` -> 200 the best
   transcript held for that attempt, as it was received (by the ranking above), or 404 when
   none is held; 400 when attemptNumber is missing or not a positive integer.
@@ -31,7 +36,7 @@ Idempotency-Key with the same body replays the stored response; with a different
 
 Faults (per route, consumed in order, before normal handling but after the key check): see
 `Fault`. Routes: `get_scenario`, `create_session`, `get_session`, `post_transcript`,
-`get_transcript`.
+`get_transcript`, `put_recording`.
 
 Down mode: `await stub.stop()` closes the API listener and its connections (clients get
 connection refused); `await stub.start()` listens again on the same port.
@@ -53,6 +58,9 @@ listener that stays up while the API is down):
 - `GET    /_control/transcripts`            `{sessionId: [{"source", "idempotencyKey",
                                             "transcript"}...]}` in acceptance order
 - `GET    /_control/transcripts/{sessionId}` the accepted transcripts of one session
+- `GET    /_control/recordings`             `{sessionId: [{"attemptNumber", "part",
+                                            "idempotencyKey", "size", "sha256"}...]}`
+- `GET    /_control/recordings/{sessionId}/{attemptNumber}/{part}` the bytes held (audio/ogg)
 - `POST   /_control/scenarios`              body Scenario: add or replace a scenario
 - `POST   /_control/assignments`            body `{"assignmentId", "userId"}`: owner for 403s
 - `POST   /_control/reset`                  forget requests, faults, sessions and transcripts
@@ -88,7 +96,12 @@ from tests.contract.oracle import Body, contract_errors
 KEY_HEADER = "X-Internal-Service-Key"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 Route = Literal[
-    "get_scenario", "create_session", "get_session", "post_transcript", "get_transcript"
+    "get_scenario",
+    "create_session",
+    "get_session",
+    "post_transcript",
+    "get_transcript",
+    "put_recording",
 ]
 ROUTES: tuple[Route, ...] = (
     "get_scenario",
@@ -96,7 +109,10 @@ ROUTES: tuple[Route, ...] = (
     "get_session",
     "post_transcript",
     "get_transcript",
+    "put_recording",
 )
+# The contract's bound on a recording's body (DESIGN.md: "at most 64 MiB").
+MAX_RECORDING_BYTES = 64 * 1024 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -161,6 +177,7 @@ class RecordedRequest:
     headers: dict[str, str]
     json: Any
     key_ok: bool
+    size: int = 0  # bytes of the body as received
 
     def header(self, name: str) -> str | None:
         lowered = name.lower()
@@ -175,6 +192,7 @@ class RecordedRequest:
             "headers": headers,
             "json": self.json,
             "keyOk": self.key_ok,
+            "size": self.size,
         }
 
 
@@ -196,6 +214,23 @@ class StoredTranscript:
     def to_control(self) -> dict[str, Any]:
         wire = {**self.body, "source": self.source}
         return {"source": self.source, "idempotencyKey": self.idempotency_key, "transcript": wire}
+
+
+@dataclass(frozen=True)
+class StoredRecording:
+    attempt_number: int
+    part: int
+    idempotency_key: str
+    body: bytes
+
+    def to_control(self) -> dict[str, Any]:
+        return {
+            "attemptNumber": self.attempt_number,
+            "part": self.part,
+            "idempotencyKey": self.idempotency_key,
+            "size": len(self.body),
+            "sha256": hashlib.sha256(self.body).hexdigest(),
+        }
 
 
 def expected_transcript_key(session_id: str, data: dict[str, Any]) -> str:
@@ -254,6 +289,7 @@ class BackendStub:
         self.created: dict[str, str] = {}  # create key (`create:{roomSid}`) -> session id
         self.assignments: dict[str, str] = {}  # assignmentId -> owning userId
         self.transcripts: dict[str, list[StoredTranscript]] = defaultdict(list)
+        self.recordings: dict[str, list[StoredRecording]] = defaultdict(list)
         self.requests: list[RecordedRequest] = []
         self.faults: dict[str, deque[Fault]] = defaultdict(deque)
         self._replays: dict[tuple[str, str], tuple[str, int, Any]] = {}
@@ -311,7 +347,8 @@ class BackendStub:
         return runner
 
     def _api_app(self) -> web.Application:
-        app = web.Application(client_max_size=16 * 1024 * 1024)
+        # room for a recording at the bound and over it (the handler answers 413 itself)
+        app = web.Application(client_max_size=MAX_RECORDING_BYTES + (1 << 20))
         app.add_routes(
             [
                 web.get(
@@ -330,6 +367,10 @@ class BackendStub:
                 web.get(
                     "/api/internal/sessions/{id}/transcript",
                     self._wrap("get_transcript", self._get_transcript),
+                ),
+                web.put(
+                    "/api/internal/sessions/{id}/recording",
+                    self._wrap("put_recording", self._put_recording),
                 ),
             ]
         )
@@ -368,6 +409,7 @@ class BackendStub:
         self.sessions.clear()
         self.created.clear()
         self.transcripts.clear()
+        self.recordings.clear()
         self.requests.clear()
         self.faults.clear()
         self._replays.clear()
@@ -381,7 +423,9 @@ class BackendStub:
             raw = await request.read()
             data: Any = None
             parse_error: str | None = None
-            if raw:
+            if route == "put_recording":
+                data = raw  # audio: the handler reads the bytes
+            elif raw:
                 try:
                     data = json.loads(raw)
                 except ValueError as error:
@@ -394,8 +438,9 @@ class BackendStub:
                     path=request.raw_path,  # as sent: shows the client's percent-encoding
                     route=route,
                     headers=dict(request.headers),
-                    json=data,
+                    json=None if route == "put_recording" else data,
                     key_ok=key_ok,
+                    size=len(raw),
                 )
             )
             if not key_ok:
@@ -528,6 +573,48 @@ class BackendStub:
         self.transcripts[session_id].append(incoming)
         return web.json_response({"sessionId": session_id, "stored": True}, status=201)
 
+    def recording(self, session_id: str, attempt_number: int, part: int) -> bytes | None:
+        held = self.recordings.get(session_id) or []
+        return next(
+            (r.body for r in held if (r.attempt_number, r.part) == (attempt_number, part)), None
+        )
+
+    async def _put_recording(self, request: web.Request, body: bytes) -> web.Response:
+        session_id = request.match_info["id"]
+        query = {}
+        for name in ("attemptNumber", "part"):
+            value = request.query.get(name, "")
+            if not value.isascii() or not value.isdigit():
+                return _error(400, "invalid_query", f"{name} must be a positive integer")
+            query[name] = int(value)
+        content_type = request.headers.get("Content-Type", "")
+        if content_type.split(";")[0].strip().lower() != "audio/ogg":
+            return _error(415, "unsupported_media_type", "Content-Type must be audio/ogg")
+        if len(body) > MAX_RECORDING_BYTES:
+            return _error(413, "too_large", "a recording is at most 64 MiB")
+        session = self.sessions.get(session_id)
+        if session is None:
+            return _error(404, "not_found", f"no session {session_id!r}")
+        if query["attemptNumber"] != session.attempt_number or query["part"] < 1:
+            raise _InvalidBody("attemptNumber or part: not the session's attempt, or below 1")
+        key = request.headers.get(IDEMPOTENCY_HEADER, "")
+        # the contract's key, computed here from the bytes received
+        if not hmac.compare_digest(key, hashlib.sha256(body).hexdigest()):
+            raise _InvalidBody("Idempotency-Key: expected the sha256 hex digest of the body")
+        if not body.startswith(b"OggS"):
+            raise _InvalidBody("body: not an Ogg stream")
+        answer = {"sessionId": session_id, "part": query["part"], "stored": True}
+        for held in self.recordings[session_id]:
+            if (held.attempt_number, held.part) != (query["attemptNumber"], query["part"]):
+                continue
+            if held.idempotency_key == key:
+                return web.json_response(answer, status=201)  # a replay
+            return _error(409, "already_held", "another recording is held for this part")
+        self.recordings[session_id].append(
+            StoredRecording(query["attemptNumber"], query["part"], key, body)
+        )
+        return web.json_response(answer, status=201)
+
     async def _get_transcript(self, request: web.Request, _data: Any) -> web.Response:
         session_id = request.match_info["id"]
         attempt = request.query.get("attemptNumber", "")
@@ -553,6 +640,8 @@ class BackendStub:
                 web.post("/_control/sessions", self._c_add_session),
                 web.get("/_control/transcripts", self._c_transcripts),
                 web.get("/_control/transcripts/{id}", self._c_session_transcripts),
+                web.get("/_control/recordings", self._c_recordings),
+                web.get("/_control/recordings/{id}/{attempt}/{part}", self._c_recording),
                 web.post("/_control/scenarios", self._c_add_scenario),
                 web.post("/_control/assignments", self._c_add_assignment),
                 web.post("/_control/reset", self._c_reset),
@@ -623,6 +712,18 @@ class BackendStub:
     async def _c_session_transcripts(self, request: web.Request) -> web.Response:
         held = self.transcripts.get(request.match_info["id"]) or []
         return web.json_response([t.to_control() for t in held])
+
+    async def _c_recordings(self, _request: web.Request) -> web.Response:
+        return web.json_response(
+            {sid: [r.to_control() for r in held] for sid, held in self.recordings.items()}
+        )
+
+    async def _c_recording(self, request: web.Request) -> web.Response:
+        info = request.match_info
+        body = self.recording(info["id"], int(info["attempt"]), int(info["part"]))
+        if body is None:
+            return _error(404, "not_found", "no recording held for this part")
+        return web.Response(body=body, content_type="audio/ogg")
 
     async def _c_add_scenario(self, request: web.Request) -> web.Response:
         try:

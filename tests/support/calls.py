@@ -16,12 +16,17 @@ SESSION = Session(id="S1", user_id="u1", scenario_id="default", attempt_number=1
 
 
 async def open_default_call(
-    backend: Backend, journal: Journal, room: CaptureRoom, *, job_id: str = "AJ_1"
+    backend: Backend,
+    journal: Journal,
+    room: CaptureRoom,
+    *,
+    job_id: str = "AJ_1",
+    record: bool = False,
 ) -> Call:
     call = Call(
         job_id,
         "room-1",
-        JobMetadata(scenario_id="default", user_id="u1", session_id=SESSION.id),
+        JobMetadata(scenario_id="default", user_id="u1", session_id=SESSION.id, record=record),
         backend=backend,
         journal=journal,
         room_connected=room.isconnected,

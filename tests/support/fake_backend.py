@@ -2,8 +2,8 @@
 endpoint (keeps the best transcript per session attempt, answers 409 for an equal or worse one)
 and can be switched into each failure the real client reports.
 
-Rule: only `post_transcript` is modelled; the other Protocol methods are not part of delivery
-and raise if called.
+Rule: only `post_transcript` and `put_recording` are modelled (the same modes answer both);
+the other Protocol methods are not part of delivery and raise if called.
 """
 
 from __future__ import annotations
@@ -34,11 +34,39 @@ class FakeBackend:
     held: dict[tuple[str, int], TranscriptPayload] = field(default_factory=dict)
     posts: int = 0
     deadlines: list[float] = field(default_factory=list)
+    # Every recording held: (session_id, attempt, part) -> bytes; puts counts every attempt.
+    recordings: dict[tuple[str, int, int], bytes] = field(default_factory=dict)
+    puts: int = 0
 
     async def post_transcript(
         self, session_id: str, payload: TranscriptPayload, *, deadline: float
     ) -> DeliveryReceipt:
         self.posts += 1
+        await self._answer(deadline)
+        key = (session_id, payload.attempt_number)
+        best = self.held.get(key)
+        if best is not None and (best.complete, best.turn_count) >= (
+            payload.complete,
+            payload.turn_count,
+        ):
+            return DeliveryReceipt(status="already_delivered", attempts=1)
+        self.held[key] = payload
+        self.accepted.append((session_id, payload))
+        return DeliveryReceipt(status="delivered", attempts=1)
+
+    async def put_recording(
+        self, session_id: str, attempt_number: int, part: int, body: bytes, *, deadline: float
+    ) -> DeliveryReceipt:
+        self.puts += 1
+        await self._answer(deadline)
+        key = (session_id, attempt_number, part)
+        if key in self.recordings:
+            return DeliveryReceipt(status="already_delivered", attempts=1)
+        self.recordings[key] = body
+        return DeliveryReceipt(status="delivered", attempts=1)
+
+    async def _answer(self, deadline: float) -> None:
+        """Raise as the mode says (after `delay`); return for "up"."""
         self.deadlines.append(deadline)
         if self.delay:
             await asyncio.sleep(self.delay)
@@ -56,16 +84,6 @@ class FakeBackend:
                 raise BackendResponseInvalid("response field 'ok' missing (fake)")
             case "up":
                 pass
-        key = (session_id, payload.attempt_number)
-        best = self.held.get(key)
-        if best is not None and (best.complete, best.turn_count) >= (
-            payload.complete,
-            payload.turn_count,
-        ):
-            return DeliveryReceipt(status="already_delivered", attempts=1)
-        self.held[key] = payload
-        self.accepted.append((session_id, payload))
-        return DeliveryReceipt(status="delivered", attempts=1)
 
     async def get_scenario(self, scenario_id: str) -> Scenario:
         raise NotImplementedError("FakeBackend models the transcript endpoint only")
