@@ -20,6 +20,7 @@ from typing import Any
 
 from livekit.agents import AgentSession
 from livekit.agents.voice.recorder_io import RecorderIO
+from livekit.agents.voice.recorder_io import recorder_io as library_recorder
 
 from agent.journal import Journal, RecordingToSend
 from agent.log import get_logger
@@ -58,6 +59,33 @@ def digest_file(path: Path) -> tuple[int, str]:
             digest.update(chunk)
             size += len(chunk)
     return size, digest.hexdigest()
+
+
+class _FlushingAv:
+    """PyAV as the library's recorder sees it, except that a container opened for writing
+    passes each packet to the file at once (`flush_packets`). Without it libavformat holds about
+    256 kB (some 15 s of the call) in its buffer, and a process killed mid-call leaves an empty
+    file; with it the file holds the call up to the encoder's last write (every 2.5 s)."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def open(self, file: Any, mode: str = "r", **kwargs: Any) -> Any:
+        if mode == "w":
+            options = dict(kwargs.pop("options", None) or {})
+            options.setdefault("flush_packets", "1")
+            kwargs["options"] = options
+        return self._real.open(file, mode, **kwargs)
+
+
+def _flush_every_packet() -> None:
+    """Only the library's recorder module sees the wrapper (its own `av` name), once."""
+    real = getattr(library_recorder, "av")  # noqa: B009 (not exported by the module)
+    if not isinstance(real, _FlushingAv):
+        setattr(library_recorder, "av", _FlushingAv(real))  # noqa: B010
 
 
 def _create_private(path: Path) -> None:
@@ -122,6 +150,7 @@ class CallRecording:
         recording = cls(journal, rec_id, path, max_bytes, started_at)
         # the library's recorder: the caller's frames as they arrive, the agent's where the
         # room's output reports them played (an interrupted reply is recorded as far as heard)
+        _flush_every_packet()
         recorder = RecorderIO(agent_session=session)
         session.input.audio = recorder.record_input(session.input.audio)
         session.output.audio = recorder.record_output(session.output.audio)
