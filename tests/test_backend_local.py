@@ -315,3 +315,52 @@ async def test_a_transcripts_dir_left_open_by_an_older_version_is_closed(tmp_pat
     session = await local.create_session(body(), room_sid="RM_1")
     await local.post_transcript(session.id, transcript(1), deadline=5)
     assert mode(local.transcripts_dir) == 0o700
+
+
+# --------------------------------------------------------------------------- recordings
+
+OGG = b"OggS" + b"\x00" * 100
+
+
+@pytest.mark.usefixtures("umask_022")
+async def test_a_recording_is_kept_under_recordings_private_to_the_worker_user(
+    tmp_path: Path,
+) -> None:
+    local = LocalBackend(tmp_path / "data")
+    session = await local.create_session(body(), room_sid="RM_1")
+    receipt = await local.put_recording(session.id, 1, 1, OGG, deadline=5)
+    assert receipt.status == "delivered"
+    (held,) = local.recording_paths(session.id)
+    assert held.parent == tmp_path / "data" / "recordings"
+    assert held.read_bytes() == OGG
+    assert mode(held) == 0o600 and mode(held.parent) == 0o700
+
+
+async def test_the_same_recording_again_is_already_delivered(local: LocalBackend) -> None:
+    session = await local.create_session(body(), room_sid="RM_1")
+    await local.put_recording(session.id, 1, 1, OGG, deadline=5)
+    again = await local.put_recording(session.id, 1, 1, OGG, deadline=5)
+    assert again.status == "already_delivered"
+    assert len(local.recording_paths(session.id)) == 1
+
+
+async def test_parts_are_listed_in_order_and_a_different_file_for_one_part_is_kept_too(
+    local: LocalBackend,
+) -> None:
+    session = await local.create_session(body(), room_sid="RM_1")
+    await local.put_recording(session.id, 1, 2, OGG + b"2", deadline=5)
+    await local.put_recording(session.id, 1, 1, OGG, deadline=5)
+    await local.put_recording(session.id, 1, 2, OGG + b"other", deadline=5)
+    parts = [path.name.split(".")[2] for path in local.recording_paths(session.id)]
+    assert parts == ["part1", "part2", "part2"]
+
+
+async def test_a_recording_of_an_unknown_session_or_attempt_is_rejected(
+    local: LocalBackend,
+) -> None:
+    session = await local.create_session(body(), room_sid="RM_1")
+    with pytest.raises(BackendRejected) as unknown:
+        await local.put_recording("local-nope", 1, 1, OGG, deadline=5)
+    with pytest.raises(BackendRejected) as wrong_attempt:
+        await local.put_recording(session.id, 2, 1, OGG, deadline=5)
+    assert (unknown.value.status, wrong_attempt.value.status) == (404, 422)

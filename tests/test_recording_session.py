@@ -66,6 +66,14 @@ async def test_the_spool_file_is_private_while_the_call_records(tmp_path: Path) 
     assert modes == [0o600, 0o700]
 
 
+async def test_a_resumed_call_records_its_own_part(tmp_path: Path) -> None:
+    result = await run_call(tmp_path / "data", record=True, seconds=1.5, resumed=True)
+    assert [request.path for request in result.uploads] == [
+        "/api/internal/sessions/S1/recording?attemptNumber=1&part=2"
+    ]
+    assert result.recording is not None
+
+
 async def test_without_consent_nothing_is_recorded_written_or_sent(tmp_path: Path) -> None:
     result = await run_call(tmp_path / "data", record=False, seconds=2.0)
     assert result.recording is None and result.uploads == []

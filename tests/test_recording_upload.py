@@ -17,11 +17,14 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from agent.backend import HttpBackend
+from agent.backend import HttpBackend, LocalBackend
+from agent.call.recover import recover_in_main
 from agent.journal import Journal, Owner, RecordingToSend
+from agent.models import SessionCreate
 from agent.recording import recover_recordings, spool_dir, sweep_spool, upload_recording
 from tests.support.backend_stub import BackendStub, Fault
 from tests.support.calls import SESSION
+from tests.support.settings import make_settings
 
 KEY = "internal-service-key-for-tests"
 # Not a real Opus stream, but what the stub checks of one: its capture pattern.
@@ -283,3 +286,27 @@ def test_a_missing_file_is_a_dead_letter_said_loudly(tmp_path: Path) -> None:
             return f"{outcome.status}/{state_of(journal, rec_id)}"
 
     assert asyncio.run(run()) == "rejected/dead"
+
+
+async def test_the_main_process_recovery_uploads_to_the_embedded_default(tmp_path: Path) -> None:
+    # what the worker runs at start and after a drain (agent.call.recover.recover_in_main),
+    # with no BACKEND_URL: the recording lands under AGENT_DATA_DIR/recordings/
+    local = LocalBackend(tmp_path)
+    session = await local.create_session(
+        SessionCreate(scenario_id="default", user_id="u1", room_name="room"), room_sid="RM_1"
+    )
+    with Journal.in_dir(tmp_path, owner=dead_owner()) as gone:
+        path = spool_dir(tmp_path) / "left.ogg"
+        gone.open_recording(
+            "AJ_1",
+            session_id=session.id,
+            attempt_number=1,
+            part=1,
+            path=path,
+            started_at=STARTED,
+        )
+        path.parent.mkdir()
+        path.write_bytes(BODY)
+    await recover_in_main(make_settings(AGENT_DATA_DIR=str(tmp_path)))
+    (held,) = local.recording_paths(session.id)
+    assert held.read_bytes() == BODY and not path.exists()

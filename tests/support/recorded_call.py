@@ -56,7 +56,7 @@ def caller_wav(data_dir: Path) -> Path:
 class RecordedCall:
     started: float
     ended: float
-    recording: bytes | None  # what the stub holds for S1, attempt 1, part 1
+    recording: bytes | None  # what the stub holds for S1, attempt 1, part 1 (2 when resumed)
     uploads: list[RecordedRequest]
     transcript_turns: int | None  # the best transcript the stub holds (None: none)
     spool_file: Path | None  # where the recording was written
@@ -69,10 +69,12 @@ async def run_call(
     record: bool,
     seconds: float,
     once_speaking: Callable[[], None] | None = None,
+    resumed: bool = False,
     **settings_env: str,
 ) -> RecordedCall:
     """One call of about `seconds`, hung up by the caller, then `finish` as the worker does.
-    `once_speaking` runs when the persona is about to speak (the recording has started)."""
+    `once_speaking` runs when the persona is about to speak (the recording has started);
+    `resumed`: the call continues an earlier run's (held by the backend, as after a re-dispatch)."""
     scenario = load_scenario("default")
     settings = make_settings(AGENT_DATA_DIR=str(data_dir), **settings_env)
     wav = caller_wav(data_dir)
@@ -82,6 +84,8 @@ async def run_call(
         journal = Journal.in_dir(data_dir)
         room = CaptureRoom()
         call = await open_default_call(backend, journal, room, record=record)
+        if resumed:
+            call.resumed_from = "backend"
         session: AgentSession[None] = AgentSession(
             llm=FakeLLM("unused"),
             tts=FakeTTS(frequency=AGENT_HZ, amplitude=0.3, max_duration=10.0),
@@ -116,7 +120,7 @@ async def run_call(
         return RecordedCall(
             started=started,
             ended=ended,
-            recording=stub.recording(SESSION.id, 1, 1),
+            recording=stub.recording(SESSION.id, 1, 2 if resumed else 1),
             uploads=stub.requests_for("put_recording"),
             transcript_turns=None if best is None else int(best.body["turnCount"]),
             spool_file=spool_file,
