@@ -158,6 +158,7 @@ def log_call_ended(call: Call) -> None:
         duration_s=round((ended - call.started_at).total_seconds(), 3),
         delivery=call.outcome.status if call.outcome else "none",
         delivery_attempts=call.outcome.attempts if call.outcome else 0,
+        recording=call.recording.outcome if call.recording else "none",
         e2e_p50_ms=latency.e2e_ms.p50 if latency and latency.e2e_ms else None,
         e2e_p90_ms=latency.e2e_ms.p90 if latency and latency.e2e_ms else None,
     )

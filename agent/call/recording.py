@@ -69,13 +69,17 @@ async def upload_after_transcript(
     call: Call, stopping: asyncio.Task[RecordingToSend | None] | None, *, deadline: float
 ) -> None:
     """Once the transcript is delivered (or not): the sealed recording, within `deadline`."""
-    if stopping is None:
+    if stopping is None or call.recording is None:
         return
-    sealed = await stopping
-    if sealed is None or call.journal is None or call.backend is None:
-        return
-    if deadline <= 0:
-        log.info("recording.left_for_recovery", recording_id=sealed.recording_id)
-        await asyncio.to_thread(call.journal.release_recording, sealed.recording_id)
-        return
-    await upload_recording(call.journal, call.backend, sealed, deadline=deadline)
+    try:
+        sealed = await stopping
+        if sealed is None or call.journal is None or call.backend is None:
+            return  # journaled as it is: recovery seals and uploads it
+        if deadline <= 0:
+            log.info("recording.left_for_recovery", recording_id=sealed.recording_id)
+            await asyncio.to_thread(call.journal.release_recording, sealed.recording_id)
+            return
+        outcome = await upload_recording(call.journal, call.backend, sealed, deadline=deadline)
+        call.recording.outcome = outcome.status
+    except Exception as error:  # the call's end must still be logged; the journal keeps it
+        log.exception("recording.finish_failed", error_type=type(error).__name__)

@@ -178,6 +178,19 @@ class Recordings(JournalBase):
             ).fetchone()
         return int(row[0]) if row is not None else 0
 
+    def refresh_recording_lease(self, rec_id: str) -> bool:
+        """Extend our lease while an upload runs (the call's own refresh has stopped by then).
+        False: the row is not ours any more."""
+        with self._transaction() as conn:
+            cursor = conn.execute(
+                f"UPDATE recordings SET lease_until = :lease_until, "
+                f"lease_generation = lease_generation + 1 "
+                f"WHERE recording_id = :id AND state IN ('recording', 'pending') "
+                f"AND {self._IS_MINE}",
+                {"id": rec_id, "lease_until": self._lease_until()} | self._mine(),
+            )
+            return cursor.rowcount == 1
+
     def mark_recording_delivered(self, rec_id: str) -> bool:
         """The backend holds it: the row becomes a tombstone (the caller deletes the file
         after this returned True). Only the owner may."""

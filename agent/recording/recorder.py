@@ -106,6 +106,8 @@ class CallRecording:
     max_bytes: int
     started_at: datetime = field(default_factory=utc_now)
     cut_at_cap: bool = False
+    # what became of the upload at the call's end (`call.ended`'s `recording` field)
+    outcome: str = "not_uploaded"
     _recorder: RecorderIO | None = None
     _closing: asyncio.Future[None] | None = None
 

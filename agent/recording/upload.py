@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -25,7 +25,7 @@ from agent.backend import (
     BackendResponseInvalid,
     BackendUnavailable,
 )
-from agent.journal import Journal, RecordingToSend
+from agent.journal import LEASE_REFRESH_SECONDS, Journal, RecordingToSend
 from agent.log import get_logger
 from agent.recording.recorder import digest_file, spool_dir
 
@@ -104,7 +104,7 @@ async def upload_recording(
         remaining = deadline - (loop.time() - started)
         if remaining <= 0:
             raise TimeoutError
-        async with asyncio.timeout(remaining):
+        async with asyncio.timeout(remaining), _holding_lease(journal, rec_id):
             receipt = await backend.put_recording(
                 sealed.session_id,
                 sealed.attempt_number,
@@ -146,6 +146,24 @@ async def upload_recording(
         **fields,
     )
     return _counted(UploadOutcome(rec_id, receipt.status, attempts))
+
+
+@contextlib.asynccontextmanager
+async def _holding_lease(journal: Journal, rec_id: str) -> AsyncIterator[None]:
+    """Keep the row's lease while a long upload runs, so no other process claims it."""
+
+    async def refresh() -> None:
+        while True:
+            await asyncio.sleep(LEASE_REFRESH_SECONDS)
+            with contextlib.suppress(Exception):  # a missed refresh only shortens the lease
+                await asyncio.to_thread(journal.refresh_recording_lease, rec_id)
+
+    task = asyncio.create_task(refresh(), name="recording.lease")
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 def _counted(outcome: UploadOutcome) -> UploadOutcome:
