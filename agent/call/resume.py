@@ -21,44 +21,22 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Literal
 
 from agent import metrics
 from agent.backend import Backend
+from agent.call.earlier import Earlier
+from agent.call.state import Call
 from agent.journal import Journal
 from agent.log import get_logger
-from agent.models import INCOMPLETE_REASONS, HeldTranscript, Session, Turn, Usage, utc_now
+from agent.models import INCOMPLETE_REASONS, HeldTranscript, Session, Turn, utc_now
 from agent.transcript import merge_usage
 
-if TYPE_CHECKING:
-    from agent.call.state import Call
-
 log = get_logger(__name__)
-
-Source = Literal["journal", "backend"]
 
 # How far ahead of this worker's clock a held time may be (another worker's clock): beyond it
 # the body is not believed (a final transcript must never start after it ends).
 MAX_CLOCK_SKEW = timedelta(seconds=60)
-
-
-@dataclass(frozen=True, slots=True)
-class Earlier:
-    """What the look-back found for the call's session attempt."""
-
-    source: Source
-    complete: bool
-    started_at: datetime
-    turns: tuple[Turn, ...]  # seq 1..k, in order
-    # the journal row it came from (None: none); the new call's row adopts it
-    call_id: str | None = None
-    # what the earlier runs spent (the backend's checkpoint): billed again in the final transcript
-    usage: tuple[Usage, ...] = ()
-
-    def rank(self) -> tuple[bool, int]:
-        return (self.complete, len(self.turns))
 
 
 async def look_back(backend: Backend, journal: Journal | None, session: Session) -> Earlier | None:

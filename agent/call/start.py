@@ -19,7 +19,8 @@ from livekit.agents import JobContext
 from pydantic import ValidationError
 
 from agent.backend import Backend, BackendError
-from agent.call.resume import Earlier, look_back
+from agent.call.earlier import Earlier
+from agent.call.resume import look_back
 from agent.config import Settings
 from agent.journal import Journal
 from agent.models import JobMetadata, Scenario, Session, SessionCreate

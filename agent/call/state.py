@@ -21,7 +21,7 @@ from livekit.agents.voice.events import CloseEvent, CloseReason
 from opentelemetry import trace
 
 from agent.backend import Backend
-from agent.call.resume import Earlier, Source
+from agent.call.earlier import Earlier, Source
 from agent.delivery import DeliveryOutcome
 from agent.journal import Journal
 from agent.log import get_logger
