@@ -550,6 +550,29 @@ async def test_finish_is_bounded_when_a_publish_hangs(logs: Logs) -> None:
     assert events(logs, "transcript.flush_timeout")[0]["last_seq"] == 2
 
 
+async def test_a_full_queue_drops_new_turns_and_captions_from_the_data_channel_only(
+    logs: Logs,
+) -> None:
+    # a data channel stalled for minutes: the FIFO holds at most `max_queued` items
+    sink = CapturingSink(hang=True)
+    publisher = TranscriptPublisher(sink, session_id=SESSION_ID, max_queued=3, publish_timeout=0.2)
+    publisher.publish_turn(turn(1))
+    await asyncio.sleep(0.05)  # turn 1 is in flight (hanging), out of the queue
+    for seq in range(2, 7):
+        publisher.publish_turn(turn(seq))
+    publisher.publish_interim("item-7", "still talking")
+
+    assert (publisher.dropped_turns, publisher.dropped_interims) == (2, 1)
+    dropped = events(logs, "transcript.publish_dropped")
+    assert [(e["seq"], e["reason"]) for e in dropped] == [(5, "queue_full"), (6, "queue_full")]
+    # `end` is never refused by the bound, and counts every turn
+    sink.hang = False  # turn 1's publish still hangs until its timeout: failed
+    await publisher.finish(send_end=True, timeout=2)
+    assert publisher.failed_turns == 1
+    assert [m["seq"] for m in sink.messages if m["type"] == "turn"] == [2, 3, 4]
+    assert sink.messages[-1] == {"type": "end", "v": 1, "sessionId": SESSION_ID, "turnCount": 6}
+
+
 async def test_a_publish_that_hangs_past_its_timeout_counts_as_failed() -> None:
     sink = CapturingSink(hang=True)
     publisher = TranscriptPublisher(sink, session_id=SESSION_ID, publish_timeout=0.05)

@@ -4,7 +4,10 @@ Rule: one publisher task per call drains a FIFO, so data-channel packets are str
 sequential: every turn once, in order, then at most one `end`, and nothing after it. Offering
 (`publish_turn`, `publish_interim`) is synchronous and safe from event handlers. A failed
 publish is logged and never breaks the call or the transcript; transcript text is never logged
-above DEBUG.
+above DEBUG. The FIFO is bounded (MAX_QUEUED): a data channel stalled that long (each publish
+waits up to its timeout) drops what is offered next from the data channel only, an interim
+caption silently, a turn with a warning; the journal and the final transcript still hold every
+turn, and `end`'s turnCount tells the browser how many there are.
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ log = get_logger(__name__)
 
 DEFAULT_FINISH_TIMEOUT = 5.0
 DEFAULT_PUBLISH_TIMEOUT = 5.0
+# Items waiting in the FIFO: far beyond a live call's (a turn every few seconds, published in
+# milliseconds); reached only when publishes hang for minutes.
+MAX_QUEUED = 100
 
 
 class DataSink(Protocol):
@@ -75,12 +81,14 @@ class TranscriptPublisher:
         is_connected: Callable[[], bool] = lambda: True,
         max_packet_bytes: int = MAX_PACKET_BYTES,
         publish_timeout: float = DEFAULT_PUBLISH_TIMEOUT,
+        max_queued: int = MAX_QUEUED,
     ) -> None:
         self._sink = sink
         self._session_id = session_id
         self._is_connected = is_connected
         self._max_packet_bytes = max_packet_bytes
         self._publish_timeout = publish_timeout
+        self._max_queued = max_queued
         self._queue: asyncio.Queue[_Outgoing] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._finishing = False
@@ -89,18 +97,30 @@ class TranscriptPublisher:
         self.published_turns = 0
         self.failed_turns = 0
         self.skipped_turns = 0
+        self.dropped_turns = 0  # offered while the FIFO was full
+        self.dropped_interims = 0
 
     def publish_turn(self, turn: Turn) -> None:
         if self._finishing:
             log.info("transcript.publish_dropped", seq=turn.seq, reason="after_finish")
             return
         self._last_seq = max(self._last_seq, turn.seq)
+        if self._full():
+            self.dropped_turns += 1
+            log.warning("transcript.publish_dropped", seq=turn.seq, reason="queue_full")
+            return
         self._enqueue(turn)
 
     def publish_interim(self, item_id: str, text: str) -> None:
         if self._finishing:
             return
+        if self._full():
+            self.dropped_interims += 1  # a later caption or the final turn supersedes it
+            return
         self._enqueue(InterimMessage(item_id=item_id, text=text))
+
+    def _full(self) -> bool:
+        return self._queue.qsize() >= self._max_queued
 
     async def finish(self, *, send_end: bool, timeout: float = DEFAULT_FINISH_TIMEOUT) -> None:
         """Flush the queue within `timeout` seconds, then publish `end` (turnCount = last seq)
@@ -144,6 +164,7 @@ class TranscriptPublisher:
                     published_turns=self.published_turns,
                     failed_turns=self.failed_turns,
                     skipped_turns=self.skipped_turns,
+                    dropped_turns=self.dropped_turns,
                     end_sent=self.end_sent,
                     turn_count=self._last_seq,
                 )
