@@ -310,3 +310,18 @@ async def test_the_main_process_recovery_uploads_to_the_embedded_default(tmp_pat
     await recover_in_main(make_settings(AGENT_DATA_DIR=str(tmp_path)))
     (held,) = local.recording_paths(session.id)
     assert held.read_bytes() == BODY and not path.exists()
+
+
+async def test_an_empty_file_left_by_a_dead_process_is_dropped_not_sent(tmp_path: Path) -> None:
+    # killed before the encoder's first write: nothing to deliver, and nothing to refuse for ever
+    async with BackendStub(key=KEY) as stub:
+        stub.add_session(SESSION)
+        with Journal.in_dir(tmp_path, owner=dead_owner()) as gone:
+            rec_id, path = journaled_file(gone)
+            path.write_bytes(b"")
+        with Journal.in_dir(tmp_path) as journal:
+            async with HttpBackend(stub.url, SecretStr(KEY)) as backend:
+                outcomes = await recover_recordings(journal, backend, deadline=5)
+            assert [o.detail for o in outcomes] == ["empty: nothing was recorded"]
+            assert state_of(journal, rec_id) is None
+        assert stub.requests_for("put_recording") == [] and not path.exists()

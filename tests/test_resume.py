@@ -159,6 +159,11 @@ class ResumeBackend:
         self.posted.append(payload)
         return DeliveryReceipt(status="delivered", attempts=1)
 
+    async def put_recording(
+        self, session_id: str, attempt_number: int, part: int, body: bytes, *, deadline: float
+    ) -> DeliveryReceipt:
+        raise AssertionError("these calls are not recorded")
+
     async def aclose(self) -> None:
         return None
 

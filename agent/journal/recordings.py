@@ -207,6 +207,16 @@ class Recordings(JournalBase):
             return False
         return True
 
+    def drop_empty_recording(self, rec_id: str) -> bool:
+        """A recording that holds nothing (its process died before the encoder's first write):
+        its row goes, there being nothing to deliver or keep. Only the owner may."""
+        with self._transaction() as conn:
+            cursor = conn.execute(
+                f"DELETE FROM recordings WHERE recording_id = :id AND {self._IS_MINE}",
+                {"id": rec_id} | self._mine(),
+            )
+            return cursor.rowcount == 1
+
     def mark_recording_dead(self, rec_id: str, reason: str) -> bool:
         """Keep it as a dead letter (file and row): never claimed again automatically."""
         with self._transaction() as conn:

@@ -93,6 +93,13 @@ async def upload_recording(
         return UploadOutcome(rec_id, "deferred", 0, type(error).__name__)
     if sealed is None:
         return UploadOutcome(rec_id, "deferred", 0, "held by another process")
+    if not body:
+        # killed before the encoder's first write (its first 2.5 s): nothing was recorded,
+        # and an empty body would only be refused for ever
+        if await _journal_step(journal.drop_empty_recording, rec_id):
+            await asyncio.to_thread(sealed.path.unlink, missing_ok=True)
+        log.warning("recording.empty", **fields)
+        return UploadOutcome(rec_id, "delivered", 0, "empty: nothing was recorded")
     if sealed.sha256 is not None and sealed.size != len(body):
         # the file changed after it was sealed: not what the journal promised
         await _journal_step(journal.mark_recording_dead, rec_id, "file changed after sealing")

@@ -144,6 +144,23 @@ class BackendStubProcess:
         result: list[dict[str, Any]] = await _request("GET", f"{self.control_url}/requests")
         return [r for r in result if route is None or r["route"] == route]
 
+    async def recordings(self) -> dict[str, list[dict[str, Any]]]:
+        """The recordings held, ``{sessionId: [{"attemptNumber", "part", "idempotencyKey",
+        "size", "sha256"}...]}``."""
+        result: dict[str, list[dict[str, Any]]] = await _request(
+            "GET", f"{self.control_url}/recordings"
+        )
+        return result
+
+    async def recording(self, session_id: str, attempt_number: int, part: int) -> bytes:
+        """The bytes of one recording held (HTTP 404 raises when none is)."""
+        async with _client() as client:
+            response = await client.get(
+                f"{self.control_url}/recordings/{session_id}/{attempt_number}/{part}"
+            )
+        response.raise_for_status()
+        return response.content
+
 
 async def start_openai_stub(
     processes: ProcessGroup,
