@@ -346,9 +346,10 @@ class Recordings(JournalBase):
         them. Returns the ids moved."""
         with self._transaction() as conn:
             rows = conn.execute(
-                "UPDATE recordings SET state = 'pending', updated_at = :wall "
-                "WHERE state = 'dead' AND (:id IS NULL OR recording_id = :id) "
-                "RETURNING recording_id",
+                f"UPDATE recordings SET state = 'pending', {self._SET_NOBODY}, "
+                f"updated_at = :wall "
+                f"WHERE state = 'dead' AND (:id IS NULL OR recording_id = :id) "
+                f"RETURNING recording_id",
                 {"id": rec_id, "wall": self._wall()},
             ).fetchall()
         return sorted(str(row[0]) for row in rows)

@@ -1,10 +1,11 @@
 """`python -m agent journal status|list|retry|export`: the operator's view of the journal in
-AGENT_DATA_DIR, safe while a worker runs on the same directory.
+AGENT_DATA_DIR (its calls here, its recordings in journal_recordings), safe while a worker runs
+on the same directory.
 
 Rule: looking never disturbs a live call and never creates a journal where there is none: every
 read is one short WAL read (a writer, such as a live call's appends, is never blocked by it) and
-the only write is one UPDATE (`retry` moving a dead letter back to pending). `retry` sends through
-the worker's own code, `agent.delivery.deliver` with the backend `make_backend` chooses, so a
+only `retry` writes (a dead letter back to pending, then its delivery). `retry` sends through the
+worker's own code, `agent.delivery.deliver` with the backend `make_backend` chooses, so a
 retried transcript follows the same rules as any other: journal first, delete only once the
 backend acknowledged it, a rejection kept as a dead letter. Only the settings a command uses are
 read (no LiveKit or OpenAI keys). Human output goes to stdout; problems go to stderr as one line,
@@ -20,6 +21,8 @@ import sqlite3
 import sys
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 import structlog
@@ -33,31 +36,51 @@ from agent.config import (
     load_settings,
 )
 from agent.delivery import DeliveryOutcome, deliver
-from agent.journal import JOURNAL_FILENAME, CallState, Journal, JournalRow, RowUnreadable
+from agent.journal import (
+    JOURNAL_FILENAME,
+    CallState,
+    Journal,
+    JournalRow,
+    RecordingRow,
+    RowUnreadable,
+)
+from agent.ops import journal_recordings as recordings
+from agent.ops.journal_text import (
+    MAX_ERROR_CHARS,
+    MAX_ID_CHARS,
+    human_age,
+    one_line,
+    outcome_line,
+    print_table,
+)
 
 EXIT_OK = 0
-EXIT_FAILED = 1  # an unknown call id, or a retry that did not end delivered
+EXIT_FAILED = 1  # an unknown call or recording id, or a retry that did not end delivered
 EXIT_CONFIG = 2  # AGENT_DATA_DIR missing or unusable, or a bad setting (argparse uses 2 too)
 
 STATES: tuple[CallState, ...] = ("live", "pending", "dead")
-MAX_ERROR_CHARS = 80
-MAX_ID_CHARS = 64
-# Outcomes after which the backend holds the transcript (the journal row is gone).
+HEADER = ("STATE", "CALL", "SESSION", "ATTEMPT", "TURNS", "ENDED", "TRIES", "AGE", "LAST ERROR")
+# Outcomes after which the backend holds the transcript or recording.
 DELIVERED = frozenset({"delivered", "already_delivered"})
+# One retry: the line it printed and its outcome's status, or None when none was attempted.
+Retry = Callable[[], Awaitable[tuple[str, str] | None]]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m agent journal",
-        description="Inspect and repair the transcript journal in AGENT_DATA_DIR "
-        "(safe while a worker runs on the same directory).",
+        description="Inspect and repair the journal of transcripts and recordings in "
+        "AGENT_DATA_DIR (safe while a worker runs on the same directory).",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser(
-        "status", help="counts of live, pending and dead calls; the oldest pending age"
+        "status",
+        help="counts of live, pending and dead calls and of recordings; the oldest pending ages",
     )
     listing = commands.add_parser(
-        "list", help="one line per call: session, attempt, turns, ended reason, last error, age"
+        "list",
+        help="one line per call (session, attempt, turns, ended reason, last error, age), "
+        "then one per recording",
     )
     which = listing.add_mutually_exclusive_group()
     for state in STATES:
@@ -66,15 +89,21 @@ def build_parser() -> argparse.ArgumentParser:
             dest="state",
             action="store_const",
             const=state,
-            help=f"only {state} calls",
+            help=f"only {state} calls and recordings (live: still being written)",
         )
     retry = commands.add_parser(
         "retry",
         help="move dead letters back to pending and deliver them now, printing each outcome",
     )
     target = retry.add_mutually_exclusive_group(required=True)
-    target.add_argument("call_id", nargs="?", help="the call to send again")
-    target.add_argument("--all-dead", action="store_true", help="every dead letter, oldest first")
+    target.add_argument(
+        "call_id", nargs="?", help="the call, or the recording (CALL_ID#partN), to send again"
+    )
+    target.add_argument(
+        "--all-dead",
+        action="store_true",
+        help="every dead letter, oldest first: the transcripts, then the recordings",
+    )
     export = commands.add_parser(
         "export", help="print the exact JSON body that delivery would POST for a call"
     )
@@ -128,8 +157,9 @@ def main(argv: list[str]) -> int:
 
 
 def _status(journal: Journal | None) -> int:
-    # One query: the counts and the age come from the same snapshot.
+    # One query per table: each table's counts and age come from the same snapshot.
     rows = journal.rows() if journal is not None else []
+    recorded = journal.recording_rows() if journal is not None else []
     counts = Counter(row.state for row in rows)
     now = time.time()
     ages = [row.age_seconds(now) for row in rows if row.state == "pending"]
@@ -140,21 +170,24 @@ def _status(journal: Journal | None) -> int:
         print(f"oldest pending: {human_age(oldest)} ({oldest:.0f} s)")
     else:
         print("oldest pending: none")
+    for line in recordings.status_lines(recorded, now):
+        print(line)
     return EXIT_OK
 
 
 def _list(journal: Journal | None, state: CallState | None) -> int:
     rows = journal.rows(state) if journal is not None else []
-    if not rows:
-        print(f"no {state} calls" if state else "no calls")
-        return EXIT_OK
+    recorded: list[RecordingRow] = []
+    if journal is not None:
+        recorded = journal.recording_rows(recordings.FOR_CALL_STATE[state] if state else None)
     now = time.time()
-    header = ("STATE", "CALL", "SESSION", "ATTEMPT", "TURNS", "ENDED", "TRIES", "AGE", "LAST ERROR")
-    table = [header] + [_cells(row, now) for row in rows]
-    widths = [max(len(line[column]) for line in table) for column in range(len(header) - 1)]
-    for line in table:
-        padded = [cell.ljust(width) for cell, width in zip(line, widths, strict=False)]
-        print("  ".join([*padded, line[-1]]).rstrip())
+    if rows:
+        print_table(HEADER, [_cells(row, now) for row in rows])
+    else:
+        print(f"no {state} calls" if state else "no calls")
+    if recorded:  # after the calls, apart: a journal without recordings lists as it did
+        print()
+        print_table(recordings.HEADER, [recordings.cells(row, now) for row in recorded])
     return EXIT_OK
 
 
@@ -195,35 +228,47 @@ async def _retry(
     journal: Journal | None,
     path: Path,
     settings: Settings,
-    call_id: str | None,
+    target_id: str | None,
     all_dead: bool,
 ) -> int:
-    rows = await asyncio.to_thread(journal.rows) if journal is not None else []
-    if all_dead:
-        targets = [row for row in rows if row.state == "dead"]
-        if not targets:
+    calls: list[JournalRow] = []
+    recorded: list[RecordingRow] = []
+    if journal is not None and all_dead:
+        calls = [row for row in await asyncio.to_thread(journal.rows) if row.state == "dead"]
+        recorded = await asyncio.to_thread(journal.recording_rows, "dead")
+    elif journal is not None and recordings.is_recording_id(str(target_id)):
+        recorded = await asyncio.to_thread(recordings.find, journal, str(target_id))
+    elif journal is not None:
+        calls = [row for row in await asyncio.to_thread(journal.rows) if row.call_id == target_id]
+    if not calls and not recorded:
+        if all_dead:
             print("no dead letters")
             return EXIT_OK
-    else:
-        targets = [row for row in rows if row.call_id == call_id]
-        if not targets:
-            return _unknown(str(call_id), path)
+        return _unknown(str(target_id), path)
     assert journal is not None  # there are rows
+    deadline = settings.delivery_deadline
     backend = make_backend(settings)
+    # The transcripts first, as the worker delivers them, then the recordings.
+    retries: list[Retry] = [partial(_retry_one, journal, backend, row, deadline) for row in calls]
+    retries += [
+        partial(recordings.retry_recording, journal, backend, row, deadline=deadline)
+        for row in recorded
+    ]
     code = EXIT_OK
     try:
-        for index, row in enumerate(targets):
-            outcome = await _retry_one(journal, backend, row, settings.delivery_deadline)
-            if outcome is None:
+        for index, retry in enumerate(retries):
+            result = await retry()
+            if result is None:
                 code = EXIT_FAILED
                 continue
-            print(describe(outcome))
-            if outcome.status not in DELIVERED:
+            line, status = result
+            print(line)
+            if status not in DELIVERED:
                 code = EXIT_FAILED
-            if outcome.status in ("deferred", "misconfigured") and index + 1 < len(targets):
+            if status in ("deferred", "misconfigured") and index + 1 < len(retries):
                 # The backend is down or misconfigured: each further try would only spend the
                 # delivery deadline again (as recovery does, stop at the first).
-                left = len(targets) - index - 1
+                left = len(retries) - index - 1
                 print(f"not attempted: {left} more (left as they were; retry later)")
                 break
     finally:
@@ -233,7 +278,7 @@ async def _retry(
 
 async def _retry_one(
     journal: Journal, backend: Backend, row: JournalRow, deadline: float
-) -> DeliveryOutcome | None:
+) -> tuple[str, str] | None:
     name = one_line(row.call_id, MAX_ID_CHARS)
     if row.state == "live":
         print(f"{name}: live (a call in progress, or not yet recovered): not retried")
@@ -247,14 +292,10 @@ async def _retry_one(
         if not moved:
             print(f"{name}: no longer a dead letter (changed meanwhile): not retried")
             return None
-    return await deliver(
-        journal,
-        backend,
-        row.call_id,
-        row.session_id,
-        payload,
-        deadline=deadline,
+    outcome = await deliver(
+        journal, backend, row.call_id, row.session_id, payload, deadline=deadline
     )
+    return describe(outcome), outcome.status
 
 
 # ---------------------------------------------------------------------- output
@@ -262,48 +303,18 @@ async def _retry_one(
 
 def describe(outcome: DeliveryOutcome) -> str:
     """One line per retried call: what happened and where the transcript is now."""
-    name = one_line(outcome.call_id, MAX_ID_CHARS)
-    detail = one_line(outcome.detail, MAX_ERROR_CHARS)
-    if outcome.status == "delivered":
-        return f"{name}: delivered (session {one_line(outcome.session_id, MAX_ID_CHARS)})"
-    if outcome.status == "already_delivered":
-        return f"{name}: already delivered (the backend holds an equal or better transcript)"
-    if outcome.status == "deferred":
-        return f"{name}: deferred ({detail}): kept pending; the worker's recovery retries it"
-    if outcome.status == "rejected":
-        return f"{name}: rejected ({detail}): kept as a dead letter"
-    if outcome.status == "misconfigured":
-        return (
-            f"{name}: backend configuration error ({detail}): check BACKEND_URL and "
-            "INTERNAL_SERVICE_KEY; kept pending"
-        )
-    return f"{name}: {outcome.status} ({detail})"
+    return outcome_line(
+        one_line(outcome.call_id, MAX_ID_CHARS),
+        outcome.status,
+        outcome.detail,
+        delivered=f"session {one_line(outcome.session_id, MAX_ID_CHARS)}",
+        already="the backend holds an equal or better transcript",
+    )
 
 
-def human_age(seconds: float) -> str:
-    whole = int(seconds)
-    if whole < 60:
-        return f"{whole}s"
-    minutes, secs = divmod(whole, 60)
-    if minutes < 60:
-        return f"{minutes}m {secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours}h {minutes:02d}m"
-    days, hours = divmod(hours, 24)
-    return f"{days}d {hours:02d}h"
-
-
-def one_line(text: str | None, limit: int) -> str:
-    """Control characters and runs of whitespace become one space; at most `limit` chars."""
-    if not text:
-        return "-"
-    flat = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-def _unknown(call_id: str, path: Path) -> int:
-    return _fail(f"no call {one_line(call_id, MAX_ID_CHARS)!r} in {path}", EXIT_FAILED)
+def _unknown(item_id: str, path: Path) -> int:
+    kind = "recording" if recordings.is_recording_id(item_id) else "call"
+    return _fail(f"no {kind} {one_line(item_id, MAX_ID_CHARS)!r} in {path}", EXIT_FAILED)
 
 
 def _fail(message: str, code: int) -> int:
