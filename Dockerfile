@@ -46,9 +46,10 @@ WORKDIR /app
 COPY --from=build /app /app
 USER 10001:10001
 # Imports the worker (fails the build if it does not import with the locked non-dev set) and runs
-# the download step of the plugins it uses, as the runtime user so any file lands in its HOME.
-# Needs no credentials.
-RUN python -m agent download-files
+# the download step of the plugins it uses, as the runtime user. Needs no credentials. It
+# downloads nothing (Silero's model ships in its wheel); onnxruntime leaves its telemetry device
+# id under ~/.cache, which baked into the image would be every container's one id: removed.
+RUN python -m agent download-files && rm -rf "$HOME/.cache"
 # The worker's health server (GET / -> 200 "OK"); it listens on $PORT, 8081 by default.
 EXPOSE 8081
 # Exec form all the way: the entrypoint execs (setpriv then) python, which becomes PID 1.

@@ -221,6 +221,11 @@ PYTHON_PID1="/app/.venv/bin/python -m agent start (uid 10001)"
 # -- quick ones, one after the other
 out=$(podman run --rm --network none "$IMAGE" id -u 2>&1) || true
 if [ "$out" = 10001 ]; then pass non-root "id -u = 10001"; else fail non-root "id -u: $out"; fi
+# the build's import check leaves nothing behind: no cache, no onnxruntime device id for every
+# container to share
+out=$(podman run --rm --network none "$IMAGE" sh -c 'ls -A "$HOME/.cache" 2>/dev/null' 2>&1) || true
+if [ -z "$out" ]; then pass no-build-leftovers "\$HOME/.cache empty or absent"
+else fail no-build-leftovers "\$HOME/.cache holds: $out"; fi
 
 rc=0
 run_fg no-env "$IMAGE" || rc=$?
