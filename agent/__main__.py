@@ -30,13 +30,53 @@ EXIT_WORKER_FAILED = 1
 LONGEST_TEMP_DIR = 107 - len("/pymp-XXXXXXXX/listener-XXXXXXXX")
 
 
+# Every command, one line each, for `python -m agent --help`: the LiveKit CLI's (its own help,
+# `python -m agent COMMAND --help`, has their options; tests/test_main.py checks this list against
+# the installed library's) and ours.
+LIVEKIT_COMMANDS = {
+    "dev": "run the worker against your LiveKit project, reloading on code changes",
+    "start": "run the worker in production: JSON logs, drains its calls on SIGTERM",
+    "console": "talk to the agent from this terminal (needs PortAudio)",
+    "connect": "run the agent in one room right away: connect --room NAME",
+    "download-files": "fetch the plugins' model files (nothing to fetch today: an import check)",
+}
+OUR_COMMANDS = {
+    "schema": "print the JSON Schema (draft 2020-12) of every wire format",
+    "journal": "the journal of transcripts and recordings: status, list, retry, export",
+    "playground": "a page on 127.0.0.1 to call the agent from a browser (beside `dev`)",
+    "watch": "re-dispatch rooms whose agent vanished (self-hosted LiveKit), a process of its own",
+}
+SCHEMA_HELP = """usage: python -m agent schema
+
+Print the JSON Schema (draft 2020-12) of every wire format the worker sends or receives (job
+metadata, backend bodies, data-channel messages) as one document with named $defs, for the
+backend's Ajv or Zod validators. Needs no settings."""
+
+
+def usage() -> str:
+    width = max(len(name) for name in {**LIVEKIT_COMMANDS, **OUR_COMMANDS})
+    lines = ["usage: python -m agent COMMAND [ARGS]...", "", "The worker (the LiveKit CLI):"]
+    lines += [f"  {name:<{width}}  {text}" for name, text in LIVEKIT_COMMANDS.items()]
+    lines += ["", "Operations:"]
+    lines += [f"  {name:<{width}}  {text}" for name, text in OUR_COMMANDS.items()]
+    lines += ["", "`python -m agent COMMAND --help` describes each command and its options."]
+    return "\n".join(lines)
+
+
 def _command(argv: list[str]) -> str | None:
     return next((arg for arg in argv[1:] if not arg.startswith("-")), None)
 
 
 def main(argv: list[str]) -> int:
     command = _command(argv)
+    wants_help = "--help" in argv or "-h" in argv
+    if command is None and (wants_help or len(argv) == 1):
+        print(usage())
+        return 0
     if command == "schema":
+        if wants_help:
+            print(SCHEMA_HELP)
+            return 0
         from agent.models import json_schema_document
 
         print(json.dumps(json_schema_document(), indent=2))
@@ -59,7 +99,6 @@ def main(argv: list[str]) -> int:
 
     from agent.config import RUN_COMMANDS, SettingsError, check_data_dir, load_settings
 
-    wants_help = "--help" in argv or "-h" in argv
     settings = None
     metrics_dir = None
     temp_dir = None

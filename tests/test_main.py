@@ -145,6 +145,39 @@ def test_help_and_console_help_work_without_credentials() -> None:
     assert result.returncode == 0 and "console" in result.stdout
 
 
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_lists_every_command_ours_and_livekits_one_line_each(flag: str) -> None:
+    result = run_agent(flag)
+    assert result.returncode == 0, result.stderr[-2000:]
+    listed = {line.split()[0]: line for line in result.stdout.splitlines() if line.startswith("  ")}
+    expected = {"dev", "start", "console", "connect", "download-files"}
+    expected |= {"schema", "journal", "playground", "watch"}
+    assert set(listed) == expected
+    assert all(len(line.split()) > 2 for line in listed.values())  # a description each
+
+
+def test_the_help_s_livekit_commands_are_the_installed_cli_s() -> None:
+    # a library upgrade that adds or renames a command must show up here
+    from livekit.agents.cli import _legacy
+
+    from agent.__main__ import LIVEKIT_COMMANDS
+    from agent.worker import WorkerServer
+
+    app = _legacy._build_cli(WorkerServer())
+    names = {
+        command.name or (command.callback.__name__.replace("_", "-") if command.callback else "")
+        for command in app.registered_commands
+    }
+    assert names == set(LIVEKIT_COMMANDS)
+
+
+@pytest.mark.parametrize("command", ["schema", "journal", "playground", "watch"])
+def test_each_of_our_commands_has_its_own_help(command: str) -> None:
+    result = run_agent(command, "--help")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith(f"usage: python -m agent {command}")
+
+
 def test_download_files_works_without_credentials() -> None:
     result = run_agent("download-files")
     assert result.returncode == 0, result.stderr[-2000:]

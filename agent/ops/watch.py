@@ -643,7 +643,8 @@ def main(argv: list[str]) -> int:
 
     if argv and argv[0] in ("-h", "--help"):
         print(
-            "python -m agent watch: re-dispatch rooms whose agent vanished (self-hosted LiveKit).\n"
+            "usage: python -m agent watch\n\n"
+            "Re-dispatch rooms whose agent vanished (self-hosted LiveKit).\n"
             "Environment: LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET, AGENT_NAME; optional\n"
             "WATCH_INTERVAL_SECONDS (5), WATCH_GRACE_SECONDS (10), WATCH_MAX_REDISPATCH (3),\n"
             "METRICS_PORT, LOG_LEVEL, PORT (GET / there: 503 until LiveKit answered, then 200)."
