@@ -364,3 +364,12 @@ async def test_a_recording_of_an_unknown_session_or_attempt_is_rejected(
     with pytest.raises(BackendRejected) as wrong_attempt:
         await local.put_recording(session.id, 2, 1, OGG, deadline=5)
     assert (unknown.value.status, wrong_attempt.value.status) == (404, 422)
+
+
+async def test_a_hand_placed_file_in_recordings_is_not_taken_for_a_part(
+    local: LocalBackend,
+) -> None:
+    session = await local.create_session(body(), room_sid="RM_1")
+    await local.put_recording(session.id, 1, 1, OGG, deadline=5)
+    (local.recordings_dir / f"{session.id}.attemptA.part1.ogg").write_bytes(OGG)
+    assert [p.name.split(".")[2] for p in local.recording_paths(session.id)] == ["part1"]

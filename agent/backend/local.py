@@ -47,6 +47,9 @@ from agent.prompts import PROMPTS_DIR, PromptError, load_scenario
 _T = TypeVar("_T")
 
 _SAFE_STEM = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+_RECORDING_NAME = re.compile(
+    r"[^.]+\.attempt(?P<attempt>[0-9]+)\.part(?P<part>[0-9]+)\.[0-9a-f]{16}\.ogg"
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -155,13 +158,13 @@ class LocalBackend:
         of attempt and part: what the playground plays back."""
         stem = _transcript_stem(session_id)
         attempt = "*" if attempt_number is None else str(int(attempt_number))
-        found = list(self.recordings_dir.glob(f"{stem}.attempt{attempt}.part*.ogg"))
-
-        def order(path: Path) -> tuple[int, int]:
-            attempt_part, part_part = path.name.split(".")[1:3]
-            return int(attempt_part.removeprefix("attempt")), int(part_part.removeprefix("part"))
-
-        return sorted(found, key=order)
+        held: list[tuple[int, int, Path]] = []
+        for path in self.recordings_dir.glob(f"{stem}.attempt{attempt}.part*.ogg"):
+            # only files named as put_recording names them (a hand-placed one is not a part)
+            named = _RECORDING_NAME.fullmatch(path.name)
+            if named is not None:
+                held.append((int(named["attempt"]), int(named["part"]), path))
+        return [path for _attempt, _part, path in sorted(held)]
 
     # ------------------------------------------------------------------ blocking parts
 

@@ -18,6 +18,7 @@ from livekit.protocol import agent_dispatch
 
 from agent.config import Settings
 from agent.ops.playground.server import UPSTREAM_TIMEOUT, serve
+from tests.ops.test_playground import held_recording
 from tests.support.backend_stub import BackendStub, Fault
 from tests.support.settings import make_settings
 
@@ -143,6 +144,8 @@ ROUTES = [
     ("GET", "/static/app.js"),
     ("GET", "/api/scenarios"),
     ("GET", "/api/transcript/sess-1"),
+    ("GET", "/api/recording/sess-1"),
+    ("GET", "/api/recording/sess-1/1"),
     ("POST", "/api/call"),
 ]
 
@@ -252,6 +255,30 @@ async def test_the_page_on_127_0_0_1_or_localhost_is_served_and_dispatches(
         assert status == 200, grant
         assert grant["room"].startswith("playground-")
     assert livekit.requests == 2
+
+
+async def test_a_recording_plays_on_the_own_page_only(
+    playground: int, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """What the page's <audio> element sends (Host, Sec-Fetch-Site same-origin, a Range, no
+    Origin) gets the caller's voice; another site's page embedding the same URL does not."""
+    body = b"OggS" + bytes(range(256)) * 8
+    session_id = await held_recording(tmp_path, body)
+    url = f"http://127.0.0.1:{playground}/api/recording/{session_id}/1"
+    own = {"Host": f"127.0.0.1:{playground}", "Sec-Fetch-Site": "same-origin"}
+    async with http.get(url, headers={**own, "Range": "bytes=0-"}) as response:
+        assert response.status in (200, 206)
+        assert await response.read() == body
+    refused = [
+        {**own, "Host": f"evil.example:{playground}"},
+        {**own, "Origin": "http://evil.example"},
+        {**own, "Sec-Fetch-Site": "cross-site"},
+    ]
+    for headers in refused:
+        for path in (url, url.removesuffix("/1")):
+            async with http.get(path, headers=headers) as response:
+                assert response.status == 403, headers
+                assert body not in await response.read()
 
 
 # ------------------------------------------------------------------ scenarios

@@ -9,6 +9,11 @@ living example of the front-end contract in the README.
 Only the page this server serves may use it (`guard`: Host, Origin, content type). Every wait on
 LiveKit and the backend is bounded by `UPSTREAM_TIMEOUT`: a silent upstream is a 504, an
 unreachable or garbled one a 502, an unknown scenario a 404, all before anything is dispatched.
+
+After the call the page shows what the embedded local backend (no BACKEND_URL) holds: the
+delivered transcript and, for a call dispatched with `record: true`, the delivered recording
+(its parts, each served as audio/ogg from LocalBackend's recordings directory, found by the
+session id alone: never a path from the request).
 """
 
 from __future__ import annotations
@@ -24,11 +29,13 @@ from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
-from aiohttp import web
+from aiohttp import hdrs, web
 from google.protobuf.message import DecodeError
 from livekit import api
 
+from agent.backend.contract import RECORDING_CONTENT_TYPE, RECORDING_PATH
 from agent.backend.http import HttpBackend
+from agent.backend.local import LocalBackend
 from agent.backend.protocol import BackendError, BackendMisconfigured
 from agent.config import Settings
 from agent.log import get_logger
@@ -45,6 +52,8 @@ STATIC_FILES: Final = frozenset({"app.js", "style.css", "livekit-client.umd.js"}
 _PLAIN_ID: Final = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 _SCENARIO_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 TOKEN_TTL_SECONDS: Final = 3600
+# a recording part's position in the session's list (1..n), never a file name
+_PART_NUMBER: Final = re.compile(r"^[1-9][0-9]{0,5}$")
 # The longest the playground waits on LiveKit's dispatch or the backend's scenario: a few
 # seconds, and under livekit-api's 5 s failover floor, so its client makes one attempt (with
 # failover it would make three, each with its own timeout, plus region look-ups).
@@ -115,10 +124,15 @@ def _garbled(where: str, room: str) -> UpstreamError:
 
 
 async def start_call(
-    settings: Settings, scenario_id: str, timeout: float = UPSTREAM_TIMEOUT
+    settings: Settings,
+    scenario_id: str,
+    timeout: float = UPSTREAM_TIMEOUT,
+    *,
+    record: bool = False,
 ) -> CallGrant:
-    """A fresh room, an explicit dispatch of AGENT_NAME into it, and a token for the page.
-    Raises `UpstreamError` (after at most `timeout` seconds) when LiveKit does not dispatch."""
+    """A fresh room, an explicit dispatch of AGENT_NAME into it, and a token for the page;
+    `record` is the job metadata's consent to record the call (the page's checkbox). Raises
+    `UpstreamError` (after at most `timeout` seconds) when LiveKit does not dispatch."""
     suffix = uuid.uuid4().hex[:10]
     room = f"playground-{suffix}"
     identity = f"playground-user-{suffix}"
@@ -128,6 +142,7 @@ async def start_call(
             "scenarioId": scenario_id,
             "userId": PLAYGROUND_USER_ID,
             "participantIdentity": identity,
+            "record": record,
         }
     )
     where = f"LiveKit at LIVEKIT_URL {settings.livekit_url}"
@@ -197,6 +212,21 @@ def delivered_transcript(data_dir: Path, session_id: str) -> dict[str, Any] | No
     return None if best is None else best[1]
 
 
+def delivered_recording(data_dir: Path, session_id: str) -> list[tuple[Path, int]]:
+    """The recording parts the embedded local backend holds for `session_id` (plain ids only,
+    as `delivered_transcript`) and their sizes, in order of attempt and part; [] when none is
+    there (the call was not recorded, or its upload has not arrived yet)."""
+    if not _PLAIN_ID.match(session_id):
+        return []
+    parts: list[tuple[Path, int]] = []
+    for path in LocalBackend(data_dir).recording_paths(session_id):
+        try:
+            parts.append((path, path.stat().st_size))
+        except OSError:
+            continue  # gone since the listing
+    return parts
+
+
 async def check_scenario(settings: Settings, scenario_id: str, timeout: float) -> None:
     """Raises `UpstreamError` (404) for a scenario the agent would not find: not in
     prompts/scenarios/ without a backend, not at BACKEND_URL with one (asked within
@@ -254,6 +284,8 @@ class Playground:
                 web.get("/api/scenarios", self.scenarios),
                 web.post("/api/call", self.call),
                 web.get("/api/transcript/{session_id}", self.transcript),
+                web.get("/api/recording/{session_id}", self.recording),
+                web.get("/api/recording/{session_id}/{part}", self.recording_part),
             ]
         )
         return app
@@ -277,13 +309,16 @@ class Playground:
         try:
             body = await request.json()
             scenario_id = str(body.get("scenarioId", ""))
+            record = body.get("record", False)
         except (ValueError, AttributeError):
             return web.json_response({"error": "a JSON body {scenarioId} is needed"}, status=400)
         if not _SCENARIO_ID.match(scenario_id):
             return web.json_response({"error": "scenarioId is not a valid id"}, status=400)
+        if not isinstance(record, bool):  # as the job metadata: a JSON boolean only
+            return web.json_response({"error": "record must be true or false"}, status=400)
         try:
             await check_scenario(self.settings, scenario_id, self.timeout)
-            grant = await start_call(self.settings, scenario_id, self.timeout)
+            grant = await start_call(self.settings, scenario_id, self.timeout, record=record)
         except UpstreamError as error:
             log.warning("playground.call_failed", status=error.status)
             return web.json_response({"error": str(error)}, status=error.status)
@@ -298,6 +333,69 @@ class Playground:
         if body is None:
             return web.json_response({"error": "not delivered yet"}, status=404)
         return web.json_response({"where": "local", "transcript": body})
+
+    def _no_recording(self, session_id: str) -> web.Response | None:
+        """The answer when the recording of `session_id` cannot be here: with BACKEND_URL it
+        went to the backend; an id that is not plain is not one the local backend names."""
+        if self.settings.has_backend:
+            return web.json_response(
+                {
+                    "error": f"recordings are uploaded to the backend at BACKEND_URL (PUT "
+                    f"{RECORDING_PATH}), not kept here: replay them from there",
+                    "where": "backend",
+                },
+                status=404,
+            )
+        if not _PLAIN_ID.match(session_id):
+            return web.json_response({"error": "not a session id"}, status=400)
+        return None
+
+    async def recording(self, request: web.Request) -> web.Response:
+        """The delivered recording's parts (in order) with the URL that plays each, or a 404
+        that says why there is none."""
+        session_id = request.match_info["session_id"]
+        refused = self._no_recording(session_id)
+        if refused is not None:
+            return refused
+        held = await asyncio.to_thread(
+            delivered_recording, self.settings.agent_data_dir, session_id
+        )
+        if not held:
+            return web.json_response(
+                {
+                    "error": "no recording delivered for this session: not recorded, or not "
+                    "delivered yet",
+                    "where": "local",
+                },
+                status=404,
+            )
+        parts = [
+            {"url": f"/api/recording/{session_id}/{number}", "bytes": size}
+            for number, (_path, size) in enumerate(held, start=1)
+        ]
+        return web.json_response({"where": "local", "parts": parts})
+
+    async def recording_part(self, request: web.Request) -> web.StreamResponse:
+        """Part `part` (its position, 1..n, in the session's list) as audio/ogg."""
+        session_id = request.match_info["session_id"]
+        refused = self._no_recording(session_id)
+        if refused is not None:
+            return refused
+        part = request.match_info["part"]
+        held = await asyncio.to_thread(
+            delivered_recording, self.settings.agent_data_dir, session_id
+        )
+        if not _PART_NUMBER.match(part) or int(part) > len(held):
+            return web.json_response({"error": "no such recording part"}, status=404)
+        path, _size = held[int(part) - 1]
+        return web.FileResponse(
+            path,
+            headers={
+                hdrs.CONTENT_TYPE: RECORDING_CONTENT_TYPE,
+                hdrs.CACHE_CONTROL: "no-store",
+                "X-Content-Type-Options": "nosniff",
+            },
+        )
 
 
 async def serve(

@@ -9,6 +9,9 @@
 //   `python -m agent watch`) dispatched the call again; the new agent says a resume line and
 //   its turns continue the seq. The page waits AGENT_RETURN_MS for it before the call is over
 // - hang-up is the RPC `agent.end_call` to the agent; the answer is "ok"
+// - after the call the page asks the playground's server for what was delivered: the transcript
+//   (first) and, when the call was dispatched with `record: true`, the recording (a few seconds
+//   later: it is uploaded after the transcript); each wait is bounded
 "use strict";
 
 const LK = window.LivekitClient;
@@ -23,6 +26,10 @@ const AGENT_RETURN_MS = 30000;
 // The agent's leave (signal) can overtake its last data packets (`end`, relayed over the data
 // channel): stay in the room this long for them before disconnecting.
 const END_LINGER_MS = 2000;
+// How long the page waits for a delivery after the call (transcript, recording), asking every
+// POLL_MS: the recording is uploaded after the transcript, a few seconds after the call's end.
+const DELIVERY_WAIT_MS = 30000;
+const POLL_MS = 1000;
 
 const $ = (id) => document.getElementById(id);
 
@@ -45,6 +52,9 @@ const state = {
   hangup: null, // the RPC's answer or error
   agentAudioSeconds: 0, // seconds of audible agent audio (an analyser on the remote track)
   delivered: null,
+  record: false, // the call was dispatched with `record: true` (the box was ticked)
+  afterCallFor: null, // the session whose deliveries the page asked for
+  recording: null, // the delivered recording: {where, parts: [{url, bytes}]}
   rejected: 0, // transcript packets from non-agents, ignored
 };
 window.playground = state;
@@ -98,7 +108,7 @@ function onTranscriptPacket(message) {
     state.end = message;
     updateGaps();
     show("end", `end: ${message.turnCount} turns`);
-    fetchDelivered();
+    afterCall();
   }
 }
 
@@ -155,13 +165,26 @@ function renderTurns() {
   );
 }
 
+// ------------------------------------------------------------------ after the call
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// Once per session, after `end` (or when the call is over without it): what was delivered.
+function afterCall() {
+  const sessionId = state.sessionId;
+  if (!sessionId || state.afterCallFor === sessionId) return;
+  state.afterCallFor = sessionId;
+  fetchDelivered(sessionId);
+  fetchRecording(sessionId);
+}
+
 // ------------------------------------------------------------------ the delivered transcript
-async function fetchDelivered() {
-  if (!state.sessionId) return;
+async function fetchDelivered(sessionId) {
   show("delivered-status", "waiting for the delivery...");
-  for (let attempt = 0; attempt < 30; attempt++) {
-    const response = await fetch(`/api/transcript/${encodeURIComponent(state.sessionId)}`);
+  for (let attempt = 0; attempt < DELIVERY_WAIT_MS / POLL_MS; attempt++) {
+    if (state.sessionId !== sessionId) return; // another call began
+    const response = await fetch(`/api/transcript/${encodeURIComponent(sessionId)}`);
     const answer = await response.json();
+    if (state.sessionId !== sessionId) return;
     if (response.ok) {
       state.delivered = answer.transcript;
       const body = answer.transcript;
@@ -176,9 +199,70 @@ async function fetchDelivered() {
       show("delivered-status", answer.error);
       return;
     }
-    await new Promise((resolve) => setTimeout(resolve, 1000));
+    await sleep(POLL_MS);
   }
   show("delivered-status", "not delivered within 30 s (see the worker's log and the journal)");
+}
+
+// ------------------------------------------------------------------ the delivered recording
+// The server lists the parts the embedded local backend holds (a resumed call has one per run,
+// in order) and serves each as audio/ogg; with BACKEND_URL they went to the backend (a 404 that
+// says so). A call not dispatched with `record: true` is asked about once, not waited for.
+async function fetchRecording(sessionId) {
+  const asked = state.record;
+  const stale = () => state.sessionId !== sessionId;
+  const waiting = "waiting for the recording (uploaded after the transcript)...";
+  show("recording-status", asked ? waiting : "-");
+  const tries = asked ? DELIVERY_WAIT_MS / POLL_MS : 1;
+  for (let attempt = 0; attempt < tries; attempt++) {
+    if (attempt > 0) await sleep(POLL_MS);
+    if (stale()) return;
+    let response;
+    let answer;
+    try {
+      response = await fetch(`/api/recording/${encodeURIComponent(sessionId)}`);
+      answer = await response.json();
+    } catch (e) {
+      continue; // the playground restarting: ask again
+    }
+    if (stale()) return;
+    if (response.ok) {
+      state.recording = answer;
+      showRecording(answer.parts);
+      return;
+    }
+    if (answer.where === "backend" || response.status === 400) {
+      show("recording-status", answer.error);
+      return;
+    }
+  }
+  show(
+    "recording-status",
+    asked
+      ? `not delivered within ${DELIVERY_WAIT_MS / 1000} s: not recorded after all, or the ` +
+          "upload is late or failed (see the worker's recording.* log lines and the journal)"
+      : 'not recorded: "Record this call" was off (job metadata record: false)',
+  );
+}
+
+function showRecording(parts) {
+  const kib = Math.round(parts.reduce((sum, part) => sum + part.bytes, 0) / 1024);
+  show(
+    "recording-status",
+    `delivered (local): ${parts.length} part${parts.length > 1 ? "s" : ""}, ${kib} KiB`,
+  );
+  $("recording").replaceChildren(
+    ...parts.map((part, index) => {
+      const item = document.createElement("div");
+      if (parts.length > 1) item.appendChild(document.createTextNode(`part ${index + 1}`));
+      const audio = document.createElement("audio");
+      audio.controls = true;
+      audio.preload = "metadata";
+      audio.src = part.url;
+      item.appendChild(audio);
+      return item;
+    }),
+  );
 }
 
 // ------------------------------------------------------------------ the agent's audio
@@ -219,11 +303,15 @@ function reset() {
     hangup: null,
     agentAudioSeconds: 0,
     delivered: null,
+    record: false,
+    afterCallFor: null,
+    recording: null,
     rejected: 0,
   });
-  for (const id of ["turns", "delivered", "audio"]) $(id).replaceChildren();
+  for (const id of ["turns", "delivered", "audio", "recording"]) $(id).replaceChildren();
   for (const id of ["gaps", "end", "caption-user", "caption-agent"]) show(id, "");
   show("delivered-status", "after the call");
+  show("recording-status", "after the call");
   show("agent-state", "-");
 }
 
@@ -231,10 +319,11 @@ async function call() {
   error("");
   reset();
   $("call").disabled = true;
+  state.record = $("record").checked;
   const response = await fetch("/api/call", {
     method: "POST",
     headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ scenarioId: scenarioId() }),
+    body: JSON.stringify({ scenarioId: scenarioId(), record: state.record }),
   });
   const grant = await response.json();
   if (!response.ok) {
@@ -281,7 +370,7 @@ async function call() {
     $("call").disabled = false; // another call: a fresh room
     const leave = () => {
       room.disconnect();
-      if (!state.end) fetchDelivered(); // `end` may never come: the call is over anyway
+      if (!state.end) afterCall(); // `end` may never come: the call is over anyway
     };
     if (state.end) leave();
     else setTimeout(leave, END_LINGER_MS);
