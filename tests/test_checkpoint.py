@@ -19,27 +19,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
-from livekit.agents import AgentSession, llm
+from livekit.agents import llm
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from agent.backend import BackendUnavailable, DeliveryReceipt, HttpBackend
 from agent.call import Call
-from agent.call.finish import build_checkpoint, finish
-from agent.call.session import attach_transcript
+from agent.call.finish import build_checkpoint
 from agent.delivery.checkpoint import Checkpointer
 from agent.journal import Journal
 from agent.models import JobMetadata, Session, TranscriptPayload
-from agent.persona import PersonaAgent
-from agent.prompts import load_scenario
 from agent.transcript import TurnRecorder
 from tests.contract.oracle import contract_errors
 from tests.support.backend_stub import BackendStub, Fault
-from tests.support.calls import SESSION, open_default_call
-from tests.support.fakes import CaptureRoom, FakeLLM
-from tests.support.settings import make_settings
+from tests.support.text_call import text_call
 
 KEY = "internal-service-key-for-tests"
 INTERVAL = 5.0
@@ -367,80 +361,44 @@ async def test_session_checkpoints_reach_the_backend_and_never_the_journal(
     reply, a checkpoint with the turns so far is stored by the backend stub (which validates it
     with the hand-written schema and checks its idempotency key); the journal is as the turns
     left it; the final transcript replaces the checkpoint and nothing is posted after it."""
-    scenario = load_scenario("default")
-    async with BackendStub(key=KEY) as stub:
-        stub.add_session(SESSION)
-        backend = HttpBackend(stub.url, SecretStr(KEY))
-        journal = Journal.in_dir(tmp_path)
-        room = CaptureRoom()
-        call = await open_default_call(backend, journal, room)
-        session: AgentSession[None] = AgentSession(
-            llm=FakeLLM("I lost my job."), turn_handling={"turn_detection": None}
-        )
-        call.agent_session = session
-        # a short window so the test does not wait long for the deferred checkpoint
-        attach_transcript(call, session, room.as_room(), checkpoint_seconds=0.05)
-        greeted = asyncio.Event()
-        session.on("conversation_item_added", lambda _event: greeted.set())
-        await session.start(PersonaAgent(scenario))
-        await asyncio.wait_for(greeted.wait(), 5)
-        await session.run(user_input="What's on your mind?")
+    # a short window so the test does not wait long for the deferred checkpoint
+    async with text_call(tmp_path, reply="I lost my job.", checkpoint_seconds=0.05) as tc:
+        await tc.greet_then_say("What's on your mind?")
 
         async def stored_turns() -> int:
             while True:
-                best = stub.best_transcript("S1")
+                best = tc.stub.best_transcript("S1")
                 if best is not None and best.body["turnCount"] == 3:
                     return 3
                 await asyncio.sleep(0.01)
 
         await asyncio.wait_for(stored_turns(), 10)
-        best = stub.best_transcript("S1")
+        best = tc.stub.best_transcript("S1")
         assert best is not None
         assert best.body["complete"] is False and best.body["endedReason"] == "in_progress"
         assert [t["seq"] for t in best.body["turns"]] == [1, 2, 3]
         # the journal holds the turns and nothing of the checkpoint: still live, no payload
-        assert journal_snapshot(journal) == [
+        assert journal_snapshot(tc.journal) == [
             ("AJ_1", "live", None, None, None, None, 0),
             ("AJ_1", 1, best.body["turns"][0]["text"]),
             ("AJ_1", 2, "What's on your mind?"),
             ("AJ_1", 3, "I lost my job."),
         ]
 
-        await session.aclose()
-        call.end_reason("caller_hangup")
-        await finish(call, make_settings(AGENT_DATA_DIR=str(tmp_path)))
-        await backend.aclose()
-        journal.close()
-
-        assert call.outcome is not None and call.outcome.status == "delivered"
-        posts = [r.json for r in stub.requests_for("post_transcript")]
+        await tc.hang_up()
+        assert tc.call.outcome is not None and tc.call.outcome.status == "delivered"
+        posts = [r.json for r in tc.stub.requests_for("post_transcript")]
         assert posts[-1]["complete"] is True and posts[-1]["turnCount"] == 3
         assert all(p["complete"] is False for p in posts[:-1])
-        best = stub.best_transcript("S1")
+        best = tc.stub.best_transcript("S1")
         assert best is not None and best.body["complete"] is True
 
 
-@pytest.mark.parametrize("seconds", [0.0])
 async def test_session_without_checkpoints_posts_only_the_final_transcript(
-    tmp_path: Path, seconds: float
+    tmp_path: Path,
 ) -> None:
-    async with BackendStub(key=KEY) as stub:
-        stub.add_session(SESSION)
-        backend = HttpBackend(stub.url, SecretStr(KEY))
-        journal = Journal.in_dir(tmp_path)
-        room = CaptureRoom()
-        call = await open_default_call(backend, journal, room)
-        session: AgentSession[None] = AgentSession(
-            llm=FakeLLM("I lost my job."), turn_handling={"turn_detection": None}
-        )
-        call.agent_session = session
-        attach_transcript(call, session, room.as_room(), checkpoint_seconds=seconds)
-        await session.start(PersonaAgent(load_scenario("default")))
-        await session.run(user_input="What's on your mind?")
+    async with text_call(tmp_path, reply="I lost my job.", checkpoint_seconds=0.0) as tc:
+        await tc.greet_then_say("What's on your mind?")
         await settle()
-        await session.aclose()
-        call.end_reason("caller_hangup")
-        await finish(call, make_settings(AGENT_DATA_DIR=str(tmp_path)))
-        await backend.aclose()
-        journal.close()
-        assert [r.json["complete"] for r in stub.requests_for("post_transcript")] == [True]
+        await tc.hang_up()
+        assert [r.json["complete"] for r in tc.stub.requests_for("post_transcript")] == [True]

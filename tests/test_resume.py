@@ -25,8 +25,7 @@ from livekit.agents.voice.transcription import TranscriptSynchronizer
 
 from agent.backend import BackendUnavailable, DeliveryReceipt
 from agent.call import CALL_KEY, Call
-from agent.call.finish import finish
-from agent.call.session import attach_transcript, open_journal, start_conversation
+from agent.call.session import open_journal, start_conversation
 from agent.call.start import start_in_parallel
 from agent.journal import Journal, Owner
 from agent.models import (
@@ -54,6 +53,7 @@ from tests.support.fakes import (
     echo_reply,
 )
 from tests.support.settings import make_settings
+from tests.support.text_call import hang_up_and_finish, text_session
 
 PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
 RESUME_LINE = (PROMPTS / "resume.md").read_text(encoding="utf-8").strip()
@@ -196,12 +196,7 @@ async def start_job(
     if call.already_ended:
         return call, None, fake_llm
     await open_journal(call)
-    session: AgentSession[Call] = AgentSession(
-        llm=fake_llm, turn_handling={"turn_detection": None}, userdata=call
-    )
-    call.agent_session = session
-    attach_transcript(call, session, room.as_room())
-    return call, session, fake_llm
+    return call, text_session(call, room, reply=fake_llm), fake_llm
 
 
 async def talk(call: Call, session: AgentSession[Call], room: CaptureRoom) -> None:
@@ -216,9 +211,7 @@ async def talk(call: Call, session: AgentSession[Call], room: CaptureRoom) -> No
     await start_conversation(call, session, make_settings(), None)
     await asyncio.wait_for(opened.wait(), 5)
     await session.run(user_input=USER_SAYS)
-    await session.aclose()
-    call.end_reason("caller_hangup")
-    await finish(call, make_settings())
+    await hang_up_and_finish(call, session)
 
 
 def turn_packets(room: CaptureRoom) -> list[tuple[int, str, str]]:
