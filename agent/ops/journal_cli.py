@@ -27,7 +27,7 @@ from pathlib import Path
 
 import structlog
 
-from agent.backend import Backend, make_backend
+from agent.backend import make_backend
 from agent.config import (
     JOURNAL_COMMAND,
     JOURNAL_RETRY_COMMAND,
@@ -35,7 +35,6 @@ from agent.config import (
     SettingsError,
     load_settings,
 )
-from agent.delivery import DeliveryOutcome, deliver
 from agent.journal import (
     JOURNAL_FILENAME,
     CallState,
@@ -44,13 +43,12 @@ from agent.journal import (
     RecordingRow,
     RowUnreadable,
 )
+from agent.ops import journal_calls as calls_part
 from agent.ops import journal_recordings as recordings
 from agent.ops.journal_text import (
-    MAX_ERROR_CHARS,
     MAX_ID_CHARS,
     human_age,
     one_line,
-    outcome_line,
     print_table,
 )
 
@@ -59,7 +57,6 @@ EXIT_FAILED = 1  # an unknown call or recording id, or a retry that did not end 
 EXIT_CONFIG = 2  # AGENT_DATA_DIR missing or unusable, or a bad setting (argparse uses 2 too)
 
 STATES: tuple[CallState, ...] = ("live", "pending", "dead")
-HEADER = ("STATE", "CALL", "SESSION", "ATTEMPT", "TURNS", "ENDED", "TRIES", "AGE", "LAST ERROR")
 # Outcomes after which the backend holds the transcript or recording.
 DELIVERED = frozenset({"delivered", "already_delivered"})
 # One retry: the line it printed and its outcome's status, or None when none was attempted.
@@ -182,27 +179,13 @@ def _list(journal: Journal | None, state: CallState | None) -> int:
         recorded = journal.recording_rows(recordings.FOR_CALL_STATE[state] if state else None)
     now = time.time()
     if rows:
-        print_table(HEADER, [_cells(row, now) for row in rows])
+        print_table(calls_part.HEADER, [calls_part.cells(row, now) for row in rows])
     else:
         print(f"no {state} calls" if state else "no calls")
     if recorded:  # after the calls, apart: a journal without recordings lists as it did
         print()
         print_table(recordings.HEADER, [recordings.cells(row, now) for row in recorded])
     return EXIT_OK
-
-
-def _cells(row: JournalRow, now: float) -> tuple[str, ...]:
-    return (
-        row.state,
-        one_line(row.call_id, MAX_ID_CHARS),
-        one_line(row.session_id, MAX_ID_CHARS),
-        str(row.attempt_number),
-        str(row.turn_count),
-        one_line(row.ended_reason, MAX_ID_CHARS),
-        str(row.attempts),
-        human_age(row.age_seconds(now)),
-        one_line(row.last_error, MAX_ERROR_CHARS),
-    )
 
 
 def _export(journal: Journal | None, path: Path, call_id: str) -> int:
@@ -249,7 +232,9 @@ async def _retry(
     deadline = settings.delivery_deadline
     backend = make_backend(settings)
     # The transcripts first, as the worker delivers them, then the recordings.
-    retries: list[Retry] = [partial(_retry_one, journal, backend, row, deadline) for row in calls]
+    retries: list[Retry] = [
+        partial(calls_part.retry_call, journal, backend, row, deadline) for row in calls
+    ]
     retries += [
         partial(recordings.retry_recording, journal, backend, row, deadline=deadline)
         for row in recorded
@@ -276,40 +261,7 @@ async def _retry(
     return code
 
 
-async def _retry_one(
-    journal: Journal, backend: Backend, row: JournalRow, deadline: float
-) -> tuple[str, str] | None:
-    name = one_line(row.call_id, MAX_ID_CHARS)
-    if row.state == "live":
-        print(f"{name}: live (a call in progress, or not yet recovered): not retried")
-        return None
-    payload = await asyncio.to_thread(journal.current_payload, row.call_id)
-    if payload is None:
-        print(f"{name}: its stored transcript does not validate: kept as it is")
-        return None
-    if row.state == "dead":
-        moved = await asyncio.to_thread(journal.requeue_dead, row.call_id)
-        if not moved:
-            print(f"{name}: no longer a dead letter (changed meanwhile): not retried")
-            return None
-    outcome = await deliver(
-        journal, backend, row.call_id, row.session_id, payload, deadline=deadline
-    )
-    return describe(outcome), outcome.status
-
-
 # ---------------------------------------------------------------------- output
-
-
-def describe(outcome: DeliveryOutcome) -> str:
-    """One line per retried call: what happened and where the transcript is now."""
-    return outcome_line(
-        one_line(outcome.call_id, MAX_ID_CHARS),
-        outcome.status,
-        outcome.detail,
-        delivered=f"session {one_line(outcome.session_id, MAX_ID_CHARS)}",
-        already="the backend holds an equal or better transcript",
-    )
 
 
 def _unknown(item_id: str, path: Path) -> int:
