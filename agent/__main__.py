@@ -92,7 +92,7 @@ def main(argv: list[str]) -> int:
 
         return playground_main(argv[argv.index("playground", 1) + 1 :])
     if command == "watch":
-        # self-hosted LiveKit's re-dispatcher, a process of its own (agent/ops/watch.py)
+        # self-hosted LiveKit's re-dispatcher, a process of its own (agent/ops/watch/)
         from agent.ops.watch import main as watch_main
 
         return watch_main(argv[argv.index("watch", 1) + 1 :])

@@ -11,7 +11,7 @@ import pytest
 import structlog
 from livekit.agents.cli.log import JsonFormatter
 
-from agent.log import configure_logging, get_logger
+from agent.log import configure_logging, get_logger, install_json_lines
 
 
 class Collect(logging.Handler):
@@ -86,3 +86,28 @@ def test_a_module_logger_follows_a_configuration_made_after_its_first_use(
     log.info("call.second", turn_count=2)
     assert printed.getvalue() == "event='call.second' turn_count=2\n"
     assert [r.getMessage() for r in collected.records if r.name == "agent.test"] == ["call.first"]
+
+
+def test_a_process_without_the_livekit_cli_writes_json_lines() -> None:
+    # `python -m agent watch`: the one handler we add, event name under `event`, fields beside
+    root = logging.getLogger()
+    level = root.level
+    printed = io.StringIO()
+    configure_logging("INFO")
+    handler = install_json_lines(printed)
+    try:
+        get_logger("agent.test").warning("watch.api_error", status=None, failures=2)
+        get_logger("agent.test").debug("watch.quiet")
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        structlog.reset_defaults()
+    [line] = [json.loads(text) for text in printed.getvalue().splitlines()]
+    # (a subset: pytest's own handler formats the record first, which adds `message`)
+    assert {"time", "level", "event", "status", "failures"} <= set(line)
+    assert (line["level"], line["event"], line["status"], line["failures"]) == (
+        "warning",
+        "watch.api_error",
+        None,
+        2,
+    )
