@@ -7,8 +7,9 @@ exception's text and never sent over plain http except to localhost.
 
 Modules: protocol (the `Backend` Protocol, its receipt and the `BackendError` family), contract
 (headers, routes, idempotency keys), status (what each answer means: DESIGN.md "Status
-semantics"), http (`HttpBackend`: the httpx client, retries within a deadline), local
-(`LocalBackend`: the embedded default). `make_backend` chooses between the last two.
+semantics"), transport (the httpx client under `HttpBackend`: the key, retries within a
+deadline, capped reads), http (`HttpBackend`: one method per route), local (`LocalBackend`: the
+embedded default). `make_backend` chooses between the last two.
 """
 
 from __future__ import annotations
