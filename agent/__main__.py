@@ -169,8 +169,9 @@ def _run(argv: list[str], settings: Settings | None, temp_dir: Path | None = Non
 
     from agent.log import configure_logging
     from agent.pipeline import skip_unused_model_preload
+    from agent.server import WorkerServer
     from agent.tracing import setup_tracing
-    from agent.worker import WorkerServer, build_server, entrypoint, prewarm
+    from agent.worker import build_server, entrypoint, prewarm
 
     if settings is not None:
         configure_logging(settings.log_level)

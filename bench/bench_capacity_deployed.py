@@ -32,8 +32,18 @@ With `--baseline REF` a second worker runs the code of that commit (exported wit
 the same settings and venv), and each level is measured on both workers in turn, so the two
 arms share the run's conditions: `arms` in the JSON, side by side in the table.
 
+Recording (issue 24): `--record` dispatches every call with `record: true` in its metadata (the
+worker records it with the library's RecorderIO into AGENT_DATA_DIR/recording-spool and uploads
+it after the call); `--record-arms` runs two workers of this checkout side by side instead, arm
+`off` (calls not recorded) and arm `on` (recorded), to give what recording costs. Per level and
+arm: the recordings the backend stub took for that level's calls (their size, and their length
+read from the Ogg file: MiB per minute of call) and the encode thread's CPU
+(`recorder_io_encode_thread`: a Python thread, so its OS name is the interpreter's; it is told
+apart by `py-spy dump`, from the `profile` dependency group, when installed).
+
     uv run python bench/bench_capacity_deployed.py [--levels 1,2,4] [--seconds 20]
-                                                   [--baseline REF] [--json PATH] [--smoke]
+                                                   [--baseline REF | --record-arms] [--record]
+                                                   [--json PATH] [--smoke]
 """
 
 from __future__ import annotations
@@ -41,8 +51,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -54,6 +66,8 @@ from typing import Any, Final
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import av
+import httpx
 import psutil
 
 from agent.config import Settings
@@ -62,7 +76,7 @@ from bench._e2e import run_in_test_netns, stop_stack, stopped
 from tests.e2e.caller import Caller
 from tests.e2e.harness import REPO_ROOT, ManagedProcess, ProcessGroup, free_port, worker_env
 from tests.e2e.standin import StandIn, participant_token
-from tests.e2e.stubs import start_backend_stub, start_openai_stub
+from tests.e2e.stubs import BackendStubProcess, start_backend_stub, start_openai_stub
 
 AGENT_NAME: Final = "roleplay-capacity"
 SERVICE_KEY: Final = "bench-internal-service-key-0123456789"
@@ -74,6 +88,10 @@ TURN_PERIOD: Final = 4.7 + 0.6 + TTS_MAX_SECONDS + GAP_AFTER_REPLY  # roughly, t
 GOAL_CALLS_PER_CORE: Final = 10.0
 GOAL_PSS_MB: Final = 150.0
 MB: Final = 1024 * 1024
+ENCODE_THREAD: Final = "recorder_io_encode_thread"  # the RecorderIO's (issue 24)
+# Python threads told apart from the interpreter's other threads by their Python name
+NAMED_PYTHON_THREADS: Final = (ENCODE_THREAD,)
+RECORDINGS_WAIT_S: Final = 30.0  # for the level's uploads once its calls ended
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -85,20 +103,145 @@ def cpu_seconds(pid: int) -> float | None:
     return float(times.user + times.system)
 
 
-def thread_cpu(pid: int) -> dict[str, float]:
+def thread_cpu(pid: int, named: dict[int, str] | None = None) -> dict[str, float]:
     """CPU-seconds of one process per thread name (/proc/PID/task/TID/comm: the Python thread
-    shows the interpreter's name, native threads name themselves), summed over same names."""
+    shows the interpreter's name, native threads name themselves), summed over same names;
+    `named` (native thread id -> Python name, from `python_thread_names`) names those Python
+    threads apart."""
     by_name: dict[str, float] = {}
     with contextlib.suppress(psutil.Error):
         for thread in psutil.Process(pid).threads():
-            try:
-                name = Path(f"/proc/{pid}/task/{thread.id}/comm").read_text().strip()
-            except OSError:
-                continue
-            # numbered pools (e.g. "tokio-runtime-w", "ort-worker-3") are grouped by prefix
-            name = name.rstrip("0123456789-_ ") or name
+            if named and thread.id in named:
+                name = named[thread.id]
+            else:
+                try:
+                    name = Path(f"/proc/{pid}/task/{thread.id}/comm").read_text().strip()
+                except OSError:
+                    continue
+                # numbered pools (e.g. "tokio-runtime-w", "ort-worker-3") are grouped by prefix
+                name = name.rstrip("0123456789-_ ") or name
             by_name[name] = by_name.get(name, 0.0) + thread.user_time + thread.system_time
     return by_name
+
+
+def py_spy_path() -> str | None:
+    """py-spy (the `profile` dependency group), beside this interpreter or on PATH."""
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+async def python_thread_names(pid: int) -> dict[int, str] | None:
+    """Native thread id -> Python name of the threads in NAMED_PYTHON_THREADS (Python 3.11 does
+    not give its threads OS names), from `py-spy dump --nonblocking` (the process is not paused);
+    None where py-spy is missing or failed."""
+    spy = py_spy_path()
+    if spy is None:
+        return None
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            spy,
+            "dump",
+            "--json",
+            "--nonblocking",
+            "--pid",
+            str(pid),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+    except OSError:
+        return None
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout=15)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return None
+    try:
+        threads = json.loads(out)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(threads, list):
+        return None
+    return {
+        int(t["os_thread_id"]): str(t["thread_name"])
+        for t in threads
+        if isinstance(t, dict)
+        and t.get("thread_name") in NAMED_PYTHON_THREADS
+        and isinstance(t.get("os_thread_id"), int)
+    }
+
+
+def ogg_seconds(body: bytes) -> float | None:
+    """The audio's length in an Ogg file: the end of its last packet (PyAV demux only)."""
+    try:
+        with av.open(io.BytesIO(body), mode="r") as container:
+            stream = container.streams.audio[0]
+            end = 0
+            for packet in container.demux(stream):
+                if packet.pts is not None and packet.duration is not None:
+                    end = max(end, packet.pts + packet.duration)
+            return float(end * stream.time_base) if stream.time_base and end else None
+    except (av.FFmpegError, IndexError, ValueError):
+        return None
+
+
+RecordingKey = tuple[str, int, int]  # session id, attempt, part
+
+
+async def held_recordings(backend: BackendStubProcess) -> dict[RecordingKey, int]:
+    """Every recording the backend stub holds: (session, attempt, part) -> size."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.get(f"{backend.control_url}/recordings")
+        response.raise_for_status()
+        held: dict[str, list[dict[str, Any]]] = response.json()
+    return {
+        (sid, int(r["attemptNumber"]), int(r["part"])): int(r["size"])
+        for sid, parts in held.items()
+        for r in parts
+    }
+
+
+async def new_recordings(
+    backend: BackendStubProcess, known: dict[RecordingKey, int], expected: int
+) -> list[dict[str, Any]]:
+    """The recordings uploaded since `known` was taken (waiting, bounded, for `expected` of
+    them), each with its size and its length read from the file."""
+    deadline = time.monotonic() + (RECORDINGS_WAIT_S if expected else 0.0)
+    while True:
+        fresh = {k: v for k, v in (await held_recordings(backend)).items() if k not in known}
+        if len(fresh) >= expected or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(0.5)
+    found: list[dict[str, Any]] = []
+    async with httpx.AsyncClient(timeout=30) as client:
+        for (sid, attempt, part), size in sorted(fresh.items()):
+            response = await client.get(f"{backend.control_url}/recordings/{sid}/{attempt}/{part}")
+            seconds = ogg_seconds(response.content) if response.is_success else None
+            found.append(
+                {
+                    "session_id": sid,
+                    "attempt": attempt,
+                    "part": part,
+                    "bytes": size,
+                    "seconds": round(seconds, 2) if seconds is not None else None,
+                    "mb_per_min": (round(size / MB / (seconds / 60), 3) if seconds else None),
+                }
+            )
+    return found
+
+
+def recording_figures(recordings: list[dict[str, Any]], expected: int) -> dict[str, Any]:
+    """A level's recordings summed: MiB per minute of recorded call (all bytes / all seconds)."""
+    timed = [r for r in recordings if r["seconds"]]
+    total_bytes = sum(r["bytes"] for r in timed)
+    total_seconds = sum(r["seconds"] for r in timed)
+    return {
+        "recordings_expected": expected,
+        "recordings": recordings,
+        "recording_mb_per_min": (
+            round(total_bytes / MB / (total_seconds / 60), 3) if total_seconds else None
+        ),
+    }
 
 
 def memory_mb(pid: int) -> dict[str, float] | None:
@@ -189,6 +332,8 @@ class Stack:
     harness_pids: dict[str, int]  # stubs: name -> pid
     agent_name: str = AGENT_NAME
     arm: str = "shipped"
+    record: bool = False  # the calls' metadata says `record: true`
+    backend: BackendStubProcess | None = None  # the recordings the calls uploaded
 
     async def join(self, identity: str, room: str) -> Caller:
         token = participant_token(
@@ -203,25 +348,28 @@ async def run_level(stack: Stack, n: int, seconds: float) -> dict[str, Any]:
     tag = f"{stack.arm}-{n}"
     callers = [await stack.join(f"caller-{tag}-{i}", f"room-{tag}-{i}") for i in range(n)]
     job_ids: list[str] = []
+    known = await held_recordings(stack.backend) if stack.backend else {}
     try:
         for i in range(n):
+            metadata: dict[str, Any] = {
+                "scenarioId": "default",
+                "userId": f"u{i}",
+                "participantIdentity": f"caller-{tag}-{i}",
+            }
+            if stack.record:
+                metadata["record"] = True  # the platform's consent (issue 24)
             job_id = await stack.standin.dispatch(
-                f"room-{tag}-{i}",
-                json.dumps(
-                    {
-                        "scenarioId": "default",
-                        "userId": f"u{i}",
-                        "participantIdentity": f"caller-{tag}-{i}",
-                    }
-                ),
-                stack.agent_name,
+                f"room-{tag}-{i}", json.dumps(metadata), stack.agent_name
             )
             job_ids.append(job_id)
         await asyncio.gather(*(c.wait_for_audio(timeout=60) for c in callers))  # greetings
         await asyncio.sleep(TTS_MAX_SECONDS + 0.5)  # let the greetings finish
         pids = job_pids(stack.worker)
         jobs = {job_id: pids[job_id] for job_id in job_ids if job_id in pids}
-        return await measure(stack, callers, jobs, n, seconds)
+        # the job processes' Python threads of note, by native id (~1.5 s, before the window)
+        names = await asyncio.gather(*(python_thread_names(pid) for pid in jobs.values()))
+        named = dict(zip(jobs.values(), names, strict=True))
+        result = await measure(stack, callers, jobs, n, seconds, named)
     finally:
         for caller in callers:
             with contextlib.suppress(Exception):
@@ -240,10 +388,22 @@ async def run_level(stack: Stack, n: int, seconds: float) -> dict[str, Any]:
                         break
                 await asyncio.sleep(0.2)
         await asyncio.sleep(1.0)
+    # the calls' recordings, uploaded after their transcripts (none expected when not recorded)
+    if stack.backend is not None:
+        expected = n if stack.record else 0
+        result.update(
+            recording_figures(await new_recordings(stack.backend, known, expected), expected)
+        )
+    return result
 
 
 async def measure(
-    stack: Stack, callers: list[Caller], jobs: dict[str, int], n: int, seconds: float
+    stack: Stack,
+    callers: list[Caller],
+    jobs: dict[str, int],
+    n: int,
+    seconds: float,
+    named: dict[int, dict[int, str] | None] | None = None,
 ) -> dict[str, Any]:
     worker_pid = stack.worker.pid
     tree = worker_tree(worker_pid)
@@ -270,8 +430,9 @@ async def measure(
     log_offset = len(log_records(stack.worker))
     load_before = os.getloadavg()
     machine_before = psutil.cpu_times()
+    named = named or {}
     before = {pid: cpu_seconds(pid) for pids in groups.values() for pid in pids}
-    threads_before = {pid: thread_cpu(pid) for pid in job_set}
+    threads_before = {pid: thread_cpu(pid, named.get(pid)) for pid in job_set}
     started = time.monotonic()
     until = started + seconds
     loops = [CallerLoop(c) for c in callers]
@@ -287,7 +448,7 @@ async def measure(
     memory_inference = {str(pid): memory_mb(pid) for pid in inference}
     await asyncio.sleep(max(0.0, until - time.monotonic()))
     after = {pid: cpu_seconds(pid) for pids in groups.values() for pid in pids}
-    threads_after = {pid: thread_cpu(pid) for pid in job_set}
+    threads_after = {pid: thread_cpu(pid, named.get(pid)) for pid in job_set}
     window = time.monotonic() - started
     machine_after = psutil.cpu_times()
     load_after = os.getloadavg()
@@ -363,6 +524,8 @@ async def measure(
         "job_cpu_s_by_thread": {
             k: round(v, 3) for k, v in sorted(threads.items(), key=lambda kv: -kv[1]) if v >= 0.01
         },
+        # whether the job processes' Python threads of note could be named (py-spy)
+        "python_threads_named": bool(named) and all(v is not None for v in named.values()),
         "job_warnings": warnings,
         "vanished_pids": vanished,
         "loadavg_before": [round(v, 2) for v in load_before],
@@ -378,6 +541,7 @@ class Arm:
     name: str
     source: Path
     ref: str | None = None  # None: this checkout
+    record: bool = False  # its calls' metadata says `record: true` (issue 24)
 
 
 def export_commit(ref: str, into: Path) -> Path:
@@ -407,11 +571,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     processes = ProcessGroup(work / "logs")
     standin = StandIn(port=free_port())
     await standin.start()
-    arms = [Arm("shipped", REPO_ROOT)]
+    if args.record_arms:  # the same code, calls not recorded and recorded
+        arms = [Arm("off", REPO_ROOT), Arm("on", REPO_ROOT, record=True)]
+    else:
+        arms = [Arm("shipped", REPO_ROOT, record=args.record)]
     if args.baseline:
-        arms.insert(
-            0, Arm("baseline", export_commit(args.baseline, work / "baseline"), args.baseline)
-        )
+        ref = args.baseline
+        arms.insert(0, Arm("baseline", export_commit(ref, work / "baseline"), ref, args.record))
     levels: dict[str, list[dict[str, Any]]] = {arm.name: [] for arm in arms}
     overrides = {"NUM_IDLE_PROCESSES": "1", **args.env}  # --env wins
     worker_env_used = {"LOAD_THRESHOLD": "1000", **overrides}
@@ -444,6 +610,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     {"openai_stub": openai.proc.pid, "backend_stub": backend.proc.pid},
                     agent_name=agent_name,
                     arm=arm.name,
+                    record=arm.record,
+                    backend=backend,
                 )
             )
         for stack in stacks:
@@ -456,7 +624,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         problem = stopped(error, processes)
     finally:
         await stop_stack(processes, standin, work, keep_logs=args.keep_logs)
-    shipped = levels["shipped"]
+    primary = arms[-1].name  # `shipped`, or `on` with --record-arms
     return {
         "bench": "capacity_deployed",
         "definition": (
@@ -476,17 +644,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "TURN_DETECTION", Settings.model_fields["turn_detection"].default
         ),
         "goals": {"calls_per_core_min": GOAL_CALLS_PER_CORE, "pss_mb_max": GOAL_PSS_MB},
+        "record": args.record,
+        "record_arms": args.record_arms,
         "arms": {
             arm.name: {
                 "code": arm.ref or "this checkout",
+                "record": arm.record,
                 "levels": levels[arm.name],
                 "summary": summary_of(levels[arm.name]),
             }
             for arm in arms
         },
-        # the shipped arm's, as before arms existed
-        "levels": shipped,
-        "summary": summary_of(shipped),
+        # the shipped arm's (with --record-arms the recorded one's), as before arms existed
+        "levels": levels[primary],
+        "summary": summary_of(levels[primary]),
         "problem": problem,
     }
 
@@ -536,6 +707,34 @@ def report(result: dict[str, Any]) -> None:
             print(f"  {name}, N = {lvl['n']}: the machine was saturated (turns late)")
         if lvl["harness_saturated"]:
             print(f"  {name}, N = {lvl['n']}: the harness process was near one full core")
+        if "recordings" in lvl and (lvl["recordings_expected"] or lvl["recordings"]):
+            encode = lvl["job_cpu_s_by_thread"].get(ENCODE_THREAD)
+            encode_text = (
+                f"{encode / (lvl['window_s'] * lvl['n']):.4f} CPU-s per call-s"
+                if encode is not None
+                else ("not seen" if lvl["python_threads_named"] else "not told apart (no py-spy)")
+            )
+            files = ", ".join(
+                f"{r['bytes'] / MB:.2f} MiB / {r['seconds']} s" for r in lvl["recordings"]
+            )
+            print(
+                f"  {name}, N = {lvl['n']}: recordings held {len(lvl['recordings'])} of "
+                f"{lvl['recordings_expected']}, {lvl['recording_mb_per_min'] or 0:.3f} MiB per "
+                f"minute of call (files: {files}); encode thread {encode_text}"
+            )
+    if len(arms) == 2:  # the second arm against the first, level by level
+        (first, a), (second, b) = arms.items()
+        for lvl_a in a["levels"]:
+            lvl_b = next((x for x in b["levels"] if x["n"] == lvl_a["n"]), None)
+            if lvl_b is None:
+                continue
+            before, after = lvl_a["cpu_s_per_call_s"], lvl_b["cpu_s_per_call_s"]
+            print(
+                f"  N = {lvl_a['n']}: {second} vs {first}: {after - before:+.4f} CPU-s per call-s "
+                f"({(after - before) / before * 100 if before else 0:+.1f} %), calls per core "
+                f"{lvl_a['calls_per_core'] or 0:.1f} -> {lvl_b['calls_per_core'] or 0:.1f}, "
+                f"PSS max {lvl_a['pss_mb_max']} -> {lvl_b['pss_mb_max']} MB"
+            )
     for name, arm in arms.items():
         print(f"  {name}: code {arm['code']}")
     print(
@@ -565,6 +764,17 @@ def main(argv: list[str] | None = None) -> None:
         metavar="REF",
         help="also measure the worker of this commit (git ref), side by side at each level",
     )
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="dispatch every call with `record: true` (the worker records it; issue 24)",
+    )
+    parser.add_argument(
+        "--record-arms",
+        action="store_true",
+        help="two workers of this checkout side by side: arm `off` (calls not recorded) and "
+        "arm `on` (`record: true`)",
+    )
     parser.add_argument("--smoke", action="store_true", help="N = 1 for 8 s, to check it runs")
     parser.add_argument(
         "--env",
@@ -574,6 +784,8 @@ def main(argv: list[str] | None = None) -> None:
         help="a worker setting to override (e.g. TURN_DETECTION=vad), repeatable",
     )
     args = parser.parse_args(argv)
+    if args.record_arms and (args.baseline or args.record):
+        parser.error("--record-arms is its own pair of arms: not with --baseline or --record")
     args.env = env_overrides(args.env, parser)
     args.levels = [int(x) for x in str(args.levels).split(",") if x.strip()]
     if args.smoke:

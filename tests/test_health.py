@@ -24,7 +24,8 @@ import aiohttp
 from aiohttp import WSMsgType, web
 from livekit.protocol import agent
 
-from agent.worker import WorkerServer, build_server
+from agent.server import WorkerServer
+from agent.worker import build_server
 from tests.support.settings import REQUIRED_ENV, make_settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -161,7 +161,7 @@ def test_the_help_s_livekit_commands_are_the_installed_cli_s() -> None:
     from livekit.agents.cli import _legacy
 
     from agent.__main__ import LIVEKIT_COMMANDS
-    from agent.worker import WorkerServer
+    from agent.server import WorkerServer
 
     app = _legacy._build_cli(WorkerServer())
     names = {

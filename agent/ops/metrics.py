@@ -51,7 +51,7 @@ _LIVE_GAUGE_FILE = re.compile(r"gauge_live\w*_(\d+)\.db")
 
 
 class WorkerView(Protocol):
-    """What the endpoint reads of the worker (agent.worker.WorkerServer), from its thread."""
+    """What the endpoint reads of the worker (agent.server.WorkerServer), from its thread."""
 
     @property
     def draining(self) -> bool: ...
