@@ -19,7 +19,7 @@ it (`store`). Modules:
 
 from agent.journal.earlier import EarlierCall
 from agent.journal.live import APPENDS_PER_FORCED_CHECKPOINT
-from agent.journal.operator import JournalRow
+from agent.journal.operator import JournalRow, RecordingRow
 from agent.journal.ownership import (
     LEASE_REFRESH_SECONDS,
     LEASE_SECONDS,
@@ -28,7 +28,7 @@ from agent.journal.ownership import (
     Owner,
 )
 from agent.journal.payloads import RowUnreadable
-from agent.journal.recordings import RecordingRow, RecordingToSend
+from agent.journal.recordings import RecordingToSend
 from agent.journal.recovery import ClaimedCall
 from agent.journal.schema import JOURNAL_FILENAME, CallState, RecordingState
 from agent.journal.store import Journal

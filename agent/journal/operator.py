@@ -2,7 +2,8 @@
 
 Rule: used often while a worker runs on the same file. The reads are single autocommit SELECTs:
 in WAL mode each is a short read transaction that never blocks a writer (a live call's appends).
-The one write, `requeue_dead`, is a single UPDATE under the write lock. Only non-ownership
+The writes, `requeue_dead` and `requeue_dead_recordings`, are single UPDATEs under the write
+lock. Only non-ownership
 columns are read here, so these stay valid whatever the ownership scheme.
 """
 
@@ -14,11 +15,11 @@ from datetime import UTC, datetime
 from typing import cast
 
 from agent.journal.base import JournalBase
-from agent.journal.schema import CallState
+from agent.journal.schema import CallState, RecordingState
 
 
 class OperatorQueries(JournalBase):
-    """The operator's reads and the one write, `requeue_dead`."""
+    """The operator's reads (calls and recordings) and the dead letters' requeues."""
 
     def rows(self, state: CallState | None = None) -> list[JournalRow]:
         """Every call (or those in `state`), oldest first, as the operator sees them: ids,
@@ -79,6 +80,78 @@ class OperatorQueries(JournalBase):
                 {"call_id": call_id, "now": now},
             ).fetchall()
         return sorted(str(row[0]) for row in rows)
+
+    def recording_rows(self, state: RecordingState | None = None) -> list[RecordingRow]:
+        """Every recording not yet delivered (or those in `state`), oldest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                """
+                SELECT recording_id, call_id, session_id, attempt_number, part, state, size,
+                    dead_reason, attempts, started_at, updated_at
+                FROM recordings
+                WHERE (:state IS NULL AND state != 'delivered') OR state = :state
+                ORDER BY started_at, recording_id
+                """,
+                {"state": state},
+            ).fetchall()
+        return [
+            RecordingRow(
+                recording_id=str(rec_id),
+                call_id=str(call_id),
+                session_id=str(session_id),
+                attempt_number=int(attempt),
+                part=int(part),
+                state=cast(RecordingState, row_state),
+                size=None if size is None else int(size),
+                last_error=reason,
+                attempts=int(attempts or 0),
+                started_at=_parse_time(started_at),
+                updated_at=float(updated),
+            )
+            for (
+                rec_id,
+                call_id,
+                session_id,
+                attempt,
+                part,
+                row_state,
+                size,
+                reason,
+                attempts,
+                started_at,
+                updated,
+            ) in rows
+        ]
+
+    def requeue_dead_recordings(self, rec_id: str | None = None) -> list[str]:
+        """Dead recordings (one, or all) back to pending, unowned: the next delivery takes
+        them. Returns the ids moved."""
+        with self._transaction() as conn:
+            rows = conn.execute(
+                f"UPDATE recordings SET state = 'pending', {self._SET_NOBODY}, "
+                f"updated_at = :wall "
+                f"WHERE state = 'dead' AND (:id IS NULL OR recording_id = :id) "
+                f"RETURNING recording_id",
+                {"id": rec_id, "wall": self._wall()},
+            ).fetchall()
+        return sorted(str(row[0]) for row in rows)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingRow:
+    """One recording as the operator sees it: ids, size, state and last error; never audio."""
+
+    recording_id: str
+    call_id: str
+    session_id: str
+    attempt_number: int
+    part: int
+    state: RecordingState
+    size: int | None
+    last_error: str | None
+    attempts: int
+    started_at: datetime | None
+    updated_at: float
 
 
 @dataclass(frozen=True, slots=True)

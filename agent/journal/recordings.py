@@ -9,7 +9,7 @@ lease is refreshed with the call's, `LiveCall.refresh_lease`), and any other pro
 over only through `claim_recordings`, once the owner is gone or its lease lapsed; a row of a
 dead call is sealed by its claimer from the file as it was left. Delivered rows stay (without
 their file) for DELIVERED_KEPT_SECONDS so that a resumed call of the same attempt numbers its
-part after them.
+part after them. The operator's reads of these rows are in `operator`.
 """
 
 from __future__ import annotations
@@ -49,23 +49,6 @@ class RecordingToSend:
     sha256: str | None
     # "recording": claimed from a process that died mid-call (its file is as it was left)
     previous_state: RecordingState
-
-
-@dataclass(frozen=True, slots=True)
-class RecordingRow:
-    """One recording as the operator sees it: ids, size, state and last error; never audio."""
-
-    recording_id: str
-    call_id: str
-    session_id: str
-    attempt_number: int
-    part: int
-    state: RecordingState
-    size: int | None
-    last_error: str | None
-    attempts: int
-    started_at: datetime | None
-    updated_at: float
 
 
 _TO_SEND = "recording_id, call_id, session_id, attempt_number, part, path, size, sha256, state"
@@ -297,73 +280,7 @@ class Recordings(JournalBase):
             )
             return cursor.rowcount
 
-    # -- the operator's side (python -m agent journal)
-
-    def recording_rows(self, state: RecordingState | None = None) -> list[RecordingRow]:
-        """Every recording not yet delivered (or those in `state`), oldest first."""
-        with self._lock:
-            rows = self._conn.execute(
-                """
-                SELECT recording_id, call_id, session_id, attempt_number, part, state, size,
-                    dead_reason, attempts, started_at, updated_at
-                FROM recordings
-                WHERE (:state IS NULL AND state != 'delivered') OR state = :state
-                ORDER BY started_at, recording_id
-                """,
-                {"state": state},
-            ).fetchall()
-        return [
-            RecordingRow(
-                recording_id=str(rec_id),
-                call_id=str(call_id),
-                session_id=str(session_id),
-                attempt_number=int(attempt),
-                part=int(part),
-                state=cast(RecordingState, row_state),
-                size=None if size is None else int(size),
-                last_error=reason,
-                attempts=int(attempts or 0),
-                started_at=_parse_time(started_at),
-                updated_at=float(updated),
-            )
-            for (
-                rec_id,
-                call_id,
-                session_id,
-                attempt,
-                part,
-                row_state,
-                size,
-                reason,
-                attempts,
-                started_at,
-                updated,
-            ) in rows
-        ]
-
-    def requeue_dead_recordings(self, rec_id: str | None = None) -> list[str]:
-        """Dead recordings (one, or all) back to pending, unowned: the next delivery takes
-        them. Returns the ids moved."""
-        with self._transaction() as conn:
-            rows = conn.execute(
-                f"UPDATE recordings SET state = 'pending', {self._SET_NOBODY}, "
-                f"updated_at = :wall "
-                f"WHERE state = 'dead' AND (:id IS NULL OR recording_id = :id) "
-                f"RETURNING recording_id",
-                {"id": rec_id, "wall": self._wall()},
-            ).fetchall()
-        return sorted(str(row[0]) for row in rows)
-
 
 def _watch_key(rec_id: str) -> str:
     # lease_watch is keyed by call id; a recording's key cannot collide with one ("#part")
     return f"recording:{rec_id}"
-
-
-def _parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None
