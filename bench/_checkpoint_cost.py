@@ -37,7 +37,8 @@ from agent.call.session import attach_transcript, open_journal
 from agent.journal import Journal
 from agent.models import JobMetadata, Session
 from agent.prompts import load_scenario
-from bench._common import LoopLagProbe, summarize
+from bench._audio_in import LoopLagProbe
+from bench._common import summarize
 from tests.support.fakes import CaptureRoom, FakeLLM
 
 KEY = "bench-internal-service-key"

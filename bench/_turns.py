@@ -34,7 +34,8 @@ from livekit import rtc
 from livekit.agents import AgentSession, llm
 from livekit.agents.voice import io
 
-from bench._common import HELLO_16K, REPO_ROOT, VOICED_ABS, last_voiced_offset
+from bench._audio_in import last_voiced_offset
+from bench._common import HELLO_16K, REPO_ROOT, VOICED_ABS
 from tests.support.fakes import Int16Array, read_wav_mono16
 
 DEFAULT_CORPUS = REPO_ROOT / "tests" / "audio" / "turns"

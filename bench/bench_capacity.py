@@ -56,23 +56,20 @@ import psutil
 from agent.config import Settings
 from agent.journal import Journal
 from agent.pipeline import load_vad
+from bench._audio_in import LoopingWavInput, LoopLagProbe, TurnTimer
 from bench._common import (
     REPO_ROOT,
-    LoopingWavInput,
-    LoopLagProbe,
     OtherLoad,
-    ProjectCall,
     RecordCounter,
-    TurnTimer,
     add_output_args,
     bench_settings,
     machine_info,
     quiet_logging,
-    start_default_call,
     summarize,
     write_result,
     zero_latency_providers,
 )
+from bench._project_call import ProjectCall, start_default_call
 
 GAP_SECONDS = 2.5
 WARMUP_SECONDS = 2.0

@@ -52,19 +52,21 @@ from agent.journal import Journal
 from agent.models import JobMetadata, TranscriptPayload, Turn, utc_now
 from agent.pipeline import load_vad
 from bench._common import (
-    BenchJobContext,
     OtherLoad,
-    ProjectCall,
     add_output_args,
     bench_settings,
     machine_info,
-    make_job_context,
-    new_call,
     quiet_logging,
-    start_project_session,
     summarize,
     write_result,
     zero_latency_providers,
+)
+from bench._project_call import (
+    BenchJobContext,
+    ProjectCall,
+    make_job_context,
+    new_call,
+    start_project_session,
 )
 from tests.support.backend_stub import BackendStub, Fault
 

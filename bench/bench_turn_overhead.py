@@ -47,22 +47,20 @@ from livekit.plugins import silero
 from agent.config import Settings
 from agent.journal import Journal
 from bench import _checkpoint_cost
+from bench._audio_in import LoopingWavInput, TurnTimer
 from bench._common import (
     STARTER_INSTRUCTIONS,
-    LoopingWavInput,
     OtherLoad,
-    TurnTimer,
     add_output_args,
     bench_settings,
-    close_session_fast,
     fmt,
     machine_info,
     quiet_logging,
-    start_default_call,
     summarize,
     write_result,
     zero_latency_providers,
 )
+from bench._project_call import close_session_fast, start_default_call
 from tests.support.fakes import CaptureAudioOutput
 
 Arm = Literal["ours", "bare"]

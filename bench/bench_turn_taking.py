@@ -90,13 +90,13 @@ from bench._common import (
     RecordCounter,
     add_output_args,
     bench_settings,
-    close_session_fast,
     env_overrides,
     machine_info,
     percentile,
     quiet_logging,
     write_result,
 )
+from bench._project_call import close_session_fast
 from bench._turns import (
     DEFAULT_CORPUS,
     KINDS,

@@ -55,20 +55,20 @@ from agent.config import Settings
 from agent.persona import PersonaAgent
 from agent.pipeline import build_llm, build_session, build_stt, build_tts, load_vad
 from agent.prompts import load_scenario
+from bench._audio_in import LoopingWavInput
 from bench._common import (
     AGENT_REPLY,
     STARTER_INSTRUCTIONS,
     USER_TRANSCRIPT,
-    LoopingWavInput,
     add_output_args,
     bench_settings,
-    close_session_fast,
     env_overrides,
     machine_info,
     percentile,
     quiet_logging,
     write_result,
 )
+from bench._project_call import close_session_fast
 from bench._voice import AudibleOutput
 from tests.support.fakes import FakeSTT
 from tests.support.openai_stub import PROFILES, OpenAIStub, RecordedRequest
