@@ -9,7 +9,8 @@ Modules: protocol (the `Backend` Protocol, its receipt and the `BackendError` fa
 (headers, routes, idempotency keys), status (what each answer means: DESIGN.md "Status
 semantics"), transport (the httpx client under `HttpBackend`: the key, retries within a
 deadline, capped reads), http (`HttpBackend`: one method per route), local (`LocalBackend`: the
-embedded default). `make_backend` chooses between the last two.
+embedded default, over `local_sessions`, its SQLite sessions, and `local_files`, its transcripts
+and recordings as private files). `make_backend` chooses between the last two.
 """
 
 from __future__ import annotations
