@@ -15,15 +15,25 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from livekit.agents import AgentSession
 from pydantic import SecretStr
 
 from agent.backend import HttpBackend, LocalBackend
 from agent.call.recover import recover_in_main
 from agent.journal import Journal, Owner, RecordingToSend
 from agent.models import SessionCreate
-from agent.recording import recover_recordings, spool_dir, sweep_spool, upload_recording
+from agent.recording import (
+    CallRecording,
+    RecordingUnavailable,
+    recover_recordings,
+    spool_dir,
+    sweep_spool,
+    upload_recording,
+)
 from tests.support.backend_stub import BackendStub, Fault
 from tests.support.calls import SESSION
+from tests.support.fakes import CaptureAudioOutput, WavAudioInput
+from tests.support.ogg import write_tone_wav
 from tests.support.settings import make_settings
 
 KEY = "internal-service-key-for-tests"
@@ -325,3 +335,24 @@ async def test_an_empty_file_left_by_a_dead_process_is_dropped_not_sent(tmp_path
             assert [o.detail for o in outcomes] == ["empty: nothing was recorded"]
             assert state_of(journal, rec_id) is None
         assert stub.requests_for("put_recording") == [] and not path.exists()
+
+
+async def test_a_recording_whose_file_cannot_be_created_leaves_no_row(tmp_path: Path) -> None:
+    # the spool is not writable (a full disk, a read-only mount): the call goes on unrecorded
+    spool_dir(tmp_path).write_text("not a directory")
+    session: AgentSession[None] = AgentSession()
+    session.input.audio = WavAudioInput(write_tone_wav(tmp_path / "c.wav", 1.0, 440.0))
+    session.output.audio = CaptureAudioOutput()
+    with Journal.in_dir(tmp_path) as journal:
+        with pytest.raises(RecordingUnavailable):
+            await CallRecording.start(
+                session,
+                journal,
+                call_id="AJ_1",
+                session_id="S1",
+                attempt_number=1,
+                resumed=False,
+                data_dir=tmp_path,
+                max_bytes=64 << 20,
+            )
+        assert journal.recording_rows() == [] and journal.recording_paths() == set()

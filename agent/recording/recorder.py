@@ -142,7 +142,12 @@ class CallRecording:
                 path=path,
                 started_at=started_at,
             )
-            _create_private(path)
+            try:
+                _create_private(path)
+            except OSError:
+                # no file, nothing recorded: the row must not wait for one for ever
+                journal.drop_empty_recording(rec_id)
+                raise
             return rec_id
 
         try:
