@@ -37,11 +37,10 @@ from tests.e2e.harness import REPO_ROOT, ManagedProcess, ProcessGroup, free_port
 from tests.e2e.standin import StandIn
 from tests.e2e.stubs import start_openai_stub
 from tests.e2e.test_worker_e2e import AGENT_NAME, HEARD, TEST_BUDGET, WAV
+from tests.support.browser import BROWSER_DIR, browser_unavailable
 
 pytestmark = pytest.mark.e2e
 
-BROWSER_DIR: Final = Path(__file__).resolve().parent / "browser"
-CHROMIUM: Final = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 SAMPLE_RATE: Final = 48_000
 # the microphone: (silence seconds before) speech, twice, then silence to the end of the call
 LEAD_IN: Final = 6.0
@@ -49,16 +48,6 @@ BETWEEN: Final = 8.0
 TAIL: Final = 20.0
 DRIVER_TIMEOUT: Final = 150.0
 FORGED: Final = "forged by another participant"
-
-
-def browser_unavailable() -> str | None:
-    if not Path(CHROMIUM).exists():
-        return f"no Chromium at {CHROMIUM} (README set-up: apt-get install chromium)"
-    if shutil.which("node") is None:
-        return "no node (README set-up: Node.js 20+)"
-    if not (BROWSER_DIR / "node_modules" / "playwright-core").is_dir():
-        return "playwright-core not installed: npm ci --prefix tests/e2e/browser"
-    return None
 
 
 def microphone_wav(path: Path) -> Path:

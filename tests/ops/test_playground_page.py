@@ -10,7 +10,6 @@ import asyncio
 import io
 import json
 import os
-import shutil
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -24,10 +23,9 @@ from aiohttp import web
 from agent.backend.local import LocalBackend
 from agent.models import SessionCreate
 from agent.ops.playground.server import serve
+from tests.support.browser import BROWSER_DIR, CHROMIUM, browser_unavailable
 from tests.support.settings import make_settings
 
-BROWSER_DIR: Final = Path(__file__).resolve().parents[1] / "e2e" / "browser"
-CHROMIUM: Final = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 SECONDS: Final = 1.0  # the recording's length
 DRIVER_TIMEOUT: Final = 60.0
 
@@ -85,16 +83,6 @@ try {
 }
 console.log(JSON.stringify(result));
 """
-
-
-def browser_unavailable() -> str | None:
-    if not Path(CHROMIUM).exists():
-        return f"no Chromium at {CHROMIUM} (README set-up: apt-get install chromium)"
-    if shutil.which("node") is None:
-        return "no node (README set-up: Node.js 20+)"
-    if not (BROWSER_DIR / "node_modules" / "playwright-core").is_dir():
-        return "playwright-core not installed: npm ci --prefix tests/e2e/browser"
-    return None
 
 
 pytestmark = pytest.mark.skipif(
