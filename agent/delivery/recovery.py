@@ -9,15 +9,50 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol, TypeVar
 
 from agent.backend import Backend
 from agent.delivery.lease import release_shielded
 from agent.delivery.post import DeliveryOutcome, deliver
-from agent.journal import Journal, RowUnreadable
+from agent.journal import ClaimedCall, Journal, RowUnreadable
 from agent.log import get_logger
 from agent.models import EndedReason, TranscriptPayload
 
 log = get_logger(__name__)
+
+
+class _Outcome(Protocol):
+    @property
+    def status(self) -> str: ...
+
+
+_Item = TypeVar("_Item")
+_Sent = TypeVar("_Sent", bound=_Outcome)
+
+
+async def in_turn(
+    claimed: Sequence[_Item],
+    send: Callable[[_Item], Awaitable[_Sent]],
+    release: Callable[[_Item], Awaitable[None]],
+) -> tuple[list[_Sent], int]:
+    """Send each claimed item in order. On the first deferred or misconfigured outcome the rest
+    are released untouched: the backend is down or misconfigured, and trying each in turn would
+    only spend the deadline N times. Released also when cancelled (a drain, a job ending), so
+    nothing stays claimed by this process. Returns the outcomes and how many were not tried.
+    Transcripts (`recover_pending`) and recordings (agent.recording) recover through it."""
+    outcomes: list[_Sent] = []
+    remaining = list(claimed)
+    try:
+        while remaining:
+            outcome = await send(remaining.pop(0))
+            outcomes.append(outcome)
+            if outcome.status in ("deferred", "misconfigured"):
+                break
+    finally:
+        for item in remaining:
+            await release(item)
+    return outcomes, len(remaining)
 
 
 async def recover_pending(
@@ -36,21 +71,16 @@ async def recover_pending(
         log.debug("recovery.nothing_to_do")
         return []
     log.info("recovery.claimed", count=len(claimed))
-    outcomes: list[DeliveryOutcome] = []
-    remaining = list(claimed)
-    try:
-        while remaining:
-            item = remaining.pop(0)
-            outcome = await deliver(
-                journal, backend, item.call_id, item.session_id, item.payload, deadline=deadline
-            )
-            outcomes.append(outcome)
-            if outcome.status in ("deferred", "misconfigured"):
-                break
-    finally:
-        # Released also when cancelled (a drain, a job ending), so nothing stays leased to us.
-        for item in remaining:
-            await release_shielded(journal, item.call_id)
+
+    async def send(item: ClaimedCall) -> DeliveryOutcome:
+        return await deliver(
+            journal, backend, item.call_id, item.session_id, item.payload, deadline=deadline
+        )
+
+    async def release(item: ClaimedCall) -> None:
+        await release_shielded(journal, item.call_id)
+
+    outcomes, remaining = await in_turn(claimed, send, release)
     counts = Counter(outcome.status for outcome in outcomes)
     summary = {
         "claimed": len(claimed),
@@ -59,7 +89,7 @@ async def recover_pending(
         "deferred": counts["deferred"],
         "rejected": counts["rejected"],
         "misconfigured": counts["misconfigured"],
-        "not_attempted": len(remaining),
+        "not_attempted": remaining,
     }
     if all(outcome.status in ("delivered", "already_delivered") for outcome in outcomes) and (
         not remaining

@@ -25,6 +25,7 @@ from agent.backend import (
     BackendResponseInvalid,
     BackendUnavailable,
 )
+from agent.delivery.recovery import in_turn
 from agent.journal import LEASE_REFRESH_SECONDS, Journal, RecordingToSend
 from agent.log import get_logger
 from agent.recording.recorder import digest_file, spool_dir
@@ -238,18 +239,14 @@ async def recover_recordings(
         log.debug("recording.nothing_to_recover", tombstones_pruned=pruned)
         return []
     log.info("recording.claimed", count=len(claimed))
-    outcomes: list[UploadOutcome] = []
-    remaining = list(claimed)
-    try:
-        while remaining:
-            item = remaining.pop(0)
-            outcome = await upload_recording(journal, backend, item, deadline=deadline)
-            outcomes.append(outcome)
-            if outcome.status in ("deferred", "misconfigured"):
-                break
-    finally:
-        for item in remaining:
-            await _release(journal, item.recording_id)
+
+    async def send(item: RecordingToSend) -> UploadOutcome:
+        return await upload_recording(journal, backend, item, deadline=deadline)
+
+    async def release(item: RecordingToSend) -> None:
+        await _release(journal, item.recording_id)
+
+    outcomes, remaining = await in_turn(claimed, send, release)
     counts = Counter(outcome.status for outcome in outcomes)
     log.info(
         "recording.recovered",
@@ -257,6 +254,6 @@ async def recover_recordings(
         delivered=counts["delivered"] + counts["already_delivered"],
         deferred=counts["deferred"] + counts["misconfigured"],
         rejected=counts["rejected"],
-        not_attempted=len(remaining),
+        not_attempted=remaining,
     )
     return outcomes
