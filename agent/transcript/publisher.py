@@ -34,9 +34,11 @@ log = get_logger(__name__)
 
 DEFAULT_FINISH_TIMEOUT = 5.0
 DEFAULT_PUBLISH_TIMEOUT = 5.0
-# Items waiting in the FIFO: far beyond a live call's (a turn every few seconds, published in
-# milliseconds); reached only when publishes hang for minutes.
-MAX_QUEUED = 100
+# Items waiting in the FIFO: far beyond a live call's (a turn every few seconds, captions a few
+# a second, each published in milliseconds) and beyond a burst (bench_turn_overhead offers
+# hundreds of turns at once, which a bound of 100 cut short); reached only when publishes hang
+# for many minutes. A turn is ~1-2 kB in memory.
+MAX_QUEUED = 1000
 
 
 class DataSink(Protocol):
