@@ -48,7 +48,8 @@ class DeliveryOutcome:
     detail: str = ""
 
 
-def _clip(text: str) -> str:
+def clip(text: str) -> str:
+    """A cause or reason cut to MAX_DETAIL_CHARS (outcomes, dead letters, log lines)."""
     return text if len(text) <= MAX_DETAIL_CHARS else text[: MAX_DETAIL_CHARS - 1] + "…"
 
 
@@ -95,15 +96,16 @@ async def deliver(
         span.set_attributes(
             {"voice_agent.outcome": outcome.status, "voice_agent.attempts": outcome.attempts}
         )
-    counted = _METRIC_OUTCOMES.get(outcome.status)
+    counted = METRIC_OUTCOMES.get(outcome.status)
     if counted is not None and outcome.attempts > 0:  # 0: no round ran (held elsewhere, dead)
         metrics.delivery("retried" if counted == "delivered" and outcome.attempts > 1 else counted)
     return outcome
 
 
-# The operator's words for the outcomes (voice_agent_deliveries_total): a first-round delivery,
+# The operator's words for the outcomes (voice_agent_deliveries_total, and the recordings'
+# voice_agent_recordings_total, agent.recording.upload): a first-round delivery,
 # a 409 (the backend had it), a later round's delivery, kept pending, kept as a dead letter.
-_METRIC_OUTCOMES: dict[OutcomeStatus, str] = {
+METRIC_OUTCOMES: dict[OutcomeStatus, str] = {
     "delivered": "delivered",
     "already_delivered": "duplicate",
     "deferred": "pending",
@@ -160,7 +162,7 @@ async def _deliver(
         # The server may quote the body it refused: no turn text goes into the dead letter or
         # the log (HttpBackend strips it already; this holds for any Backend).
         echo_free = strip_echoes(error.reason, [turn.text for turn in held.turns])
-        reason = _clip(f"{error.status}: {echo_free}")
+        reason = clip(f"{error.status}: {echo_free}")
         if journaled:
             await _journal_step(journal.mark_dead, call_id, reason)
         log.error("delivery.rejected", status=error.status, reason=reason, **fields)
@@ -171,13 +173,13 @@ async def _deliver(
         if journaled:
             await _journal_step(journal.release, call_id)
         log.warning("delivery.misconfigured", status=error.status, cause=error.cause, **fields)
-        detail = _clip(f"{error.status}: {error.cause}")
+        detail = clip(f"{error.status}: {error.cause}")
         return DeliveryOutcome(call_id, session_id, "misconfigured", attempts, detail)
     except (BackendUnavailable, BackendResponseInvalid, TimeoutError) as error:
         if journaled:
             await _journal_step(journal.release, call_id)
         cause = "timeout" if isinstance(error, TimeoutError) else type(error).__name__
-        log.warning("delivery.deferred", cause=cause, error=_clip(str(error)), **fields)
+        log.warning("delivery.deferred", cause=cause, error=clip(str(error)), **fields)
         return DeliveryOutcome(call_id, session_id, "deferred", attempts, cause)
     except Exception as error:
         # Not one of the backend's documented errors (a bug): keep the transcript, say so.

@@ -227,18 +227,19 @@ class Recordings(JournalBase):
             )
             return cursor.rowcount == 1
 
-    def claim_recordings(self) -> list[RecordingToSend]:
-        """Take over every recording or pending row whose owner is gone or whose lease lapsed
-        (the call rows' rule), in one UPDATE under BEGIN IMMEDIATE. A `recording` row comes
-        from a process that died mid-call: its claimer seals it from the file as it is."""
+    def claim_recordings(self, only: str | None = None) -> list[RecordingToSend]:
+        """Take over every recording or pending row (or only the one `only` names) whose owner
+        is gone or whose lease lapsed (the call rows' rule), in one UPDATE under BEGIN
+        IMMEDIATE. A `recording` row comes from a process that died mid-call: its claimer seals
+        it from the file as it is."""
         now = self._clock()
         with self._transaction() as conn:
             self._alive_memo.clear()
             candidates = conn.execute(
                 f"SELECT recording_id, {self._OWNER_COLUMNS} FROM recordings "
                 f"WHERE state IN ('recording', 'pending') AND NOT ({self._IS_MINE}) "
-                f"ORDER BY updated_at",
-                self._mine(),
+                f"AND (:only IS NULL OR recording_id = :only) ORDER BY updated_at",
+                {"only": only} | self._mine(),
             ).fetchall()
             chosen = [
                 row[0]

@@ -6,8 +6,8 @@ never audio and never a file's path. `retry` uploads through the worker's own co
 `agent.recording.upload_recording` with the backend `make_backend` chose, so a retried recording
 follows the same rules as any other: only its row's owner uploads it, its file is deleted only
 once the journal says delivered, a rejection is kept as a dead letter. To own the row, the
-command claims what any recovery may claim (`Journal.claim_recordings`: never a row a live
-process holds) and gives back at once every row but the one it retries.
+command claims that one row as any recovery may (`Journal.claim_recordings(only=...)`: never
+a row a live process holds).
 """
 
 from __future__ import annotations
@@ -114,15 +114,9 @@ async def retry_recording(
 
 
 def _claim(journal: Journal, rec_id: str) -> RecordingToSend | None:
-    """Own this one recording the way recovery would, leaving every other row as free for any
-    recovery as it was."""
-    wanted = None
-    for item in journal.claim_recordings():
-        if item.recording_id == rec_id:
-            wanted = item
-        else:
-            journal.release_recording(item.recording_id)
-    return wanted
+    """Own this one recording the way recovery would (never a row a live process holds)."""
+    claimed = journal.claim_recordings(only=rec_id)
+    return claimed[0] if claimed else None
 
 
 def describe(row: RecordingRow, status: str, detail: str) -> str:

@@ -15,7 +15,6 @@ import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Literal
 
 from agent import metrics
 from agent.backend import (
@@ -25,6 +24,7 @@ from agent.backend import (
     BackendResponseInvalid,
     BackendUnavailable,
 )
+from agent.delivery.post import METRIC_OUTCOMES, OutcomeStatus, clip
 from agent.delivery.recovery import in_turn
 from agent.journal import LEASE_REFRESH_SECONDS, Journal, RecordingToSend
 from agent.log import get_logger
@@ -32,27 +32,13 @@ from agent.recording.recorder import digest_file, spool_dir
 
 log = get_logger(__name__)
 
-UploadStatus = Literal["delivered", "already_delivered", "deferred", "rejected", "misconfigured"]
-MAX_DETAIL_CHARS = 300
-_METRIC_OUTCOMES: dict[UploadStatus, str] = {
-    "delivered": "delivered",
-    "already_delivered": "duplicate",
-    "deferred": "pending",
-    "misconfigured": "pending",
-    "rejected": "dead",
-}
-
 
 @dataclass(frozen=True, slots=True)
 class UploadOutcome:
     recording_id: str
-    status: UploadStatus
+    status: OutcomeStatus
     attempts: int
     detail: str = ""
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= MAX_DETAIL_CHARS else text[: MAX_DETAIL_CHARS - 1] + "…"
 
 
 def _read_sealed(journal: Journal, item: RecordingToSend) -> tuple[RecordingToSend | None, bytes]:
@@ -124,19 +110,19 @@ async def upload_recording(
         await _release(journal, rec_id)
         raise
     except BackendRejected as error:
-        reason = _clip(f"{error.status}: {error.reason}")
+        reason = clip(f"{error.status}: {error.reason}")
         await _journal_step(journal.mark_recording_dead, rec_id, reason)
         log.error("recording.rejected", status=error.status, reason=reason, **fields)
         return _counted(UploadOutcome(rec_id, "rejected", attempts, reason))
     except BackendMisconfigured as error:
         await _release(journal, rec_id)
         log.warning("recording.misconfigured", status=error.status, cause=error.cause, **fields)
-        detail = _clip(f"{error.status}: {error.cause}")
+        detail = clip(f"{error.status}: {error.cause}")
         return _counted(UploadOutcome(rec_id, "misconfigured", attempts, detail))
     except (BackendUnavailable, BackendResponseInvalid, TimeoutError) as error:
         await _release(journal, rec_id)
         cause = "timeout" if isinstance(error, TimeoutError) else type(error).__name__
-        log.warning("recording.deferred", cause=cause, error=_clip(str(error)), **fields)
+        log.warning("recording.deferred", cause=cause, error=clip(str(error)), **fields)
         return _counted(UploadOutcome(rec_id, "deferred", attempts, cause))
     except Exception as error:
         await _release(journal, rec_id)
@@ -175,7 +161,7 @@ async def _holding_lease(journal: Journal, rec_id: str) -> AsyncIterator[None]:
 
 
 def _counted(outcome: UploadOutcome) -> UploadOutcome:
-    counted = _METRIC_OUTCOMES[outcome.status]
+    counted = METRIC_OUTCOMES[outcome.status]
     retried = counted == "delivered" and outcome.attempts > 1
     metrics.recording_upload("retried" if retried else counted)
     return outcome

@@ -55,6 +55,8 @@ BOUNDED_LABELS: dict[str, set[str]] = {
         "/api/internal/sessions",
         "/api/internal/sessions/{sessionId}",
         "/api/internal/sessions/{sessionId}/transcript",
+        # DESIGN.md "Backend": the PUT of a recorded part (issue 24)
+        "/api/internal/sessions/{sessionId}/recording",
         "other",
     },
     "status_class": {"2xx", "3xx", "4xx", "5xx", "timeout", "error", "other"},
