@@ -21,6 +21,7 @@ from livekit.agents.types import NOT_GIVEN
 from livekit.agents.voice import io
 from livekit.agents.voice.speech_handle import SpeechHandle
 
+from agent import early_reply
 from agent.log import get_logger
 from agent.models import Scenario, Turn
 from agent.prompts import load_prompt
@@ -87,9 +88,12 @@ class PersonaAgent(Agent):
         *,
         earlier_turns: Sequence[Turn] = (),
         before_speaking: Callable[[AgentSession[Any]], Awaitable[None]] | None = None,
+        hold_unfinished: bool = True,
     ) -> None:
         """`before_speaking`: what must wrap the session's audio once it exists and before
-        the first word (the call's recording); it must not raise."""
+        the first word (the call's recording); it must not raise. `hold_unfinished`
+        (PREEMPTIVE_HOLD): an early reply to a transcript that sounds unfinished waits for the
+        end-of-turn model (agent.early_reply)."""
         super().__init__(
             instructions=instructions(scenario),
             chat_ctx=earlier_context(earlier_turns) if earlier_turns else NOT_GIVEN,
@@ -97,6 +101,8 @@ class PersonaAgent(Agent):
         self._greeting = resume_line() if earlier_turns else greeting(scenario)
         self._greeter: asyncio.Task[None] | None = None
         self._before_speaking = before_speaking
+        self._hold_unfinished = hold_unfinished
+        self._early_reply: early_reply.EarlyReplyHold | None = None
 
     async def stt_node(
         self, audio: AsyncIterable[rtc.AudioFrame], model_settings: ModelSettings
@@ -113,6 +119,8 @@ class PersonaAgent(Agent):
         return speech is not None and not speech.done()
 
     async def on_enter(self) -> None:
+        if self._hold_unfinished:
+            self._early_reply = early_reply.attach(self)
         # The room's audio IO exists from here on, and nothing has been said yet.
         if self._before_speaking is not None:
             await self._before_speaking(self.session)
@@ -122,6 +130,8 @@ class PersonaAgent(Agent):
         self._greeter = asyncio.create_task(self._greet_when_listening(), name="persona.greet")
 
     async def on_exit(self) -> None:
+        if self._early_reply is not None:
+            self._early_reply.close()
         if self._greeter is not None and not self._greeter.done():
             self._greeter.cancel()
             await asyncio.gather(self._greeter, return_exceptions=True)

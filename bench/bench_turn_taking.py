@@ -339,7 +339,8 @@ async def open_call(bench: Bench, arm: Arm, shape: TurnTaking | None = None) -> 
     session.input.audio = mic
     session.output.audio = speaker
     started_at = time.time()
-    await session.start(agent=PersonaAgent(bench.scenario))  # greets at once: no room to wait on
+    persona = PersonaAgent(bench.scenario, hold_unfinished=bench.settings.preemptive_hold)
+    await session.start(agent=persona)  # greets at once: no room to wait on
     return Call(session, mic, speaker, log, started_at, bench.quiet_hold)
 
 
@@ -940,6 +941,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         settings_used = {
             "stt_mode": bench.settings.stt_mode,
             "preemptive_generation": bench.settings.preemptive_generation,
+            "preemptive_hold": bench.settings.preemptive_hold,
             "env": args.env,
         }
     return {

@@ -142,6 +142,7 @@ async def start_conversation(
         call.scenario,
         earlier_turns=call.earlier_turns,
         before_speaking=recording_hook(call, settings),  # only with the platform's consent
+        hold_unfinished=settings.preemptive_hold,
     )
     await session.start(
         agent=persona,

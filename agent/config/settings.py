@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     # model held the turn); a reply the caller talks on over is a wasted TTS request too
     # (docs/performance.md, voice to voice)
     preemptive_tts: bool = Field(default=True, alias="PREEMPTIVE_TTS")
+    # with the end-of-turn model, an early reply to a transcript that sounds unfinished ("so",
+    # "and", "um", a trailing comma) waits for the model's verdict instead of starting at once:
+    # a caller's thinking pause no longer costs a thrown-away LLM request (agent/early_reply.py;
+    # docs/performance.md, voice to voice)
+    preemptive_hold: bool = Field(default=True, alias="PREEMPTIVE_HOLD")
     # realtime STT: the provider's server VAD commits (and finalises) the transcript after this
     # much silence (the plugin's default 350). It only segments the transcript: our end of turn
     # decides when the caller has finished
