@@ -4,6 +4,8 @@ worker with its shipped turn taking, the stand-in and WebRTC, on the committed p
 
 - A trainee who pauses 1.2 s to think mid-sentence is not answered before the whole utterance
   ends, and the utterance is one user turn.
+- A trainee who pauses after "uh" costs the reply one LLM request, not two: the early reply to
+  the words before the pause is held (PREEMPTIVE_HOLD) and dropped when they go on.
 - A trainee who talks over the greeting stops it (the library's AEC warm-up would ignore them
   for its first 3 s).
 - A backchannel ("mm-hm") during a reply does not derail it: it goes on (or resumes), one turn.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any, Final
 
@@ -78,6 +81,58 @@ async def test_a_thinking_pause_is_not_answered_before_the_whole_utterance(stack
         turns = turns_of(caller)
         users = [t for t in turns if t["role"] == "user" and t["seq"] < reply["seq"]]
         assert len(users) == 1, f"the utterance became {len(users)} user turns"
+
+
+def parts(said: dict[str, Any]) -> list[str]:
+    """What the STT hears on each side of the pause: one segment each (its server VAD commits
+    after 350 ms of silence)."""
+    return [" ".join(p.split()) for p in str(said["text"]).split("...") if p.strip()]
+
+
+async def rest_after_first_segment(stack: Stack, rest: str, since: float) -> None:
+    """The stub transcribes every segment as its configured transcript: once it has sent the
+    first segment's final, the next one is the rest of the utterance."""
+    for _ in range(400):  # bounded: 20 s
+        events = await stack.openai.realtime_events(direction="out", since=since)
+        if any(
+            e["event"]["type"] == "conversation.item.input_audio_transcription.completed"
+            for e in events
+        ):
+            await stack.openai.configure(transcript=rest)
+            return
+        await asyncio.sleep(0.05)
+
+
+async def test_a_thinking_pause_costs_the_reply_one_llm_request(stack: Stack) -> None:
+    said = utterance("pause_uh_0p8")  # "The first year would come to uh ... about twelve ..."
+    first, rest = parts(said)
+    async with asyncio.timeout(TEST_BUDGET):
+        await stack.start_worker()
+        call = await start_call(stack, "room-held", "caller-1", metadata())
+        caller = call.caller
+        await stack.openai.configure(transcript=first)
+        chats_before = len(await stack.openai.requests("chat"))
+        switch = asyncio.create_task(rest_after_first_segment(stack, rest, since=time.time()))
+        try:
+            started, _ = await caller.speak(CORPUS / said["file"], timeout=20)
+            true_end = started + said["end_of_speech"]
+            reply_at = await caller.wait_for_audio(
+                after=started + said["pause"]["start"], timeout=25
+            )
+            reply = await caller.wait_for_message(
+                lambda m: m["type"] == "turn" and m["role"] == "assistant" and m["seq"] > 1,
+                timeout=25,
+                what="the reply's turn",
+            )
+        finally:
+            switch.cancel()
+            await asyncio.gather(switch, return_exceptions=True)
+        chats = len(await stack.openai.requests("chat")) - chats_before
+        users = [t for t in turns_of(caller) if t["role"] == "user" and t["seq"] < reply["seq"]]
+        print(f"paused after 'uh': {chats} LLM request(s), reply {reply_at - true_end:+.2f}s")
+        assert reply_at > true_end, "the agent answered inside the pause"
+        assert [u["text"] for u in users] == [f"{first} {rest}"]
+        assert chats == 1, f"{chats} LLM requests for one answered turn: the pause cost one more"
 
 
 async def test_talking_over_the_greeting_stops_it(stack: Stack) -> None:
