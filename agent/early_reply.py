@@ -61,15 +61,17 @@ _TRAILING_MARK = re.compile(r"(,|;|:|-|\u2013|\u2014|\.\.\.|\u2026)$")
 _WORD = re.compile(r"[a-z']+")
 
 
-def sounds_unfinished(transcript: str) -> bool:
+def sounds_unfinished(transcript: str, *, english: bool = True) -> bool:
     """True when `transcript` stops where a sentence does not: on a clause mark or an ellipsis,
-    or on one of `_UNFINISHED_WORDS` (whatever punctuation the STT put after it), unless it ends
-    as a question or an exclamation."""
+    or, in English, on one of `_UNFINISHED_WORDS` (whatever punctuation the STT put after it);
+    never when it ends as a question or an exclamation."""
     text = transcript.strip().lower()
     if not text or text.endswith(("?", "!")):
         return False
     if _TRAILING_MARK.search(text):
         return True
+    if not english:  # the word list is English ("a" and "so" are words of other languages too)
+        return False
     words = _WORD.findall(text)
     return bool(words) and words[-1].strip("'") in _UNFINISHED_WORDS
 
@@ -78,9 +80,10 @@ class EarlyReplyHold:
     """Holds an agent activity's early replies for unfinished-sounding transcripts (see the
     module). Built by `attach`; `close` releases nothing and puts the hooks back."""
 
-    def __init__(self, activity: AgentActivity, *, max_delay: float) -> None:
+    def __init__(self, activity: AgentActivity, *, max_delay: float, english: bool = True) -> None:
         self._activity = activity
         self._max_delay = max_delay
+        self._english = english
         self._loop = asyncio.get_running_loop()
         self._lib_preemptive: Callable[[Any], None] = activity.on_preemptive_generation
         self._lib_eot: Callable[[EotPredictionEvent], None] = activity.on_eot_prediction
@@ -105,7 +108,7 @@ class EarlyReplyHold:
 
     def _on_preemptive_generation(self, info: Any) -> None:
         self._drop()  # a newer transcript supersedes a held reply, as the library's own does
-        if not sounds_unfinished(str(info.new_transcript)):
+        if not sounds_unfinished(str(info.new_transcript), english=self._english):
             self._lib_preemptive(info)
             return
         self._held = info
@@ -165,9 +168,10 @@ class EarlyReplyHold:
 _HOOKS = ("on_preemptive_generation", "on_eot_prediction", "on_start_of_speech", "on_end_of_turn")
 
 
-def attach(agent: Agent) -> EarlyReplyHold | None:
+def attach(agent: Agent, *, language: str = "en") -> EarlyReplyHold | None:
     """Hold `agent`'s unfinished-sounding early replies, from its `on_enter`: None when its
-    session has no early replies or no end-of-turn model to wait for."""
+    session has no early replies or no end-of-turn model to wait for. `language`: the call's
+    (the scenario's, else LANGUAGE); only English transcripts are judged by their last word."""
     session = agent.session
     options = session.options
     detector = session.turn_detection
@@ -176,4 +180,5 @@ def attach(agent: Agent) -> EarlyReplyHold | None:
     if isinstance(detector, str):  # "vad", "stt", "realtime_llm", "manual": no model's verdict
         return None
     max_delay = float(options.endpointing["max_delay"])
-    return EarlyReplyHold(agent._get_activity_or_raise(), max_delay=max_delay)
+    english = language.lower() == "en" or language.lower().startswith(("en-", "en_"))
+    return EarlyReplyHold(agent._get_activity_or_raise(), max_delay=max_delay, english=english)

@@ -89,11 +89,13 @@ class PersonaAgent(Agent):
         earlier_turns: Sequence[Turn] = (),
         before_speaking: Callable[[AgentSession[Any]], Awaitable[None]] | None = None,
         hold_unfinished: bool = True,
+        language: str = "en",
     ) -> None:
         """`before_speaking`: what must wrap the session's audio once it exists and before
         the first word (the call's recording); it must not raise. `hold_unfinished`
         (PREEMPTIVE_HOLD): an early reply to a transcript that sounds unfinished waits for the
-        end-of-turn model (agent.early_reply)."""
+        end-of-turn model (agent.early_reply); `language` (LANGUAGE) is the call's unless the
+        scenario names its own."""
         super().__init__(
             instructions=instructions(scenario),
             chat_ctx=earlier_context(earlier_turns) if earlier_turns else NOT_GIVEN,
@@ -102,6 +104,7 @@ class PersonaAgent(Agent):
         self._greeter: asyncio.Task[None] | None = None
         self._before_speaking = before_speaking
         self._hold_unfinished = hold_unfinished
+        self._language = scenario.language or language
         self._early_reply: early_reply.EarlyReplyHold | None = None
 
     async def stt_node(
@@ -120,7 +123,7 @@ class PersonaAgent(Agent):
 
     async def on_enter(self) -> None:
         if self._hold_unfinished:
-            self._early_reply = early_reply.attach(self)
+            self._early_reply = early_reply.attach(self, language=self._language)
         # The room's audio IO exists from here on, and nothing has been said yet.
         if self._before_speaking is not None:
             await self._before_speaking(self.session)

@@ -339,7 +339,11 @@ async def open_call(bench: Bench, arm: Arm, shape: TurnTaking | None = None) -> 
     session.input.audio = mic
     session.output.audio = speaker
     started_at = time.time()
-    persona = PersonaAgent(bench.scenario, hold_unfinished=bench.settings.preemptive_hold)
+    persona = PersonaAgent(
+        bench.scenario,
+        hold_unfinished=bench.settings.preemptive_hold,
+        language=bench.settings.language,
+    )
     await session.start(agent=persona)  # greets at once: no room to wait on
     return Call(session, mic, speaker, log, started_at, bench.quiet_hold)
 

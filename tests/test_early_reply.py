@@ -66,6 +66,14 @@ def test_a_finished_sentence_or_a_question_does_not(text: str) -> None:
     assert not sounds_unfinished(text)
 
 
+def test_in_another_language_only_the_trailing_mark_counts() -> None:
+    # Spanish "Voy a" ("I am going to") ends on a word the English list holds ("a")
+    assert not sounds_unfinished("Voy a", english=False)
+    assert sounds_unfinished("Voy a")
+    assert sounds_unfinished("Lo que quería decir es...", english=False)
+    assert sounds_unfinished("Bueno,", english=False)
+
+
 # ---------------------------------------------------------------- the library's session
 
 
@@ -230,7 +238,9 @@ async def started_persona(vad_model: Any, *, hold: bool, **env: Any) -> PersonaA
         turn_taking=shape,
         turn_detector=load_turn_detector() if shape.detection == "model" else None,
     )
-    persona = PersonaAgent(load_scenario("default"), hold_unfinished=hold)
+    persona = PersonaAgent(
+        load_scenario("default"), hold_unfinished=hold, language=settings.language
+    )
     await session.start(persona)
     await session.aclose()
     return persona
@@ -239,6 +249,13 @@ async def started_persona(vad_model: Any, *, hold: bool, **env: Any) -> PersonaA
 async def test_the_persona_holds_with_the_model_and_early_replies(vad_model: Any) -> None:
     persona = await started_persona(vad_model, hold=True)
     assert isinstance(persona._early_reply, EarlyReplyHold)
+    assert persona._early_reply._english
+
+
+async def test_a_call_in_another_language_holds_on_trailing_marks_only(vad_model: Any) -> None:
+    persona = await started_persona(vad_model, hold=True, LANGUAGE="es")
+    assert isinstance(persona._early_reply, EarlyReplyHold)
+    assert not persona._early_reply._english
 
 
 @pytest.mark.parametrize(

@@ -143,6 +143,7 @@ async def start_conversation(
         earlier_turns=call.earlier_turns,
         before_speaking=recording_hook(call, settings),  # only with the platform's consent
         hold_unfinished=settings.preemptive_hold,
+        language=settings.language,
     )
     await session.start(
         agent=persona,
