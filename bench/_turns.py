@@ -39,7 +39,7 @@ from bench._common import HELLO_16K, REPO_ROOT, VOICED_ABS
 from tests.support.fakes import Int16Array, read_wav_mono16
 
 DEFAULT_CORPUS = REPO_ROOT / "tests" / "audio" / "turns"
-KINDS = ("statement", "question", "pause", "backchannel", "bargein")
+KINDS = ("statement", "question", "pause", "continuation", "backchannel", "bargein")
 AUDIBLE_RMS = 100.0
 """A 10 ms chunk of agent audio is audible above this RMS (s16 units, about -50 dBFS)."""
 CHUNK_SECONDS = 0.01

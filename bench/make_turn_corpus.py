@@ -11,8 +11,9 @@ image never install piper. The output is committed; tests and CI only read it
 
 Kinds: `statement` and `question` (finished utterances), `pause` (a thinking pause inside an
 utterance: the first part ends on a filler or an open clause, then 0.6-2.0 s of digital silence,
-then the rest), `backchannel` (under 0.6 s of speech) and `bargein` (a full sentence a caller says
-to cut in).
+then the rest), `continuation` (a finished sentence, 0.6-2.0 s of silence, then the caller goes on
+with another: the same turn to them, though a listener could have taken it), `backchannel` (under
+0.6 s of speech) and `bargein` (a full sentence a caller says to cut in).
 
 How a file is made:
 - Piper synthesizes each part on its own. The first part of a pause utterance has no final
@@ -127,6 +128,19 @@ def _pause(after: str, first: str, seconds: float, rest: str) -> Utterance:
     )
 
 
+def _continuation(first: str, seconds: float, rest: str) -> Utterance:
+    slug = "_".join(first.lower().rstrip(".?!").replace("'", "").split()[:3])
+    tenths = f"{seconds:.1f}".replace(".", "p")
+    return Utterance(
+        id=f"continuation_{slug}_{tenths}",
+        kind="continuation",
+        text=first,
+        rest=rest,
+        after=first,
+        pause_s=seconds,
+    )
+
+
 UTTERANCES: tuple[Utterance, ...] = (
     # Finished statements, short to two clauses.
     Utterance("statement_i_see", "statement", "I see."),
@@ -188,6 +202,13 @@ UTTERANCES: tuple[Utterance, ...] = (
         2.0,
         "it changes how we treat the headaches.",
     ),
+    # Continuations: a finished sentence, a pause, then another sentence of the same turn.
+    _continuation("I hear you.", 0.8, "That sounds really hard."),
+    _continuation("That makes sense.", 1.0, "Can I ask how you're sleeping?"),
+    _continuation("The plan is forty dollars a month.", 1.0, "It includes the support line."),
+    _continuation("I understand.", 1.2, "Let's look at what we can do."),
+    _continuation("Let's start with your sleep.", 1.2, "How many hours do you get?"),
+    _continuation("Thank you for sharing that.", 1.5, "How long has it been going on?"),
     # Backchannels: under 0.6 s of speech. espeak spells "Mm-hm" as letters ("em em aitch em"),
     # so piper gets its phonemes.
     Utterance("backchannel_mm_hm", "backchannel", "Mm-hm.", say="[[ m̩hˈm̩. ]]"),
@@ -227,8 +248,14 @@ def check_utterances(utterances: tuple[Utterance, ...]) -> None:
                 raise ValueError(f"{u.id}: the first part must not end a sentence")
             if not PAUSE_MIN_S <= u.pause_s <= PAUSE_MAX_S:
                 raise ValueError(f"{u.id}: pause {u.pause_s} s out of range")
+        elif u.kind == "continuation":
+            assert u.rest is not None and u.pause_s is not None, u.id
+            if u.text[-1] not in ".?!":
+                raise ValueError(f"{u.id}: the first part must end a sentence")
+            if not PAUSE_MIN_S <= u.pause_s <= PAUSE_MAX_S:
+                raise ValueError(f"{u.id}: pause {u.pause_s} s out of range")
         elif u.rest is not None or u.after is not None or u.pause_s is not None:
-            raise ValueError(f"{u.id}: only a pause utterance has a pause")
+            raise ValueError(f"{u.id}: only a pause or continuation utterance has a pause")
 
 
 # ---- synthesis -----------------------------------------------------------------------------------

@@ -20,7 +20,14 @@ TURNS = Path(__file__).resolve().parent / "audio" / "turns"
 MANIFEST = TURNS / "manifest.json"
 RATE = 16_000
 
-MIN_COUNTS = {"statement": 8, "question": 6, "pause": 14, "backchannel": 8, "bargein": 8}
+MIN_COUNTS = {
+    "statement": 8,
+    "question": 6,
+    "pause": 14,
+    "continuation": 6,
+    "backchannel": 8,
+    "bargein": 8,
+}
 PAUSE_SECONDS_COVERED = (0.6, 0.8, 1.0, 1.2, 1.5, 2.0)
 LEAD_S = 0.3
 TAIL_S = 1.0
@@ -142,7 +149,7 @@ def test_utterance(u: dict[str, Any]) -> None:
     for start, end in speech:
         assert rms(samples, start, end) >= SPEECH_RMS, f"speech at {start}-{end} s"
 
-    if u["kind"] == "pause":
+    if u["kind"] in ("pause", "continuation"):
         assert pause is not None
         assert len(speech) == 2, "the pause lies between two speech segments"
         assert 0.6 <= pause["seconds"] <= 2.0
@@ -153,6 +160,8 @@ def test_utterance(u: dict[str, Any]) -> None:
         assert " ... " in u["text"]
         before = u["text"].split(" ... ")[0]
         assert before.lower().endswith(pause["after"].lower()), "the pause follows `after`"
+        # a thinking pause follows an open clause; a continuation, a finished sentence
+        assert (before[-1] in ".?!") == (u["kind"] == "continuation")
     else:
         assert pause is None
         assert len(speech) == 1
