@@ -80,10 +80,22 @@ class EarlyReplyHold:
     """Holds an agent activity's early replies for unfinished-sounding transcripts (see the
     module). Built by `attach`; `close` releases nothing and puts the hooks back."""
 
-    def __init__(self, activity: AgentActivity, *, max_delay: float, english: bool = True) -> None:
+    def __init__(
+        self,
+        activity: AgentActivity,
+        *,
+        max_delay: float,
+        english: bool = True,
+        finished_max_delay: float | None = None,
+        set_max_delay: Callable[[float], None] | None = None,
+    ) -> None:
         self._activity = activity
         self._max_delay = max_delay
         self._english = english
+        # a shorter hold of the model for a transcript that sounds finished (None: off)
+        self._finished_max_delay = finished_max_delay
+        self._set_max_delay = set_max_delay
+        self._hold_now = max_delay
         self._loop = asyncio.get_running_loop()
         self._lib_preemptive: Callable[[Any], None] = activity.on_preemptive_generation
         self._lib_eot: Callable[[EotPredictionEvent], None] = activity.on_eot_prediction
@@ -100,6 +112,7 @@ class EarlyReplyHold:
 
     def close(self) -> None:
         self._drop()
+        self._hold_the_turn(finished=False)
         for name in _HOOKS:
             if name in vars(self._activity):
                 delattr(self._activity, name)
@@ -108,7 +121,10 @@ class EarlyReplyHold:
 
     def _on_preemptive_generation(self, info: Any) -> None:
         self._drop()  # a newer transcript supersedes a held reply, as the library's own does
-        if not sounds_unfinished(str(info.new_transcript), english=self._english):
+        unfinished = sounds_unfinished(str(info.new_transcript), english=self._english)
+        # before the library re-runs its end-of-turn wait on this transcript, which reads it
+        self._hold_the_turn(finished=not unfinished)
+        if not unfinished:
             self._lib_preemptive(info)
             return
         self._held = info
@@ -125,15 +141,27 @@ class EarlyReplyHold:
     def _on_start_of_speech(self, *args: Any, **kwargs: Any) -> None:
         self._prediction = None  # a new stretch of speech: the last verdict is about the old one
         self._drop()
+        self._hold_the_turn(finished=False)
         self._lib_speech(*args, **kwargs)
 
     def _on_end_of_turn(self, info: Any) -> bool:
         # the library replies now (adopting an early reply if one started); a held one never will
         self._drop()
         self._prediction = None
+        self._hold_the_turn(finished=False)
         return self._lib_end_of_turn(info)
 
     # ---- the hold
+
+    def _hold_the_turn(self, *, finished: bool) -> None:
+        """The longest the model may hold this turn open: shorter once its transcript sounds
+        finished (when configured), the session's own otherwise."""
+        if self._finished_max_delay is None or self._set_max_delay is None:
+            return
+        wanted = self._finished_max_delay if finished else self._max_delay
+        if wanted != self._hold_now:
+            self._hold_now = wanted
+            self._set_max_delay(wanted)
 
     def _decide(self, prediction: EotPredictionEvent) -> None:
         if prediction.probability >= prediction.threshold:
@@ -168,10 +196,14 @@ class EarlyReplyHold:
 _HOOKS = ("on_preemptive_generation", "on_eot_prediction", "on_start_of_speech", "on_end_of_turn")
 
 
-def attach(agent: Agent, *, language: str = "en") -> EarlyReplyHold | None:
+def attach(
+    agent: Agent, *, language: str = "en", finished_max_delay: float | None = None
+) -> EarlyReplyHold | None:
     """Hold `agent`'s unfinished-sounding early replies, from its `on_enter`: None when its
     session has no early replies or no end-of-turn model to wait for. `language`: the call's
-    (the scenario's, else LANGUAGE); only English transcripts are judged by their last word."""
+    (the scenario's, else LANGUAGE); only English transcripts are judged by their last word.
+    `finished_max_delay`: the longest the model may hold a turn whose transcript sounds
+    finished (FINISHED_MAX_DELAY_SECONDS; None or the session's own max delay: unchanged)."""
     session = agent.session
     options = session.options
     detector = session.turn_detection
@@ -181,4 +213,15 @@ def attach(agent: Agent, *, language: str = "en") -> EarlyReplyHold | None:
         return None
     max_delay = float(options.endpointing["max_delay"])
     english = language.lower() == "en" or language.lower().startswith(("en-", "en_"))
-    return EarlyReplyHold(agent._get_activity_or_raise(), max_delay=max_delay, english=english)
+    shorter = finished_max_delay if finished_max_delay and finished_max_delay < max_delay else None
+
+    def set_max_delay(seconds: float) -> None:
+        session.update_options(endpointing_opts={"max_delay": seconds})
+
+    return EarlyReplyHold(
+        agent._get_activity_or_raise(),
+        max_delay=max_delay,
+        english=english,
+        finished_max_delay=shorter,
+        set_max_delay=set_max_delay,
+    )

@@ -90,12 +90,14 @@ class PersonaAgent(Agent):
         before_speaking: Callable[[AgentSession[Any]], Awaitable[None]] | None = None,
         hold_unfinished: bool = True,
         language: str = "en",
+        finished_max_delay: float | None = None,
     ) -> None:
         """`before_speaking`: what must wrap the session's audio once it exists and before
         the first word (the call's recording); it must not raise. `hold_unfinished`
         (PREEMPTIVE_HOLD): an early reply to a transcript that sounds unfinished waits for the
         end-of-turn model (agent.early_reply); `language` (LANGUAGE) is the call's unless the
-        scenario names its own."""
+        scenario names its own; `finished_max_delay` (FINISHED_MAX_DELAY_SECONDS) shortens the
+        model's hold of a turn whose transcript sounds finished."""
         super().__init__(
             instructions=instructions(scenario),
             chat_ctx=earlier_context(earlier_turns) if earlier_turns else NOT_GIVEN,
@@ -105,6 +107,7 @@ class PersonaAgent(Agent):
         self._before_speaking = before_speaking
         self._hold_unfinished = hold_unfinished
         self._language = scenario.language or language
+        self._finished_max_delay = finished_max_delay
         self._early_reply: early_reply.EarlyReplyHold | None = None
 
     async def stt_node(
@@ -123,7 +126,9 @@ class PersonaAgent(Agent):
 
     async def on_enter(self) -> None:
         if self._hold_unfinished:
-            self._early_reply = early_reply.attach(self, language=self._language)
+            self._early_reply = early_reply.attach(
+                self, language=self._language, finished_max_delay=self._finished_max_delay
+            )
         # The room's audio IO exists from here on, and nothing has been said yet.
         if self._before_speaking is not None:
             await self._before_speaking(self.session)

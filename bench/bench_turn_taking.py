@@ -189,7 +189,7 @@ DEFAULT_ARMS = (
     "model-words2",
     "model-words3",
 )
-LISTENING = ("statement", "question", "pause")
+LISTENING = ("statement", "question", "pause", "continuation")
 PROFILE = "typical"
 SHORT_REPLY = "I see. Tell me more."
 LONG_REPLY = (
@@ -343,6 +343,7 @@ async def open_call(bench: Bench, arm: Arm, shape: TurnTaking | None = None) -> 
         bench.scenario,
         hold_unfinished=bench.settings.preemptive_hold,
         language=bench.settings.language,
+        finished_max_delay=bench.settings.finished_max_delay_seconds,
     )
     await session.start(agent=persona)  # greets at once: no room to wait on
     return Call(session, mic, speaker, log, started_at, bench.quiet_hold)
@@ -747,7 +748,7 @@ def summarize_arm(rows: list[dict[str, Any]], runs: list[dict[str, Any]]) -> dic
             "with_llm_request_before_end": sum(r["llm_requests_before_end"] > 0 for r in kind_rows),
             "replies_heard": sum(r["replies_heard"] for r in kind_rows),
         }
-        if kind == "pause":
+        if kind in ("pause", "continuation"):
             by_pause: dict[str, Any] = {}
             for seconds in sorted({r["pause_s"] for r in kind_rows if r["pause_s"] is not None}):
                 group = [r for r in kind_rows if r["pause_s"] == seconds]
@@ -946,6 +947,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "stt_mode": bench.settings.stt_mode,
             "preemptive_generation": bench.settings.preemptive_generation,
             "preemptive_hold": bench.settings.preemptive_hold,
+            "finished_max_delay_seconds": bench.settings.finished_max_delay_seconds,
             "env": args.env,
         }
     return {
@@ -1035,7 +1037,7 @@ def report(result: dict[str, Any]) -> None:
                 f"{s['audio_before_end']}/{s['split']})  eot {_fmt_stats(s['end_of_turn_delay'])}"
                 f" ({_fmt_stats(s['library_end_of_turn_delay'])})  no reply {s['no_reply']}"
             )
-            if kind == "pause":
+            if kind in ("pause", "continuation"):
                 by = ", ".join(
                     f"{k}s {v['false_cutoffs']}/{v['n']}" for k, v in s["by_pause_seconds"].items()
                 )

@@ -144,6 +144,7 @@ async def start_conversation(
         before_speaking=recording_hook(call, settings),  # only with the platform's consent
         hold_unfinished=settings.preemptive_hold,
         language=settings.language,
+        finished_max_delay=settings.finished_max_delay_seconds,
     )
     await session.start(
         agent=persona,

@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     # a caller's thinking pause no longer costs a thrown-away LLM request (agent/early_reply.py;
     # docs/performance.md, voice to voice)
     preemptive_hold: bool = Field(default=True, alias="PREEMPTIVE_HOLD")
+    # with PREEMPTIVE_HOLD and the end-of-turn model: the longest the model may hold a turn open
+    # once its transcript sounds finished ("How have you been sleeping?"), against its 2 s for
+    # every doubted end; 2 (or more) leaves every hold at 2 s (docs/performance.md, voice to voice)
+    finished_max_delay_seconds: float = Field(
+        default=1.0, ge=0.3, le=10.0, alias="FINISHED_MAX_DELAY_SECONDS"
+    )
     # realtime STT: the provider's server VAD commits (and finalises) the transcript after this
     # much silence (the plugin's default 350). It only segments the transcript: our end of turn
     # decides when the caller has finished
