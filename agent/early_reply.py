@@ -1,4 +1,5 @@
-"""When the reply may start before the caller's turn has ended (preemptive generation).
+"""What the words of a turn so far say: when its early reply may start (preemptive generation),
+and how long the end-of-turn model may hold it open.
 
 Rule: the library starts an early reply (an LLM request and, with PREEMPTIVE_TTS, the synthesis
 of its first words) on every final transcript of the caller's speech. A transcript that stops
@@ -9,9 +10,11 @@ early reply is held until the end-of-turn model has spoken: it starts as soon as
 the turn ends (the turn commits `min_delay` later, so nothing is lost), or, while the model
 holds the turn open, once the silence has lasted `max_delay - LEAD_SECONDS`, so that the reply
 is still ready when the hold runs out. If the caller speaks again first, nothing was sent. A
-transcript that sounds finished starts its early reply at once, as before. Only with the
-end-of-turn model (TURN_DETECTION=model): with the VAD's end of turn there is no prediction to
-wait for.
+transcript that sounds finished starts its early reply at once, as before, and (with
+FINISHED_MAX_DELAY_SECONDS) the model may hold that turn open for a shorter time than for an
+end whose words trail off: the model hears only the audio, and doubted "I see." for 2 s. Only
+with the end-of-turn model (TURN_DETECTION=model): with the VAD's end of turn there is no
+prediction to wait for.
 
 The library has no public hook between a final transcript and its early reply: the hold wraps
 four of the session activity's hook methods (the ones its audio recognition calls) for the

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import wave
 from pathlib import Path
 from typing import Any
@@ -106,14 +107,15 @@ def trailing_off(name: str, tmp_path: Path) -> Path:
 class Listener(Agent):
     """No greeting: the caller speaks into a quiet line. Holds like the persona does."""
 
-    def __init__(self, hold: bool) -> None:
+    def __init__(self, hold: bool, finished_max_delay: float | None = None) -> None:
         super().__init__(instructions="You listen.")
         self._hold = hold
+        self._finished_max_delay = finished_max_delay
         self.early_reply: EarlyReplyHold | None = None
 
     async def on_enter(self) -> None:
         if self._hold:
-            self.early_reply = early_reply.attach(self)
+            self.early_reply = early_reply.attach(self, finished_max_delay=self._finished_max_delay)
 
     async def on_exit(self) -> None:
         if self.early_reply is not None:
@@ -134,7 +136,12 @@ async def switch_transcript_after_first_final(stub: OpenAIStub, text: str) -> No
 
 
 async def hear(
-    wav: Path, said: list[str], *, hold: bool, seconds: float
+    wav: Path,
+    said: list[str],
+    *,
+    hold: bool,
+    seconds: float,
+    finished_max_delay: float | None = None,
 ) -> tuple[OpenAIStub, list[tuple[str, str]], Listener]:
     """The shipped turn taking (the end-of-turn model) hears `wav` once, then silence."""
     detector = load_turn_detector()
@@ -150,7 +157,7 @@ async def hear(
         output = CaptureAudioOutput()
         session.input.audio = WavAudioInput(wav, lead_silence=LEAD, tail_silence=30.0)
         session.output.audio = output
-        listener = Listener(hold)
+        listener = Listener(hold, finished_max_delay)
         switch = asyncio.create_task(switch_transcript_after_first_final(stub, " ".join(said[1:])))
         async with utils.http_context.open():
             try:
@@ -216,6 +223,53 @@ async def test_a_finished_statement_starts_its_early_reply_at_once() -> None:
     assert said[0] == ("user", text)
     assert len(stub.requests_to("chat")) == 1
     assert listener.early_reply is not None and listener.early_reply.held == 0
+
+
+class EndOfTurnWaits(logging.Handler):
+    """The library's own account of each end-of-turn decision ("eot prediction", debug): the
+    P(end) and how long it then waits (its max delay when P(end) is under the threshold)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.waits: list[tuple[float, float]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() == "eot prediction":
+            probability = getattr(record, "probability", -1.0)
+            self.waits.append((probability, getattr(record, "endpointing_delay", -1.0)))
+
+    def __enter__(self) -> EndOfTurnWaits:
+        library = logging.getLogger("livekit.agents")
+        self._level = library.level
+        library.setLevel(logging.DEBUG)
+        library.addHandler(self)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        library = logging.getLogger("livekit.agents")
+        library.removeHandler(self)
+        library.setLevel(self._level)
+
+
+@pytest.mark.parametrize(("finished_max_delay", "expected_wait"), [(1.0, 1.0), (None, 2.0)])
+async def test_a_finished_sentence_the_model_doubts_waits_the_shorter_hold(
+    finished_max_delay: float | None, expected_wait: float
+) -> None:
+    # "I see.": the model doubts this end (P(end) 0.14-0.15 on every bench run, threshold 0.42)
+    name = "statement_i_see"
+    text = utterance(name)["text"]
+    with EndOfTurnWaits() as log:
+        _, said, _ = await hear(
+            TURNS / f"{name}.wav",
+            [text, text],
+            hold=True,
+            seconds=LEAD + 1.805 + 3.0,
+            finished_max_delay=finished_max_delay,
+        )
+    assert said[0] == ("user", text) and said[1][0] == "assistant"
+    assert log.waits, "the library made no end-of-turn decision"
+    assert all(p < 0.42 for p, _ in log.waits), log.waits
+    assert {wait for _, wait in log.waits} == {expected_wait}
 
 
 # ---------------------------------------------------------------- where it applies
@@ -294,3 +348,26 @@ async def test_the_hold_takes_all_four_hooks_and_closing_puts_them_back() -> Non
     hold.close()
     assert not set(HOOKS) & set(vars(activity))
     assert activity.on_end_of_turn(None) is True
+
+
+class Info:
+    def __init__(self, transcript: str) -> None:
+        self.new_transcript = transcript
+
+
+async def test_the_shorter_hold_lasts_from_a_finished_transcript_until_the_caller_speaks() -> None:
+    activity: Any = Activity()
+    set_to: list[float] = []
+    EarlyReplyHold(activity, max_delay=2.0, finished_max_delay=1.0, set_max_delay=set_to.append)
+    activity.on_preemptive_generation(Info("Have you um"))  # unfinished: the full hold
+    assert set_to == []
+    activity.on_preemptive_generation(Info("How have you been sleeping?"))
+    assert set_to == [1.0]
+    activity.on_preemptive_generation(Info("How have you been sleeping? And"))
+    assert set_to == [1.0, 2.0]
+    activity.on_preemptive_generation(Info("That makes sense."))
+    activity.on_start_of_speech(None, 0.0)
+    assert set_to == [1.0, 2.0, 1.0, 2.0]
+    activity.on_preemptive_generation(Info("I see."))
+    activity.on_end_of_turn(None)
+    assert set_to == [1.0, 2.0, 1.0, 2.0, 1.0, 2.0]

@@ -53,6 +53,26 @@ def words(said: dict[str, Any]) -> str:
     return " ".join(str(said["text"]).replace("...", " ").split())
 
 
+def parts(said: dict[str, Any]) -> list[str]:
+    """What the STT hears on each side of the pause: one segment each (its server VAD commits
+    after 350 ms of silence)."""
+    return [" ".join(p.split()) for p in str(said["text"]).split("...") if p.strip()]
+
+
+async def rest_after_first_segment(stack: Stack, rest: str, since: float) -> None:
+    """The stub transcribes every segment as its configured transcript: once it has sent the
+    first segment's final, the next one is the rest of the utterance."""
+    for _ in range(400):  # bounded: 20 s
+        events = await stack.openai.realtime_events(direction="out", since=since)
+        if any(
+            e["event"]["type"] == "conversation.item.input_audio_transcription.completed"
+            for e in events
+        ):
+            await stack.openai.configure(transcript=rest)
+            return
+        await asyncio.sleep(0.05)
+
+
 async def test_a_thinking_pause_is_not_answered_before_the_whole_utterance(stack: Stack) -> None:
     said = utterance("pause_because_1p2")
     assert said["pause"]["seconds"] == 1.2
@@ -60,8 +80,15 @@ async def test_a_thinking_pause_is_not_answered_before_the_whole_utterance(stack
         await stack.start_worker()
         call = await start_call(stack, "room-pause", "caller-1", metadata())
         caller = call.caller
-        await stack.openai.configure(transcript=words(said))
-        started, _ = await caller.speak(CORPUS / said["file"], timeout=20)
+        # as a real STT hears it: the words before the pause, then the rest
+        first, rest = parts(said)
+        await stack.openai.configure(transcript=first)
+        switch = asyncio.create_task(rest_after_first_segment(stack, rest, since=time.time()))
+        try:
+            started, _ = await caller.speak(CORPUS / said["file"], timeout=20)
+        finally:
+            switch.cancel()
+            await asyncio.gather(switch, return_exceptions=True)
         pause_start = started + said["pause"]["start"]
         true_end = started + said["end_of_speech"]
         reply_at = await caller.wait_for_audio(after=pause_start, timeout=25)
@@ -81,26 +108,6 @@ async def test_a_thinking_pause_is_not_answered_before_the_whole_utterance(stack
         turns = turns_of(caller)
         users = [t for t in turns if t["role"] == "user" and t["seq"] < reply["seq"]]
         assert len(users) == 1, f"the utterance became {len(users)} user turns"
-
-
-def parts(said: dict[str, Any]) -> list[str]:
-    """What the STT hears on each side of the pause: one segment each (its server VAD commits
-    after 350 ms of silence)."""
-    return [" ".join(p.split()) for p in str(said["text"]).split("...") if p.strip()]
-
-
-async def rest_after_first_segment(stack: Stack, rest: str, since: float) -> None:
-    """The stub transcribes every segment as its configured transcript: once it has sent the
-    first segment's final, the next one is the rest of the utterance."""
-    for _ in range(400):  # bounded: 20 s
-        events = await stack.openai.realtime_events(direction="out", since=since)
-        if any(
-            e["event"]["type"] == "conversation.item.input_audio_transcription.completed"
-            for e in events
-        ):
-            await stack.openai.configure(transcript=rest)
-            return
-        await asyncio.sleep(0.05)
 
 
 async def test_a_thinking_pause_costs_the_reply_one_llm_request(stack: Stack) -> None:
