@@ -115,12 +115,13 @@ class Utterance:
         return self.text if self.rest is None else f"{self.text} ... {self.rest}"
 
 
-def _pause(after: str, first: str, seconds: float, rest: str) -> Utterance:
-    slug = after.lower().replace(" ", "_")
+def _two_parts(
+    kind: str, slug: str, first: str, after: str, seconds: float, rest: str
+) -> Utterance:
     tenths = f"{seconds:.1f}".replace(".", "p")
     return Utterance(
-        id=f"pause_{slug}_{tenths}",
-        kind="pause",
+        id=f"{kind}_{slug}_{tenths}",
+        kind=kind,
         text=first,
         rest=rest,
         after=after,
@@ -128,17 +129,13 @@ def _pause(after: str, first: str, seconds: float, rest: str) -> Utterance:
     )
 
 
+def _pause(after: str, first: str, seconds: float, rest: str) -> Utterance:
+    return _two_parts("pause", after.lower().replace(" ", "_"), first, after, seconds, rest)
+
+
 def _continuation(first: str, seconds: float, rest: str) -> Utterance:
     slug = "_".join(first.lower().rstrip(".?!").replace("'", "").split()[:3])
-    tenths = f"{seconds:.1f}".replace(".", "p")
-    return Utterance(
-        id=f"continuation_{slug}_{tenths}",
-        kind="continuation",
-        text=first,
-        rest=rest,
-        after=first,
-        pause_s=seconds,
-    )
+    return _two_parts("continuation", slug, first, first, seconds, rest)
 
 
 UTTERANCES: tuple[Utterance, ...] = (
