@@ -11,7 +11,6 @@ expected come from the corpus's manifest and the issue, not from the module.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import wave
 from pathlib import Path
@@ -29,8 +28,8 @@ from agent.turn_taking import from_settings, load_turn_detector
 from tests.support.fakes import CaptureAudioOutput, FakeLLM, FakeSTT, FakeTTS, WavAudioInput
 from tests.support.openai_stub import OpenAIStub
 from tests.support.settings import make_settings
+from tests.support.turn_corpus import TURNS, pause_parts, utterance
 
-TURNS = Path(__file__).resolve().parent / "audio" / "turns"
 LEAD = 0.5  # seconds of silence before the caller speaks
 
 
@@ -76,17 +75,6 @@ def test_in_another_language_only_the_trailing_mark_counts() -> None:
 
 
 # ---------------------------------------------------------------- the library's session
-
-
-def utterance(name: str) -> dict[str, Any]:
-    manifest = json.loads((TURNS / "manifest.json").read_text())
-    found: dict[str, Any] = next(u for u in manifest["utterances"] if u["id"] == name)
-    return found
-
-
-def parts(name: str) -> list[str]:
-    """What the caller says before and after the pause mark ("...")."""
-    return [" ".join(p.split()) for p in utterance(name)["text"].split("...") if p.strip()]
 
 
 def trailing_off(name: str, tmp_path: Path) -> Path:
@@ -180,7 +168,7 @@ async def hear(
 async def test_a_thinking_pause_costs_one_llm_request_not_two() -> None:
     # "You said the evenings are the worst, so ... what happens after dinner?": a 1.0 s pause
     name = "pause_so_1p0"
-    first, rest = parts(name)
+    first, rest = pause_parts(utterance(name))
     stub, said, listener = await hear(
         TURNS / f"{name}.wav", [first, rest], hold=True, seconds=LEAD + 5.93 + 3.0
     )
@@ -194,7 +182,7 @@ async def test_without_the_hold_the_pause_cost_a_second_request() -> None:
     # the library's own behaviour, which the test above must differ from
     name = "pause_so_1p0"
     stub, said, _ = await hear(
-        TURNS / f"{name}.wav", parts(name), hold=False, seconds=LEAD + 5.93 + 3.0
+        TURNS / f"{name}.wav", pause_parts(utterance(name)), hold=False, seconds=LEAD + 5.93 + 3.0
     )
     assert said[0][0] == "user" and said[1][0] == "assistant"
     assert len(stub.requests_to("chat")) == 2
@@ -204,7 +192,7 @@ async def test_a_caller_who_trails_off_is_still_answered(tmp_path: Path) -> None
     # "You said the evenings are the worst, so" and nothing more: the model holds the turn
     # open; the held early reply starts before the hold runs out, and is the one used
     name = "pause_so_1p0"
-    first = parts(name)[0]
+    first = pause_parts(utterance(name))[0]
     wav = trailing_off(name, tmp_path)
     stub, said, listener = await hear(wav, [first, first], hold=True, seconds=LEAD + 3.5 + 3.5)
     assert said[:1] == [("user", first)]

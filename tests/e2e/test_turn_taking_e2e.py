@@ -17,9 +17,7 @@ bench/bench_turn_taking.py prints the figures.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from pathlib import Path
 from typing import Any, Final
 
 import pytest
@@ -27,12 +25,12 @@ import pytest
 from agent.prompts import load_scenario
 from tests.e2e import test_worker_e2e
 from tests.e2e.test_worker_e2e import TEST_BUDGET, WAV, Stack, metadata, start_call, turns_of
+from tests.support.turn_corpus import TURNS, pause_parts, utterance
 
 pytestmark = pytest.mark.e2e
 
 stack = test_worker_e2e.stack  # the same stack fixture as the worker's scenarios
 
-CORPUS: Final = Path(__file__).resolve().parents[1] / "audio" / "turns"
 # a 1.5 s stretch of agent audio inside a window counts as "the agent spoke" there; a stopped
 # agent is one whose audio ends within STOP_BOUND of the caller's first word
 STOP_BOUND: Final = 1.5
@@ -42,21 +40,9 @@ LONG_REPLY: Final = (
 )
 
 
-def utterance(utterance_id: str) -> dict[str, Any]:
-    manifest = json.loads((CORPUS / "manifest.json").read_text(encoding="utf-8"))
-    [found] = [u for u in manifest["utterances"] if u["id"] == utterance_id]
-    return dict(found)
-
-
 def words(said: dict[str, Any]) -> str:
     """What a real STT makes of the utterance (the stub transcribes whatever it is told)."""
     return " ".join(str(said["text"]).replace("...", " ").split())
-
-
-def parts(said: dict[str, Any]) -> list[str]:
-    """What the STT hears on each side of the pause: one segment each (its server VAD commits
-    after 350 ms of silence)."""
-    return [" ".join(p.split()) for p in str(said["text"]).split("...") if p.strip()]
 
 
 async def rest_after_first_segment(stack: Stack, rest: str, since: float) -> None:
@@ -81,11 +67,11 @@ async def test_a_thinking_pause_is_not_answered_before_the_whole_utterance(stack
         call = await start_call(stack, "room-pause", "caller-1", metadata())
         caller = call.caller
         # as a real STT hears it: the words before the pause, then the rest
-        first, rest = parts(said)
+        first, rest = pause_parts(said)
         await stack.openai.configure(transcript=first)
         switch = asyncio.create_task(rest_after_first_segment(stack, rest, since=time.time()))
         try:
-            started, _ = await caller.speak(CORPUS / said["file"], timeout=20)
+            started, _ = await caller.speak(TURNS / said["file"], timeout=20)
         finally:
             switch.cancel()
             await asyncio.gather(switch, return_exceptions=True)
@@ -112,7 +98,7 @@ async def test_a_thinking_pause_is_not_answered_before_the_whole_utterance(stack
 
 async def test_a_thinking_pause_costs_the_reply_one_llm_request(stack: Stack) -> None:
     said = utterance("pause_uh_0p8")  # "The first year would come to uh ... about twelve ..."
-    first, rest = parts(said)
+    first, rest = pause_parts(said)
     async with asyncio.timeout(TEST_BUDGET):
         await stack.start_worker()
         call = await start_call(stack, "room-held", "caller-1", metadata())
@@ -121,7 +107,7 @@ async def test_a_thinking_pause_costs_the_reply_one_llm_request(stack: Stack) ->
         chats_before = len(await stack.openai.requests("chat"))
         switch = asyncio.create_task(rest_after_first_segment(stack, rest, since=time.time()))
         try:
-            started, _ = await caller.speak(CORPUS / said["file"], timeout=20)
+            started, _ = await caller.speak(TURNS / said["file"], timeout=20)
             true_end = started + said["end_of_speech"]
             reply_at = await caller.wait_for_audio(
                 after=started + said["pause"]["start"], timeout=25
@@ -152,7 +138,7 @@ async def test_talking_over_the_greeting_stops_it(stack: Stack) -> None:
         await stack.standin.dispatch("room-greeting", metadata(), "roleplay-e2e")
         greeting_at = await caller.wait_for_audio(timeout=30)
         await asyncio.sleep(max(0.0, greeting_at + 0.8 - caller.now()))
-        started, _ = await caller.speak(CORPUS / cut_in["file"], timeout=20)
+        started, _ = await caller.speak(TURNS / cut_in["file"], timeout=20)
         first_word = started + cut_in["speech"][0][0]
         greeting = await caller.wait_for_message(
             lambda m: m["type"] == "turn" and m["seq"] == 1, timeout=20, what="the greeting turn"
@@ -184,7 +170,7 @@ async def test_a_backchannel_does_not_derail_a_reply(stack: Stack) -> None:
         reply_at = await caller.wait_for_audio(after=spoke_until, timeout=25)
         await asyncio.sleep(max(0.0, reply_at + 1.5 - caller.now()))
         await stack.openai.configure(transcript=words(nod))  # "Mm-hm.", as a real STT hears it
-        _, nodded = await caller.speak(CORPUS / nod["file"], timeout=10)
+        _, nodded = await caller.speak(TURNS / nod["file"], timeout=10)
         # the reply goes on, or resumes (the library's false-interruption resume)
         await caller.wait_for_audio(after=nodded + 0.5, min_seconds=0.5, timeout=6)
         reply = await caller.wait_for_message(
