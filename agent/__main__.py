@@ -185,6 +185,7 @@ def _run(argv: list[str], settings: Settings | None, temp_dir: Path | None = Non
 
     if settings is not None:
         skip_unused_model_preload(os.environ)
+        os.environ.update(settings.library_environment)  # before the processes that read it
     sys.argv = argv
     code: int | str | None = 0
     try:

@@ -39,6 +39,7 @@ ALL_VARS = [
     "INITIALIZE_PROCESS_TIMEOUT",
     "LOAD_THRESHOLD",
     "JOB_MEMORY_LIMIT_MB",
+    "LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS",
     "WATCH_INTERVAL_SECONDS",
     "WATCH_GRACE_SECONDS",
     "WATCH_MAX_REDISPATCH",
@@ -84,6 +85,35 @@ def test_agent_name_is_required_for_start_only(monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(SettingsError) as caught:
         load_settings("start")
     assert list(caught.value.problems) == ["AGENT_NAME"]
+
+
+def test_the_library_loop_monitor_is_off_under_start_and_on_under_dev_unless_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the monitor wakes every 20 ms in every process: a fifth of a deployed call's CPU
+    # (docs/performance.md); production does without it unless an operator asks
+    variable = "LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS"
+    set_env(monkeypatch, AGENT_NAME="roleplay-agent")
+    assert load_settings("start").library_environment == {variable: "0"}
+    assert load_settings("dev").library_environment == {variable: "100"}  # the library's
+    set_env(monkeypatch, AGENT_NAME="roleplay-agent", **{variable: "250"})
+    assert load_settings("start").library_environment == {variable: "250"}
+    assert load_settings("dev").library_environment == {variable: "250"}
+    set_env(monkeypatch, **{variable: "0"})
+    assert load_settings("dev").library_environment == {variable: "0"}
+
+
+@pytest.mark.parametrize("value", ["-1", "soon", "60001"])
+def test_a_bad_loop_block_threshold_is_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    # the library would only warn and fall back to 100 ms, monitoring after all
+    set_env(monkeypatch, AGENT_NAME="roleplay-agent", LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS=value)
+    for command in ("start", "dev"):
+        with pytest.raises(SettingsError) as caught:
+            load_settings(command)
+        assert list(caught.value.problems) == ["LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS"]
+        assert "0: the monitor off" in caught.value.render()
 
 
 def test_backend_url_and_key_go_together(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from livekit import rtc
 from livekit.agents import AgentSession, inference, llm, stt, tts, vad
+from livekit.agents.telemetry import loop_monitor
 from livekit.agents.types import NOT_GIVEN
 from livekit.agents.voice import SpeechHandle, room_io
 from livekit.agents.voice.events import CloseEvent, ErrorEvent, SpeechCreatedEvent
@@ -156,12 +157,15 @@ async def start_conversation(
     call.spawn(end_after_no_show(call, settings.no_show_seconds), "call.no_show")
     call.spawn(end_at_max_duration(call, settings.max_call_seconds), "call.max_duration")
     count_started(call)
-    loop = type(asyncio.get_running_loop())
+    loop = asyncio.get_running_loop()
+    monitor = loop_monitor.get_monitor(loop)  # LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS, 0 under start
     log.info(
         "call.started",
         attempt_number=call.session.attempt_number,
-        event_loop=f"{loop.__module__}.{loop.__qualname__}",  # uvloop in a job (prewarm)
+        # uvloop in a job (prewarm)
+        event_loop=f"{type(loop).__module__}.{type(loop).__qualname__}",
         vad=session.vad.provider if session.vad is not None else None,
+        loop_block_warn_ms=None if monitor is None else round(monitor.warn_threshold * 1000),
     )
 
 

@@ -17,16 +17,18 @@ from pydantic_settings import SettingsConfigDict
 
 from agent.config.fields import AgentName
 from agent.config.hints import HINTS, SettingsError, problems_from
-from agent.config.settings import Settings
+from agent.config.settings import LOOP_BLOCK_WARN_ENV, Settings
 
 # The commands that run a worker or a job and therefore need credentials.
 RUN_COMMANDS = frozenset({"dev", "start", "console", "connect"})
 
 
 class StartSettings(Settings):
-    """`start` takes production calls: it must dispatch by an explicit agent name."""
+    """`start` takes production calls: it must dispatch by an explicit agent name, and it does
+    not pay for the library's event-loop monitor unless asked (a fifth of a call's CPU)."""
 
     agent_name: AgentName = Field(alias="AGENT_NAME")
+    loop_block_warn_ms: float = Field(default=0, ge=0, le=60_000, alias=LOOP_BLOCK_WARN_ENV)
 
 
 # `python -m agent journal ...` (agent/ops/journal_cli.py): the operator's commands.

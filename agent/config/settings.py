@@ -23,6 +23,10 @@ from agent.endpoints import check_backend_url, check_livekit_url
 # (docs/performance.md): a lower JOB_MEMORY_LIMIT_MB kills every call.
 MIN_JOB_MEMORY_LIMIT_MB = 200
 
+# livekit.agents.telemetry.loop_monitor's variable and default (0 turns the monitor off)
+LOOP_BLOCK_WARN_ENV = "LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS"
+LIBRARY_LOOP_BLOCK_WARN_MS = 100.0
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -134,6 +138,13 @@ class Settings(BaseSettings):
 
     # Operations
     log_level: LogLevel = Field(default="INFO", alias="LOG_LEVEL")
+    # the library's event-loop monitor (a warning when a process's loop is blocked this long, with
+    # where): on at the library's 100 ms here, off (0) under `start` (StartSettings). It wakes
+    # every 20 ms in every process (main, inference, each job), about 10 ms of CPU per second
+    # each: ~0.02-0.03 CPU-s per call-second, a fifth of a deployed call (docs/performance.md)
+    loop_block_warn_ms: float = Field(
+        default=LIBRARY_LOOP_BLOCK_WARN_MS, ge=0, le=60_000, alias=LOOP_BLOCK_WARN_ENV
+    )
     port: int = Field(default=8081, ge=0, le=65535, alias="PORT")
     # `python -m agent playground`: always on 127.0.0.1, never another interface
     playground_port: int = Field(default=8089, ge=0, le=65535, alias="PLAYGROUND_PORT")
@@ -237,6 +248,13 @@ class Settings(BaseSettings):
         """The shutdown-callback backstop's budget: the parent kills the process after
         shutdown_process_timeout, so leave it 2 s to spare."""
         return self.shutdown_process_timeout - 2
+
+    @property
+    def library_environment(self) -> dict[str, str]:
+        """The library's own variables, as validated here: it reads them from the environment in
+        each of its processes (the main one, and the job and inference processes forked later),
+        so the main process exports them before the worker starts."""
+        return {LOOP_BLOCK_WARN_ENV: f"{self.loop_block_warn_ms:g}"}
 
     @property
     def traces_enabled(self) -> bool:

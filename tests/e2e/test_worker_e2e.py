@@ -304,6 +304,8 @@ async def test_full_call_greeting_turn_hang_up_and_delivery(stack: Stack) -> Non
         [started_record] = find_records(worker, "call.started")
         assert started_record["event_loop"] == "uvloop.Loop"
         assert started_record["vad"] == "livekit-local-inference"
+        # and without the library's event-loop monitor (`start`'s default: a fifth of a call's CPU)
+        assert started_record["loop_block_warn_ms"] is None
         # and its end-of-turn predictions went to the worker's inference process, all answered
         closed = await wait_for_record(worker, "end_of_turn.stream_closed", timeout=10)
         assert closed["where"] == "inference_process"
