@@ -536,12 +536,13 @@ async def measure(
 @dataclass(frozen=True)
 class Arm:
     """A worker to measure: this checkout (`shipped`) or another commit's code (`baseline`),
-    with the same settings."""
+    with the same settings, but for `env` (`--baseline-env`: today's value of a setting)."""
 
     name: str
     source: Path
     ref: str | None = None  # None: this checkout
     record: bool = False  # its calls' metadata says `record: true` (issue 24)
+    env: dict[str, str] = field(default_factory=dict)
 
 
 def export_commit(ref: str, into: Path) -> Path:
@@ -577,7 +578,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         arms = [Arm("shipped", REPO_ROOT, record=args.record)]
     if args.baseline:
         ref = args.baseline
-        arms.insert(0, Arm("baseline", export_commit(ref, work / "baseline"), ref, args.record))
+        source = export_commit(ref, work / "baseline")
+        arms.insert(0, Arm("baseline", source, ref, args.record, args.baseline_env))
     levels: dict[str, list[dict[str, Any]]] = {arm.name: [] for arm in arms}
     overrides = {"NUM_IDLE_PROCESSES": "1", **args.env}  # --env wins
     worker_env_used = {"LOAD_THRESHOLD": "1000", **overrides}
@@ -599,7 +601,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 OPENAI_BASE_URL=openai.base_url,
                 BACKEND_URL=backend.url,
                 INTERNAL_SERVICE_KEY=SERVICE_KEY,
-                **overrides,
+                **{**overrides, **arm.env},
             )
             worker = processes.start_worker(env, name=f"worker-{arm.name}", source=arm.source)
             stacks.append(
@@ -649,6 +651,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "arms": {
             arm.name: {
                 "code": arm.ref or "this checkout",
+                "env": arm.env,
                 "record": arm.record,
                 "levels": levels[arm.name],
                 "summary": summary_of(levels[arm.name]),
@@ -736,7 +739,8 @@ def report(result: dict[str, Any]) -> None:
                 f"PSS max {lvl_a['pss_mb_max']} -> {lvl_b['pss_mb_max']} MB"
             )
     for name, arm in arms.items():
-        print(f"  {name}: code {arm['code']}")
+        settings = "".join(f", {key}={value}" for key, value in arm.get("env", {}).items())
+        print(f"  {name}: code {arm['code']}{settings}")
     print(
         "  main/jobs/infer/fork+idle/harness/others in cores busy over the window (CPU-s/call-s "
         f"counts main + jobs + infer); goals: >= {GOAL_CALLS_PER_CORE:.0f} calls per core, "
@@ -783,10 +787,21 @@ def main(argv: list[str] | None = None) -> None:
         metavar="KEY=VALUE",
         help="a worker setting to override (e.g. TURN_DETECTION=vad), repeatable",
     )
+    parser.add_argument(
+        "--baseline-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting for the baseline arm only, over --env (with --baseline HEAD: the same "
+        "code with today's value of a setting against the shipped one), repeatable",
+    )
     args = parser.parse_args(argv)
     if args.record_arms and (args.baseline or args.record):
         parser.error("--record-arms is its own pair of arms: not with --baseline or --record")
+    if args.baseline_env and not args.baseline:
+        parser.error("--baseline-env sets the baseline arm's settings: it needs --baseline REF")
     args.env = env_overrides(args.env, parser)
+    args.baseline_env = env_overrides(args.baseline_env, parser)
     args.levels = [int(x) for x in str(args.levels).split(",") if x.strip()]
     if args.smoke:
         args.levels, args.seconds = [1], 8.0
