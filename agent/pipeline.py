@@ -8,8 +8,9 @@ what is tested is what runs.
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
-from typing import Any, TypeVar
+from collections.abc import Callable, MutableMapping
+from concurrent.futures import Executor, Future
+from typing import Any, ParamSpec, TypeVar
 
 from livekit import local_inference
 from livekit.agents import AgentSession, APIConnectOptions, inference, llm, stt, tts, vad
@@ -23,6 +24,7 @@ from agent.models import Scenario
 from agent.turn_taking import TurnTaking
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 # The library's default (3 retries, 2 s apart, 5 s read timeout) means ~25 s of silence before
 # an LLM failure surfaces; a caller should hear the apology line well before that.
@@ -49,10 +51,25 @@ VAD_PREFIX_PADDING = 0.5
 VAD_ACTIVATION = 0.5
 
 
+class InlineExecutor(Executor):
+    """Runs each call at once, on the calling thread. For the native VAD: one 32 ms window is
+    20-40 us of inference, while handing it to a thread and back (the library's default, a
+    thread per stream) costs the event loop ~230 us of CPU per window (docs/performance.md)."""
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        future: Future[T] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as error:  # the awaiting stream gets it, as from a thread
+            future.set_exception(error)
+        return future
+
+
 def load_vad(settings: Settings) -> vad.VAD:
     """The process's VAD (prewarm; a bench's or a test's session likewise), per VAD_ENGINE.
     `native` runs Silero in livekit-local-inference (its weights loaded here, once per process;
-    each stream infers on a thread of its own, the GIL released), `onnxruntime` in the plugin."""
+    each stream infers inline on the event loop: `InlineExecutor`), `onnxruntime` in the
+    plugin."""
     if settings.vad_engine == "native":
         local_inference.init_vad()
         return inference.VAD(
@@ -60,6 +77,7 @@ def load_vad(settings: Settings) -> vad.VAD:
             min_silence_duration=VAD_MIN_SILENCE,
             prefix_padding_duration=VAD_PREFIX_PADDING,
             activation_threshold=VAD_ACTIVATION,
+            executor=InlineExecutor(),
         )
     return silero.VAD.load(
         min_speech_duration=VAD_MIN_SPEECH,
