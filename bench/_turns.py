@@ -273,9 +273,11 @@ class _Clip:
 
 class CallerMic(io.AudioInput):
     """The caller's microphone: silence, and clips played when asked (`play`), in real time in
-    `frame_ms` frames paced against an absolute clock. A clip starts on the first frame due at
-    or after its `at` (`time.time()`); `play` returns a future of the `time.time()` at which
-    the clip's first frame was handed to the session, the origin of every offset in the clip."""
+    `frame_ms` frames paced against an absolute clock. As from a real microphone (the room's
+    input included), a frame is handed to the session once its last sample is due, so a longer
+    frame holds the audio back longer. A clip starts on the first frame whose first sample is
+    due at or after its `at` (`time.time()`); `play` returns a future of the `time.time()` at
+    which that first sample was due, the origin of every offset in the clip."""
 
     def __init__(self, sample_rate: int, *, frame_ms: int = 10) -> None:
         super().__init__(label="CallerMic")
@@ -302,7 +304,7 @@ class CallerMic(io.AudioInput):
         now = time.perf_counter()
         if self._t0 is None:
             self._t0 = now
-        delay = self._t0 + self._sent * self._interval - now
+        delay = self._t0 + (self._sent + 1) * self._interval - now
         if delay > 0:
             await asyncio.sleep(delay)
         else:
@@ -310,10 +312,11 @@ class CallerMic(io.AudioInput):
         self._sent += 1
         if self._current is None and self._queue:
             head = self._queue[0]
-            if head.at is None or time.time() >= head.at - self._interval / 2:
+            first_sample_at = time.time() - self._interval
+            if head.at is None or first_sample_at >= head.at - self._interval / 2:
                 self._current = self._queue.popleft()
                 if not self._current.started.done():
-                    self._current.started.set_result(time.time())
+                    self._current.started.set_result(first_sample_at)
         chunk = self._silence
         if self._current is not None:
             clip = self._current

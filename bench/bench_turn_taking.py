@@ -251,6 +251,7 @@ class Bench:
     into_reply: float
     into_greeting: float
     quiet_hold: float = 0.5
+    frame_ms: int = 10  # the caller's audio frames (the worker's room input: INPUT_FRAME_MS)
 
 
 @dataclass
@@ -332,7 +333,7 @@ async def open_call(bench: Bench, arm: Arm, shape: TurnTaking | None = None) -> 
     )
     if arm.min_interruption_words is not None:
         session.options.turn_handling["interruption"]["min_words"] = arm.min_interruption_words
-    mic = CallerMic(bench.sample_rate)
+    mic = CallerMic(bench.sample_rate, frame_ms=bench.frame_ms)
     speaker = SpeakerOutput()
     log = SessionLog()
     log.attach(session)
@@ -912,6 +913,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             into_reply=args.into_reply,
             into_greeting=args.into_greeting,
             quiet_hold=0.3 if args.smoke else 0.5,
+            frame_ms=args.frame_ms,
         )
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in args.arms}
         for repeat in range(args.repeat):
@@ -969,6 +971,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "repeat": args.repeat,
         "into_reply_s": args.into_reply,
         "into_greeting_s": args.into_greeting,
+        "frame_ms": args.frame_ms,
         "greeting_aec_values": [_aec_label(v) for v in args.greeting_aec],
         "library_aec_warmup_s": LIBRARY_AEC_WARMUP_SECONDS,
         "replies": {
@@ -1116,6 +1119,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--into-reply", type=float, default=1.5, help="s into a reply's audio")
     parser.add_argument("--into-greeting", type=float, default=0.8, help="s into the greeting")
+    parser.add_argument(
+        "--frame-ms",
+        type=int,
+        default=10,
+        help="the caller's audio frame length (the worker's room input delivers INPUT_FRAME_MS "
+        "frames; every run before issue 23's INPUT_FRAME_MS used 10)",
+    )
     parser.add_argument(
         "--env",
         action="append",

@@ -7,9 +7,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from livekit.agents.voice import room_io
+
+from agent.call.session import _room_options
+from agent.models import JobMetadata
 from agent.persona import greeting
 from agent.prompts import load_scenario
 from tests.support import journal_probe
+from tests.support.settings import make_settings
 from tests.support.text_call import text_call
 
 
@@ -36,3 +41,15 @@ async def test_turns_reach_the_journal_the_data_channel_and_the_backend(tmp_path
     assert body.complete and body.ended_reason == "caller_hangup" and body.turn_count == 3
     assert [t.text for t in body.turns] == texts
     assert [u.kind for u in body.usage] == ["llm"]
+
+
+def test_the_room_input_takes_its_frame_length_and_gain_control_from_the_settings() -> None:
+    meta = JobMetadata(scenario_id="default", user_id="u1")
+    shipped = _room_options(meta, make_settings()).audio_input
+    asked = _room_options(meta, make_settings(INPUT_FRAME_MS="40", AUTO_GAIN_CONTROL="true"))
+    assert isinstance(shipped, room_io.AudioInputOptions)
+    assert isinstance(asked.audio_input, room_io.AudioInputOptions)
+    # 100 ms frames: half the per-frame work of the library's 50 (docs/performance.md, capacity)
+    assert (shipped.frame_size_ms, shipped.auto_gain_control) == (100, False)
+    assert (asked.audio_input.frame_size_ms, asked.audio_input.auto_gain_control) == (40, True)
+    assert shipped.pre_connect_audio is False  # the agent speaks first

@@ -250,7 +250,9 @@ def _room_options(metadata: JobMetadata, settings: Settings) -> room_io.RoomOpti
     kwargs: dict[str, Any] = {
         # the agent speaks first; a pre-connect buffer would only delay the connection
         "audio_input": room_io.AudioInputOptions(
-            pre_connect_audio=False, auto_gain_control=settings.auto_gain_control
+            pre_connect_audio=False,
+            auto_gain_control=settings.auto_gain_control,
+            frame_size_ms=settings.input_frame_ms,
         ),
     }
     if metadata.participant_identity:

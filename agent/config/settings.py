@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     # apply their own (livekit-client's default capture), so off; on for a line with quiet
     # callers. Off spares the job process one FFI round trip per 50 ms of caller audio.
     auto_gain_control: bool = Field(default=False, alias="AUTO_GAIN_CONTROL")
+    # the caller's audio reaches the session in frames this long (the library's default: 50).
+    # Each frame costs an FFI event and a pass through the VAD, STT and end-of-turn inputs, so
+    # 100 halves that work; the caller's last words wait up to a frame longer for their frame
+    # to fill (docs/performance.md, capacity as deployed)
+    input_frame_ms: int = Field(default=100, ge=10, le=200, alias="INPUT_FRAME_MS")
     # which Silero runs the VAD: `native` (livekit-local-inference, the library's Rust build,
     # off the event loop) or `onnxruntime` (livekit-plugins-silero); the same model and options
     # (docs/performance.md, capacity: native costs less CPU and memory per call)
