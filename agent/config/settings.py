@@ -93,7 +93,8 @@ class Settings(BaseSettings):
     # to fill (docs/performance.md, capacity as deployed)
     input_frame_ms: int = Field(default=100, ge=10, le=200, alias="INPUT_FRAME_MS")
     # which Silero runs the VAD: `native` (livekit-local-inference, the library's Rust build,
-    # off the event loop) or `onnxruntime` (livekit-plugins-silero); the same model and options
+    # 20-40 us per window inline on the loop) or `onnxruntime` (livekit-plugins-silero, on the
+    # loop too); the same model and options
     # (docs/performance.md, capacity: native costs less CPU and memory per call)
     vad_engine: Literal["native", "onnxruntime"] = Field(default="native", alias="VAD_ENGINE")
     tts_model: Text = Field(default="gpt-4o-mini-tts", alias="TTS_MODEL")
