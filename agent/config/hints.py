@@ -42,7 +42,7 @@ HINTS: dict[str, str] = {
     "LOAD_THRESHOLD": "the load above which the worker takes no new job, >= 0.1 "
     "(below that the worker counts as full and refuses every job)",
     "JOB_MEMORY_LIMIT_MB": f"0 (no limit) or at least {MIN_JOB_MEMORY_LIMIT_MB} (MB)",
-    "INPUT_FRAME_MS": "the length of the caller's audio frames in ms, 10-200 (default 100)",
+    "INPUT_FRAME_MS": "the length of the caller's audio frames in ms, 10-200 (default 50)",
     "LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS": "milliseconds a blocked event loop is reported "
     "after, 0-60000 (0: the monitor off, as under start; 100: the library's default)",
 }

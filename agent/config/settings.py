@@ -87,11 +87,12 @@ class Settings(BaseSettings):
     # apply their own (livekit-client's default capture), so off; on for a line with quiet
     # callers. Off spares the job process one FFI round trip per 50 ms of caller audio.
     auto_gain_control: bool = Field(default=False, alias="AUTO_GAIN_CONTROL")
-    # the caller's audio reaches the session in frames this long (the library's default: 50).
-    # Each frame costs an FFI event and a pass through the VAD, STT and end-of-turn inputs, so
-    # 100 halves that work; the caller's last words wait up to a frame longer for their frame
-    # to fill (docs/performance.md, capacity as deployed)
-    input_frame_ms: int = Field(default=100, ge=10, le=200, alias="INPUT_FRAME_MS")
+    # the caller's audio reaches the session in frames this long (the library's 50). Each frame
+    # costs an FFI event and a pass through the VAD, STT and end-of-turn inputs: 100 spends 28 %
+    # less job Python CPU, but the caller's words wait longer for their frame to fill (barge-in
+    # and replies ~40-50 ms later, a thinking pause's transcript split once in 14), so not
+    # shipped (docs/performance.md, capacity as deployed, second round)
+    input_frame_ms: int = Field(default=50, ge=10, le=200, alias="INPUT_FRAME_MS")
     # which Silero runs the VAD: `native` (livekit-local-inference, the library's Rust build,
     # 20-40 us per window inline on the loop) or `onnxruntime` (livekit-plugins-silero, on the
     # loop too); the same model and options
