@@ -1123,8 +1123,9 @@ def main(argv: list[str] | None = None) -> None:
         "--frame-ms",
         type=int,
         default=10,
-        help="the caller's audio frame length (the worker's room input delivers INPUT_FRAME_MS "
-        "frames; every run before issue 23's INPUT_FRAME_MS used 10)",
+        help="the caller's audio frame length, each handed over once its last sample is due "
+        "(the worker's room input delivers INPUT_FRAME_MS frames; runs before 2026-12-07 used "
+        "10 ms frames handed over at their first sample)",
     )
     parser.add_argument(
         "--env",
