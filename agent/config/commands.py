@@ -15,7 +15,7 @@ from typing import ClassVar
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from agent.config.fields import AgentName
+from agent.config.fields import AgentName, LoopBlockMs
 from agent.config.hints import HINTS, SettingsError, problems_from
 from agent.config.settings import LOOP_BLOCK_WARN_ENV, Settings
 
@@ -28,7 +28,7 @@ class StartSettings(Settings):
     not pay for the library's event-loop monitor unless asked (a fifth of a call's CPU)."""
 
     agent_name: AgentName = Field(alias="AGENT_NAME")
-    loop_block_warn_ms: float = Field(default=0, ge=0, le=60_000, alias=LOOP_BLOCK_WARN_ENV)
+    loop_block_warn_ms: LoopBlockMs = Field(default=0, alias=LOOP_BLOCK_WARN_ENV)
 
 
 # `python -m agent journal ...` (agent/ops/journal_cli.py): the operator's commands.

@@ -45,3 +45,7 @@ HeaderSecret = Annotated[SecretStr, _checked(header_secret_problem)]
 TextPath = Annotated[Path, _checked(text_problem)]
 # what LiveKit dispatches by (AGENT_NAME): the worker's, `start`'s and the watcher's one rule
 AgentName = Annotated[str, Field(max_length=128), _checked(text_problem)]
+
+# the library's event-loop monitor threshold (LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS); 0 turns it off.
+# One type, because `start` gives it another default (agent.config.commands.StartSettings)
+LoopBlockMs = Annotated[float, Field(ge=0, le=60_000)]

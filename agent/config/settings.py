@@ -16,7 +16,15 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from agent.config.fields import AgentName, HeaderSecret, LogLevel, SecretText, Text, TextPath
+from agent.config.fields import (
+    AgentName,
+    HeaderSecret,
+    LogLevel,
+    LoopBlockMs,
+    SecretText,
+    Text,
+    TextPath,
+)
 from agent.endpoints import check_backend_url, check_livekit_url
 
 # An idle job process takes 75-125 MB PSS, the metric the library's limit compares to
@@ -149,8 +157,8 @@ class Settings(BaseSettings):
     # where): on at the library's 100 ms here, off (0) under `start` (StartSettings). It wakes
     # every 20 ms in every process (main, inference, each job), about 10 ms of CPU per second
     # each: ~0.02-0.03 CPU-s per call-second, a fifth of a deployed call (docs/performance.md)
-    loop_block_warn_ms: float = Field(
-        default=LIBRARY_LOOP_BLOCK_WARN_MS, ge=0, le=60_000, alias=LOOP_BLOCK_WARN_ENV
+    loop_block_warn_ms: LoopBlockMs = Field(
+        default=LIBRARY_LOOP_BLOCK_WARN_MS, alias=LOOP_BLOCK_WARN_ENV
     )
     port: int = Field(default=8081, ge=0, le=65535, alias="PORT")
     # `python -m agent playground`: always on 127.0.0.1, never another interface
