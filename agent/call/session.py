@@ -162,8 +162,7 @@ async def start_conversation(
     log.info(
         "call.started",
         attempt_number=call.session.attempt_number,
-        # uvloop in a job (prewarm)
-        event_loop=f"{type(loop).__module__}.{type(loop).__qualname__}",
+        event_loop=f"{type(loop).__module__}.{type(loop).__qualname__}",  # uvloop (prewarm)
         vad=session.vad.provider if session.vad is not None else None,
         loop_block_warn_ms=None if monitor is None else round(monitor.warn_threshold * 1000),
     )

@@ -103,8 +103,8 @@ class Settings(BaseSettings):
     input_frame_ms: int = Field(default=50, ge=10, le=200, alias="INPUT_FRAME_MS")
     # which Silero runs the VAD: `native` (livekit-local-inference, the library's Rust build,
     # 20-40 us per window inline on the loop) or `onnxruntime` (livekit-plugins-silero, on the
-    # loop too); the same model and options
-    # (docs/performance.md, capacity: native costs less CPU and memory per call)
+    # loop too); the same model and options (docs/performance.md, capacity: native costs less
+    # CPU and memory per call)
     vad_engine: Literal["native", "onnxruntime"] = Field(default="native", alias="VAD_ENGINE")
     tts_model: Text = Field(default="gpt-4o-mini-tts", alias="TTS_MODEL")
     # the TTS starts on the reply's first phrase (agent/first_phrase.py) instead of its whole
