@@ -30,7 +30,11 @@ too) is sampled while its call is live. Job processes are found by the worker's 
 
 With `--baseline REF` a second worker runs the code of that commit (exported with `git archive`,
 the same settings and venv), and each level is measured on both workers in turn, so the two
-arms share the run's conditions: `arms` in the JSON, side by side in the table.
+arms share the run's conditions: `arms` in the JSON, side by side in the table. `--repeat K`
+measures each level K times per arm, the arms interleaved (A B A B ...): one build's windows
+spread by up to ~40 % on this shared machine, following the machine's spell, so each arm's
+`summary.by_level` gives the median, the range and the quietest window, and `paired` the
+second arm's cost over the first's window by window (windows of one round ran back to back).
 
 Recording (issue 24): `--record` dispatches every call with `record: true` in its metadata (the
 worker records it with the library's RecorderIO into AGENT_DATA_DIR/recording-spool and uploads
@@ -43,6 +47,7 @@ apart by `py-spy dump`, from the `profile` dependency group, when installed).
 
     uv run python bench/bench_capacity_deployed.py [--levels 1,2,4] [--seconds 20]
                                                    [--baseline REF | --record-arms] [--record]
+                                                   [--repeat K]
                                                    [--json PATH] [--smoke]
 """
 
@@ -557,14 +562,58 @@ def export_commit(ref: str, into: Path) -> Path:
     return into
 
 
+def level_stats(windows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One arm's windows at one level (`--repeat`): their median, the quietest and the dearest.
+    One build's 30 s windows spread by up to ~40 % on this machine (docs/performance.md), so a
+    median over interleaved windows says more than any one of them."""
+    costs = sorted(w["cpu_s_per_call_s"] for w in windows)
+    median = statistics.median(costs)
+    pss = [w["pss_mb_max"] for w in windows if w["pss_mb_max"] is not None]
+    replies = [w["reply_latency_median_ms"] for w in windows if w["reply_latency_median_ms"]]
+    return {
+        "windows": len(costs),
+        "cpu_s_per_call_s_median": round(median, 4),
+        "cpu_s_per_call_s_min": costs[0],
+        "cpu_s_per_call_s_max": costs[-1],
+        "calls_per_core_median": round(1 / median, 1) if median > 0 else None,
+        "calls_per_core_quietest": round(1 / costs[0], 1) if costs[0] > 0 else None,
+        "harness_cores_median": round(statistics.median(w["harness_cores"] for w in windows), 3),
+        "pss_mb_max": max(pss) if pss else None,
+        "reply_latency_median_ms": round(statistics.median(replies), 1) if replies else None,
+    }
+
+
 def summary_of(levels: list[dict[str, Any]]) -> dict[str, Any]:
-    one = next((lvl for lvl in levels if lvl["n"] == 1), None)
+    by_level = {
+        str(n): level_stats([lvl for lvl in levels if lvl["n"] == n])
+        for n in sorted({lvl["n"] for lvl in levels})
+    }
+    one = by_level.get("1")
     pss_all = [lvl["pss_mb_max"] for lvl in levels if lvl["pss_mb_max"] is not None]
     return {
-        "calls_per_core_n1": one["calls_per_core"] if one else None,
-        "cpu_s_per_call_s_n1": one["cpu_s_per_call_s"] if one else None,
+        "calls_per_core_n1": one["calls_per_core_median"] if one else None,
+        "cpu_s_per_call_s_n1": one["cpu_s_per_call_s_median"] if one else None,
         "pss_mb_max": max(pss_all) if pss_all else None,
+        "by_level": by_level,
     }
+
+
+def paired(first: list[dict[str, Any]], second: list[dict[str, Any]]) -> dict[str, Any]:
+    """The second arm against the first, window by window: each level's windows of one round
+    ran back to back, so their ratio cancels most of the machine's spell (the median of those
+    ratios, per level)."""
+    out: dict[str, Any] = {}
+    for n in sorted({lvl["n"] for lvl in first}):
+        a = {lvl.get("window", 0): lvl for lvl in first if lvl["n"] == n}
+        b = {lvl.get("window", 0): lvl for lvl in second if lvl["n"] == n}
+        ratios = [
+            round(b[w]["cpu_s_per_call_s"] / a[w]["cpu_s_per_call_s"], 3)
+            for w in sorted(a)
+            if w in b and a[w]["cpu_s_per_call_s"] > 0
+        ]
+        if ratios:
+            out[str(n)] = {"ratios": ratios, "ratio_median": round(statistics.median(ratios), 3)}
+    return out
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -618,10 +667,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
         for stack in stacks:
             await standin.wait_for_worker(stack.agent_name, timeout=60)
-        for n in args.levels:  # the arms side by side at each level, in turn
-            for stack in stacks:
-                print(f"  N = {n}, {stack.arm} ...", flush=True)
-                levels[stack.arm].append(await run_level(stack, n, args.seconds))
+        for n in args.levels:  # the arms side by side at each level, in turn: A B A B ...
+            for window in range(args.repeat):
+                for stack in stacks:
+                    print(f"  N = {n}, {stack.arm}, window {window + 1} ...", flush=True)
+                    level = await run_level(stack, n, args.seconds)
+                    levels[stack.arm].append({"window": window, **level})
     except Exception as error:  # a benchmark reports what it got and why it stopped
         problem = stopped(error, processes)
     finally:
@@ -639,6 +690,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "loadavg_end": [round(v, 2) for v in os.getloadavg()],
         "smoke": args.smoke,
         "seconds_per_level": args.seconds,
+        "windows_per_level": args.repeat,
         "wav": WAV.name,
         "worker_env": worker_env_used,
         "stt_mode_shipped": Settings.model_fields["stt_mode"].default,  # unless --env sets it
@@ -658,6 +710,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             }
             for arm in arms
         },
+        # with --baseline or --record-arms: the second arm's cost over the first's, per window
+        "paired": paired(levels[arms[0].name], levels[arms[-1].name]) if len(arms) == 2 else {},
         # the shipped arm's (with --record-arms the recorded one's), as before arms existed
         "levels": levels[primary],
         "summary": summary_of(levels[primary]),
@@ -671,25 +725,26 @@ def report(result: dict[str, Any]) -> None:
         "stand-in)"
     )
     header = (
-        f"{'arm':>8} {'N':>3} {'CPU-s/call-s':>12} {'calls/core':>10} {'main':>6} {'jobs':>6} "
-        f"{'infer':>6} {'fork+idle':>9} {'harness':>8} {'others':>7} {'PSS/job MB':>14} "
-        f"{'turns':>5} {'unans':>5} {'reply ms':>8}"
+        f"{'arm':>8} {'N':>3} {'win':>3} {'CPU-s/call-s':>12} {'calls/core':>10} {'main':>6} "
+        f"{'jobs':>6} {'infer':>6} {'fork+idle':>9} {'harness':>8} {'others':>7} "
+        f"{'PSS/job MB':>14} {'turns':>5} {'unans':>5} {'reply ms':>8}"
     )
     print(header)
     arms: dict[str, Any] = result["arms"]
-    by_level = sorted(
+    rows = sorted(
         (
-            (lvl["n"], i, name, lvl)
+            (lvl["n"], lvl.get("window", 0), i, name, lvl)
             for i, (name, arm) in enumerate(arms.items())
             for lvl in arm["levels"]
         ),
-        key=lambda row: (row[0], row[1]),
+        key=lambda row: (row[0], row[1], row[2]),
     )
-    for _, _, name, lvl in by_level:
+    for _, _, _, name, lvl in rows:
         cpu, window = lvl["cpu_s"], lvl["window_s"]
         pss = [m["pss_mb"] for m in lvl["pss_mb_per_job"].values() if m]
         print(
-            f"{name:>8} {lvl['n']:>3} {lvl['cpu_s_per_call_s']:>12.4f} "
+            f"{name:>8} {lvl['n']:>3} {lvl.get('window', 0) + 1:>3} "
+            f"{lvl['cpu_s_per_call_s']:>12.4f} "
             f"{lvl['calls_per_core'] or 0:>10.1f} "
             f"{cpu['worker_main'] / window:>6.3f} {cpu['job_processes'] / window:>6.3f} "
             f"{cpu.get('inference_process', 0.0) / window:>6.3f} "
@@ -698,18 +753,19 @@ def report(result: dict[str, Any]) -> None:
             f"{'/'.join(f'{p:.0f}' for p in pss) or '-':>14} {lvl['turns']:>5} "
             f"{lvl['unanswered']:>5} {lvl['reply_latency_median_ms'] or 0:>8.0f}"
         )
-    for _, _, name, lvl in by_level:
+    for _, _, _, name, lvl in rows:
+        where = f"{name}, N = {lvl['n']}, window {lvl.get('window', 0) + 1}"
         threads = ", ".join(f"{k} {v:.2f}" for k, v in lvl["job_cpu_s_by_thread"].items())
-        print(f"  {name}, N = {lvl['n']}: job CPU-s by thread: {threads}")
+        print(f"  {where}: job CPU-s by thread: {threads}")
         inference = [m for m in lvl.get("memory_inference_process", {}).values() if m]
         if inference:
-            print(f"  {name}, N = {lvl['n']}: inference process PSS {inference[0]['pss_mb']} MB")
+            print(f"  {where}: inference process PSS {inference[0]['pss_mb']} MB")
         if lvl["job_warnings"]:
-            print(f"  {name}, N = {lvl['n']}: job warnings in the window: {lvl['job_warnings']}")
+            print(f"  {where}: job warnings in the window: {lvl['job_warnings']}")
         if lvl["machine_saturated"]:
-            print(f"  {name}, N = {lvl['n']}: the machine was saturated (turns late)")
+            print(f"  {where}: the machine was saturated (turns late)")
         if lvl["harness_saturated"]:
-            print(f"  {name}, N = {lvl['n']}: the harness process was near one full core")
+            print(f"  {where}: the harness process was near one full core")
         if "recordings" in lvl and (lvl["recordings_expected"] or lvl["recordings"]):
             encode = lvl["job_cpu_s_by_thread"].get(ENCODE_THREAD)
             encode_text = (
@@ -721,22 +777,39 @@ def report(result: dict[str, Any]) -> None:
                 f"{r['bytes'] / MB:.2f} MiB / {r['seconds']} s" for r in lvl["recordings"]
             )
             print(
-                f"  {name}, N = {lvl['n']}: recordings held {len(lvl['recordings'])} of "
+                f"  {where}: recordings held {len(lvl['recordings'])} of "
                 f"{lvl['recordings_expected']}, {lvl['recording_mb_per_min'] or 0:.3f} MiB per "
                 f"minute of call (files: {files}); encode thread {encode_text}"
             )
+    for name, arm in arms.items():  # each level's windows together (--repeat)
+        for n, st in arm["summary"]["by_level"].items():
+            if st["windows"] > 1:
+                print(
+                    f"  {name}, N = {n}, {st['windows']} windows: CPU-s per call-s median "
+                    f"{st['cpu_s_per_call_s_median']:.4f} (range {st['cpu_s_per_call_s_min']:.4f}"
+                    f"-{st['cpu_s_per_call_s_max']:.4f}), calls per core median "
+                    f"{st['calls_per_core_median']}, quietest {st['calls_per_core_quietest']}"
+                )
     if len(arms) == 2:  # the second arm against the first, level by level
         (first, a), (second, b) = arms.items()
-        for lvl_a in a["levels"]:
-            lvl_b = next((x for x in b["levels"] if x["n"] == lvl_a["n"]), None)
-            if lvl_b is None:
+        for n, st_a in a["summary"]["by_level"].items():
+            st_b = b["summary"]["by_level"].get(n)
+            if st_b is None:
                 continue
-            before, after = lvl_a["cpu_s_per_call_s"], lvl_b["cpu_s_per_call_s"]
+            before, after = st_a["cpu_s_per_call_s_median"], st_b["cpu_s_per_call_s_median"]
+            pair = result.get("paired", {}).get(n)
+            ratios = (
+                f", window by window {second}/{first} {pair['ratios']} (median "
+                f"{pair['ratio_median']})"
+                if pair and len(pair["ratios"]) > 1
+                else ""
+            )
             print(
-                f"  N = {lvl_a['n']}: {second} vs {first}: {after - before:+.4f} CPU-s per call-s "
+                f"  N = {n}: {second} vs {first}: {after - before:+.4f} CPU-s per call-s "
                 f"({(after - before) / before * 100 if before else 0:+.1f} %), calls per core "
-                f"{lvl_a['calls_per_core'] or 0:.1f} -> {lvl_b['calls_per_core'] or 0:.1f}, "
-                f"PSS max {lvl_a['pss_mb_max']} -> {lvl_b['pss_mb_max']} MB"
+                f"{st_a['calls_per_core_median'] or 0:.1f} -> "
+                f"{st_b['calls_per_core_median'] or 0:.1f}, PSS max {st_a['pss_mb_max']} -> "
+                f"{st_b['pss_mb_max']} MB{ratios}"
             )
     for name, arm in arms.items():
         settings = "".join(f", {key}={value}" for key, value in arm.get("env", {}).items())
@@ -779,6 +852,14 @@ def main(argv: list[str] | None = None) -> None:
         help="two workers of this checkout side by side: arm `off` (calls not recorded) and "
         "arm `on` (`record: true`)",
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="K",
+        help="windows per level and arm, the arms interleaved (A B A B ...); the report gives "
+        "each level's median, range and the window-by-window ratio of the two arms",
+    )
     parser.add_argument("--smoke", action="store_true", help="N = 1 for 8 s, to check it runs")
     parser.add_argument(
         "--env",
@@ -798,6 +879,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.record_arms and (args.baseline or args.record):
         parser.error("--record-arms is its own pair of arms: not with --baseline or --record")
+    if args.repeat < 1:
+        parser.error(f"--repeat is a number of windows, at least 1: got {args.repeat}")
     if args.baseline_env and not args.baseline:
         parser.error("--baseline-env sets the baseline arm's settings: it needs --baseline REF")
     args.env = env_overrides(args.env, parser)

@@ -1,9 +1,11 @@
 """bench/bench_capacity_deployed.py still runs: `--smoke` (one call for 8 s through the real
 worker, the stand-in and WebRTC) with a baseline arm (`--baseline HEAD`: the same code exported
-with git archive, a second worker), in its own process, inside this test namespace, writing its
-JSON where told. No figure is checked (timings are the bench's business, not the suite's): only
-that both arms measured a call, found its job process, and that the shipped arm's inference
-process (the end-of-turn model, agent/end_of_turn.py) was found and counted.
+with git archive, a second worker) and two windows per arm (`--repeat 2`, the arms interleaved),
+in its own process, inside this test namespace, writing its JSON where told. No figure is checked
+(timings are the bench's business, not the suite's): only that both arms measured a call in each
+window, found its job process, that the shipped arm's inference process (the end-of-turn model,
+agent/end_of_turn.py) was found and counted, and that the windows were summed up per arm and
+paired across the arms.
 """
 
 from __future__ import annotations
@@ -20,22 +22,29 @@ pytestmark = pytest.mark.e2e
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[2]
 BENCH: Final = REPO_ROOT / "bench" / "bench_capacity_deployed.py"
-BENCH_TIMEOUT: Final = 240  # the smoke with a baseline aims at < 90 s
+BENCH_TIMEOUT: Final = 240  # the smoke with a baseline and two windows aims at < 90 s
 
 
 def test_bench_capacity_deployed_smoke_measures_both_arms(tmp_path: Path) -> None:
     if not in_test_netns():
         pytest.skip("runs only inside the test network namespace")
     out = tmp_path / "bench_capacity_deployed.json"
-    result, _ = run_bench_smoke(BENCH, out, "--baseline", "HEAD", timeout=BENCH_TIMEOUT)
+    result, _ = run_bench_smoke(
+        BENCH, out, "--baseline", "HEAD", "--repeat", "2", timeout=BENCH_TIMEOUT
+    )
     assert result["problem"] is None, result["problem"]
     assert set(result["arms"]) == {"baseline", "shipped"}
     for name, arm in result["arms"].items():
-        [level] = arm["levels"]
-        assert level["n"] == 1
-        assert level["jobs_found"] == 1, f"{name}: the call's job process was not found"
-        assert level["pss_mb_max"] is not None
-        assert level["cpu_s_per_call_s"] > 0
-    shipped = result["arms"]["shipped"]["levels"][0]
-    assert shipped["memory_inference_process"], "the end-of-turn model's process was not found"
-    assert shipped["cpu_s"]["inference_process"] >= 0
+        assert [(lvl["n"], lvl["window"]) for lvl in arm["levels"]] == [(1, 0), (1, 1)]
+        for level in arm["levels"]:
+            assert level["jobs_found"] == 1, f"{name}: the call's job process was not found"
+            assert level["pss_mb_max"] is not None
+            assert level["cpu_s_per_call_s"] > 0
+        costs = sorted(lvl["cpu_s_per_call_s"] for lvl in arm["levels"])
+        one = arm["summary"]["by_level"]["1"]
+        assert one["windows"] == 2
+        assert (one["cpu_s_per_call_s_min"], one["cpu_s_per_call_s_max"]) == tuple(costs)
+    assert len(result["paired"]["1"]["ratios"]) == 2
+    for shipped in result["arms"]["shipped"]["levels"]:
+        assert shipped["memory_inference_process"], "the end-of-turn model's process not found"
+        assert shipped["cpu_s"]["inference_process"] >= 0

@@ -1,0 +1,85 @@
+"""bench/bench_capacity_deployed.py's account of repeated windows (`--repeat`): each level's
+median, range and quietest window per arm, and the two arms' cost window by window. The windows
+and the figures expected of them are written here by hand; no stack runs (the e2e smoke runs
+the bench itself: tests/e2e/test_bench_capacity_deployed_e2e.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bench.bench_capacity_deployed import main, paired, summary_of
+
+
+def window(n: int, index: int, cost: float, *, pss: float = 90.0) -> dict[str, Any]:
+    return {
+        "n": n,
+        "window": index,
+        "cpu_s_per_call_s": cost,
+        "pss_mb_max": pss,
+        "reply_latency_median_ms": 1100.0 + index,
+        "harness_cores": 0.4 + index / 10,
+    }
+
+
+def test_summary_gives_each_levels_median_range_and_quietest_window() -> None:
+    levels = [
+        window(1, 0, 0.14),
+        window(1, 1, 0.10),
+        window(1, 2, 0.12),
+        window(2, 0, 0.11, pss=82.0),
+        window(2, 1, 0.09, pss=80.0),
+    ]
+
+    summary = summary_of(levels)
+
+    assert summary["by_level"]["1"] == {
+        "windows": 3,
+        "cpu_s_per_call_s_median": 0.12,
+        "cpu_s_per_call_s_min": 0.10,
+        "cpu_s_per_call_s_max": 0.14,
+        "calls_per_core_median": 8.3,
+        "calls_per_core_quietest": 10.0,
+        "harness_cores_median": 0.5,
+        "pss_mb_max": 90.0,
+        "reply_latency_median_ms": 1101.0,
+    }
+    two = summary["by_level"]["2"]
+    assert (two["windows"], two["cpu_s_per_call_s_median"]) == (2, 0.10)
+    assert (two["calls_per_core_median"], two["calls_per_core_quietest"]) == (10.0, 11.1)
+    assert two["pss_mb_max"] == 82.0
+    # the headline figures are N = 1's median window, PSS the largest seen anywhere
+    assert summary["calls_per_core_n1"] == 8.3
+    assert summary["cpu_s_per_call_s_n1"] == 0.12
+    assert summary["pss_mb_max"] == 90.0
+
+
+def test_summary_of_one_window_per_level_is_that_window() -> None:
+    summary = summary_of([window(1, 0, 0.1043)])
+
+    assert summary["calls_per_core_n1"] == 9.6
+    assert summary["by_level"]["1"]["cpu_s_per_call_s_min"] == 0.1043
+    assert summary["by_level"]["1"]["cpu_s_per_call_s_max"] == 0.1043
+
+
+def test_paired_divides_each_window_by_the_other_arms_window_of_the_same_round() -> None:
+    first = [window(1, 0, 0.10), window(1, 1, 0.12), window(2, 0, 0.10)]
+    second = [window(1, 1, 0.09), window(1, 0, 0.11), window(2, 0, 0.08)]
+
+    pairs = paired(first, second)
+
+    assert pairs["1"] == {"ratios": [1.1, 0.75], "ratio_median": 0.925}
+    assert pairs["2"] == {"ratios": [0.8], "ratio_median": 0.8}
+
+
+def test_repeat_below_one_is_refused_with_the_value_named(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--repeat", "0"])
+
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--repeat" in err
+    assert "got 0" in err
