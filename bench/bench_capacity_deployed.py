@@ -35,6 +35,9 @@ measures each level K times per arm, the arms interleaved (A B A B ...): one bui
 spread by up to ~40 % on this shared machine, following the machine's spell, so each arm's
 `summary.by_level` gives the median, the range and the quietest window, and `paired` the
 second arm's cost over the first's window by window (windows of one round ran back to back).
+`--pin all` (or one arm's name) gives that arm's worker the first CPU to itself and the harness
+the others during its windows: deployed, the worker shares no cores with the SFU; here the
+stand-in and the callers run beside it and take a share of its caches.
 
 Recording (issue 24): `--record` dispatches every call with `record: true` in its metadata (the
 worker records it with the library's RecorderIO into AGENT_DATA_DIR/recording-spool and uploads
@@ -47,7 +50,7 @@ apart by `py-spy dump`, from the `profile` dependency group, when installed).
 
     uv run python bench/bench_capacity_deployed.py [--levels 1,2,4] [--seconds 20]
                                                    [--baseline REF | --record-arms] [--record]
-                                                   [--repeat K]
+                                                   [--repeat K] [--pin all|baseline|shipped]
                                                    [--json PATH] [--smoke]
 """
 
@@ -306,6 +309,42 @@ def worker_tree(worker_pid: int) -> dict[int, str]:
     return tree
 
 
+def pin_threads(pids: list[int], cpus: set[int]) -> int:
+    """Every thread of these processes onto `cpus` (a thread's affinity is its own; processes
+    and threads started later inherit their parent's). Returns the threads moved."""
+    moved = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(OSError):
+                    os.sched_setaffinity(int(tid), cpus)
+                    moved += 1
+    return moved
+
+
+def affinity(pid: int) -> set[int]:
+    try:
+        return os.sched_getaffinity(pid)
+    except OSError:  # gone
+        return set()
+
+
+def place(stack: Stack, tree: dict[int, str]) -> bool:
+    """Before a window (`--pin`): a pinned arm's worker gets the first CPU to itself and the
+    harness (this process and the stubs) the others, as a deployment's worker shares no cores
+    with the SFU; any other arm's worker and the harness get every CPU back."""
+    everything = set(stack.cpus) or os.sched_getaffinity(0)
+    worker = [stack.worker.pid, *tree]
+    harness = [os.getpid(), *stack.harness_pids.values()]
+    if stack.pinned:
+        pin_threads(worker, {stack.cpus[0]})
+        pin_threads(harness, set(stack.cpus[1:]))
+    else:
+        pin_threads(worker, everything)
+        pin_threads(harness, everything)
+    return stack.pinned
+
+
 @dataclass
 class CallerLoop:
     """One caller's turns during the window: speak, wait for the reply, pause, again."""
@@ -339,6 +378,8 @@ class Stack:
     arm: str = "shipped"
     record: bool = False  # the calls' metadata says `record: true`
     backend: BackendStubProcess | None = None  # the recordings the calls uploaded
+    pinned: bool = False  # --pin: the worker on cpus[0], the harness on the rest
+    cpus: tuple[int, ...] = ()  # the CPUs the run started with
 
     async def join(self, identity: str, room: str) -> Caller:
         token = participant_token(
@@ -432,6 +473,12 @@ async def measure(
         "harness_this_process": [os.getpid()],  # stand-in SFU + callers
         "harness_stubs": list(stack.harness_pids.values()),
     }
+    pinned = place(stack, tree)
+    # what the scheduler was told, read back: the job processes' and the harness's CPUs
+    placed = {
+        "job_processes": sorted({c for pid in job_set for c in affinity(pid)}),
+        "harness": sorted(os.sched_getaffinity(0)),
+    }
     log_offset = len(log_records(stack.worker))
     load_before = os.getloadavg()
     machine_before = psutil.cpu_times()
@@ -498,6 +545,8 @@ async def measure(
     pss = [m["pss_mb"] for m in memory.values() if m]
     return {
         "n": n,
+        "pinned": pinned,
+        "cpus_allowed": placed,
         "window_s": round(window, 2),
         "jobs_found": len(job_set),
         "cpu_s": cpu,
@@ -618,6 +667,7 @@ def paired(first: list[dict[str, Any]], second: list[dict[str, Any]]) -> dict[st
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="bench-capacity-deployed-"))
+    cpus = tuple(sorted(os.sched_getaffinity(0)))
     processes = ProcessGroup(work / "logs")
     standin = StandIn(port=free_port())
     await standin.start()
@@ -663,6 +713,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     arm=arm.name,
                     record=arm.record,
                     backend=backend,
+                    pinned=args.pin in ("all", arm.name),
+                    cpus=cpus,
                 )
             )
         for stack in stacks:
@@ -691,6 +743,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "smoke": args.smoke,
         "seconds_per_level": args.seconds,
         "windows_per_level": args.repeat,
+        # --pin: which arms ran with the worker on cpus[0] and the harness on the rest
+        "pin": args.pin,
+        "cpus": list(cpus),
         "wav": WAV.name,
         "worker_env": worker_env_used,
         "stt_mode_shipped": Settings.model_fields["stt_mode"].default,  # unless --env sets it
@@ -705,6 +760,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "code": arm.ref or "this checkout",
                 "env": arm.env,
                 "record": arm.record,
+                "pinned": args.pin in ("all", arm.name),
                 "levels": levels[arm.name],
                 "summary": summary_of(levels[arm.name]),
             }
@@ -813,7 +869,12 @@ def report(result: dict[str, Any]) -> None:
             )
     for name, arm in arms.items():
         settings = "".join(f", {key}={value}" for key, value in arm.get("env", {}).items())
-        print(f"  {name}: code {arm['code']}{settings}")
+        pinned = (
+            f", the worker on CPU {result['cpus'][0]} and the harness on the others"
+            if arm.get("pinned")
+            else ""
+        )
+        print(f"  {name}: code {arm['code']}{settings}{pinned}")
     print(
         "  main/jobs/infer/fork+idle/harness/others in cores busy over the window (CPU-s/call-s "
         f"counts main + jobs + infer); goals: >= {GOAL_CALLS_PER_CORE:.0f} calls per core, "
@@ -860,6 +921,14 @@ def main(argv: list[str] | None = None) -> None:
         help="windows per level and arm, the arms interleaved (A B A B ...); the report gives "
         "each level's median, range and the window-by-window ratio of the two arms",
     )
+    parser.add_argument(
+        "--pin",
+        choices=("all", "baseline", "shipped"),
+        help="during that arm's windows (or every arm's) the worker runs on the first CPU and "
+        "the harness on the others, as deployed the worker shares no cores with the SFU; the "
+        "other arm's windows run unpinned (with --baseline HEAD --pin shipped: what sharing "
+        "costs)",
+    )
     parser.add_argument("--smoke", action="store_true", help="N = 1 for 8 s, to check it runs")
     parser.add_argument(
         "--env",
@@ -881,6 +950,15 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--record-arms is its own pair of arms: not with --baseline or --record")
     if args.repeat < 1:
         parser.error(f"--repeat is a number of windows, at least 1: got {args.repeat}")
+    if args.pin and len(os.sched_getaffinity(0)) < 2:
+        parser.error(
+            f"--pin gives the worker a CPU of its own: this process may use "
+            f"{len(os.sched_getaffinity(0))} CPU; run it where two or more are allowed"
+        )
+    if args.pin == "baseline" and not args.baseline:
+        parser.error("--pin baseline pins the baseline arm: it needs --baseline REF")
+    if args.record_arms and args.pin in ("baseline", "shipped"):
+        parser.error("with --record-arms the arms are `off` and `on`: use --pin all")
     if args.baseline_env and not args.baseline:
         parser.error("--baseline-env sets the baseline arm's settings: it needs --baseline REF")
     args.env = env_overrides(args.env, parser)

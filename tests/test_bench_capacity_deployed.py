@@ -1,15 +1,21 @@
 """bench/bench_capacity_deployed.py's account of repeated windows (`--repeat`): each level's
-median, range and quietest window per arm, and the two arms' cost window by window. The windows
-and the figures expected of them are written here by hand; no stack runs (the e2e smoke runs
-the bench itself: tests/e2e/test_bench_capacity_deployed_e2e.py)."""
+median, range and quietest window per arm, and the two arms' cost window by window; its `--pin`
+checks and the thread pinning. The windows and the figures expected of them are written here by
+hand; no stack runs (the e2e smoke runs the bench itself:
+tests/e2e/test_bench_capacity_deployed_e2e.py)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bench.bench_capacity_deployed import main, paired, summary_of
+from bench.bench_capacity_deployed import main, paired, pin_threads, summary_of
 
 
 def window(n: int, index: int, cost: float, *, pss: float = 90.0) -> dict[str, Any]:
@@ -83,3 +89,54 @@ def test_repeat_below_one_is_refused_with_the_value_named(
     err = capsys.readouterr().err
     assert "--repeat" in err
     assert "got 0" in err
+
+
+def test_pin_baseline_without_a_baseline_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--pin", "baseline"])
+
+    assert exit_.value.code == 2
+    assert "--pin baseline" in capsys.readouterr().err
+
+
+def test_pin_with_one_cpu_allowed_is_refused_with_the_count_named(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0})
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--pin", "all"])
+
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--pin" in err
+    assert "may use 1 CPU" in err
+
+
+def test_pin_threads_moves_every_thread_of_a_process(tmp_path: Path) -> None:
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        pytest.skip("needs two CPUs")
+    # a child with a second thread, so that more than the main thread must move
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import threading, time; threading.Thread(target=time.sleep, args=(30,)).start(); "
+            "time.sleep(30)",
+        ]
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while len(os.listdir(f"/proc/{child.pid}/task")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        threads = os.listdir(f"/proc/{child.pid}/task")
+        assert len(threads) >= 2
+
+        moved = pin_threads([child.pid], {allowed[0]})
+
+        assert moved == len(threads)
+        assert all(os.sched_getaffinity(int(tid)) == {allowed[0]} for tid in threads)
+    finally:
+        child.kill()
+        child.wait()

@@ -4,12 +4,14 @@ with git archive, a second worker) and two windows per arm (`--repeat 2`, the ar
 in its own process, inside this test namespace, writing its JSON where told. No figure is checked
 (timings are the bench's business, not the suite's): only that both arms measured a call in each
 window, found its job process, that the shipped arm's inference process (the end-of-turn model,
-agent/end_of_turn.py) was found and counted, and that the windows were summed up per arm and
-paired across the arms.
+agent/end_of_turn.py) was found and counted, that the windows were summed up per arm and paired
+across the arms, and that `--pin shipped` put the shipped arm's job processes on a CPU of their
+own and the harness on the others while the baseline's ran on every CPU.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Final
 
@@ -29,8 +31,11 @@ def test_bench_capacity_deployed_smoke_measures_both_arms(tmp_path: Path) -> Non
     if not in_test_netns():
         pytest.skip("runs only inside the test network namespace")
     out = tmp_path / "bench_capacity_deployed.json"
+    # the shipped arm's worker on a CPU of its own (--pin) where there are two to share
+    cpus = sorted(os.sched_getaffinity(0))
+    pin = ["--pin", "shipped"] if len(cpus) >= 2 else []
     result, _ = run_bench_smoke(
-        BENCH, out, "--baseline", "HEAD", "--repeat", "2", timeout=BENCH_TIMEOUT
+        BENCH, out, "--baseline", "HEAD", "--repeat", "2", *pin, timeout=BENCH_TIMEOUT
     )
     assert result["problem"] is None, result["problem"]
     assert set(result["arms"]) == {"baseline", "shipped"}
@@ -48,3 +53,10 @@ def test_bench_capacity_deployed_smoke_measures_both_arms(tmp_path: Path) -> Non
     for shipped in result["arms"]["shipped"]["levels"]:
         assert shipped["memory_inference_process"], "the end-of-turn model's process not found"
         assert shipped["cpu_s"]["inference_process"] >= 0
+    if pin:  # read back from the scheduler during each window
+        for baseline in result["arms"]["baseline"]["levels"]:
+            assert baseline["pinned"] is False
+            assert baseline["cpus_allowed"]["job_processes"] == cpus
+        for shipped in result["arms"]["shipped"]["levels"]:
+            assert shipped["pinned"] is True
+            assert shipped["cpus_allowed"] == {"job_processes": cpus[:1], "harness": cpus[1:]}
