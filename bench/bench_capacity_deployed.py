@@ -36,8 +36,8 @@ spread by up to ~40 % on this shared machine, following the machine's spell, so 
 `summary.by_level` gives the median, the range and the quietest window, and `paired` the
 second arm's cost over the first's window by window (windows of one round ran back to back).
 `--pin all` (or one arm's name) gives that arm's worker the first CPU to itself and the harness
-the others during its windows: deployed, the worker shares no cores with the SFU; here the
-stand-in and the callers run beside it and take a share of its caches.
+(with the other arm's idle worker) the others during its windows: deployed, the worker shares
+no cores with the SFU; here the stand-in and the callers run beside it and share its caches.
 
 Recording (issue 24): `--record` dispatches every call with `record: true` in its metadata (the
 worker records it with the library's RecorderIO into AGENT_DATA_DIR/recording-spool and uploads
@@ -331,11 +331,14 @@ def affinity(pid: int) -> set[int]:
 
 def place(stack: Stack, tree: dict[int, str]) -> bool:
     """Before a window (`--pin`): a pinned arm's worker gets the first CPU to itself and the
-    harness (this process and the stubs) the others, as a deployment's worker shares no cores
-    with the SFU; any other arm's worker and the harness get every CPU back."""
+    harness (this process, the stubs and the other arm's idle worker) the others, as a
+    deployment's worker shares no cores with the SFU; an unpinned arm's worker and the harness
+    get every CPU back."""
     everything = set(stack.cpus) or os.sched_getaffinity(0)
     worker = [stack.worker.pid, *tree]
     harness = [os.getpid(), *stack.harness_pids.values()]
+    for neighbour in stack.neighbours:
+        harness += [neighbour.pid, *worker_tree(neighbour.pid)]
     if stack.pinned:
         pin_threads(worker, {stack.cpus[0]})
         pin_threads(harness, set(stack.cpus[1:]))
@@ -380,6 +383,7 @@ class Stack:
     backend: BackendStubProcess | None = None  # the recordings the calls uploaded
     pinned: bool = False  # --pin: the worker on cpus[0], the harness on the rest
     cpus: tuple[int, ...] = ()  # the CPUs the run started with
+    neighbours: list[ManagedProcess] = field(default_factory=list)  # the other arms' workers
 
     async def join(self, identity: str, room: str) -> Caller:
         token = participant_token(
@@ -478,6 +482,7 @@ async def measure(
     placed = {
         "job_processes": sorted({c for pid in job_set for c in affinity(pid)}),
         "harness": sorted(os.sched_getaffinity(0)),
+        "other_workers": sorted({c for w in stack.neighbours for c in affinity(w.pid)}),
     }
     log_offset = len(log_records(stack.worker))
     load_before = os.getloadavg()
@@ -718,6 +723,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
             )
         for stack in stacks:
+            stack.neighbours = [other.worker for other in stacks if other is not stack]
             await standin.wait_for_worker(stack.agent_name, timeout=60)
         for n in args.levels:  # the arms side by side at each level, in turn: A B A B ...
             for window in range(args.repeat):

@@ -6,7 +6,8 @@ in its own process, inside this test namespace, writing its JSON where told. No 
 window, found its job process, that the shipped arm's inference process (the end-of-turn model,
 agent/end_of_turn.py) was found and counted, that the windows were summed up per arm and paired
 across the arms, and that `--pin shipped` put the shipped arm's job processes on a CPU of their
-own and the harness on the others while the baseline's ran on every CPU.
+own and the harness (with the idle baseline worker) on the others while the baseline's ran on
+every CPU.
 """
 
 from __future__ import annotations
@@ -59,4 +60,8 @@ def test_bench_capacity_deployed_smoke_measures_both_arms(tmp_path: Path) -> Non
             assert baseline["cpus_allowed"]["job_processes"] == cpus
         for shipped in result["arms"]["shipped"]["levels"]:
             assert shipped["pinned"] is True
-            assert shipped["cpus_allowed"] == {"job_processes": cpus[:1], "harness": cpus[1:]}
+            assert shipped["cpus_allowed"] == {
+                "job_processes": cpus[:1],
+                "harness": cpus[1:],
+                "other_workers": cpus[1:],  # the baseline's, idle beside it
+            }
