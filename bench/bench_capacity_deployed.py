@@ -333,12 +333,14 @@ def place(stack: Stack, tree: dict[int, str]) -> bool:
     """Before a window (`--pin`): a pinned arm's worker gets the first CPU to itself and the
     harness (this process, the stubs and the other arm's idle worker) the others, as a
     deployment's worker shares no cores with the SFU; an unpinned arm's worker and the harness
-    get every CPU back."""
+    get every CPU back. Without `--pin` nothing is touched."""
+    if not stack.pinned and not any(other.pinned for other in stack.neighbours):
+        return False
     everything = set(stack.cpus) or os.sched_getaffinity(0)
     worker = [stack.worker.pid, *tree]
     harness = [os.getpid(), *stack.harness_pids.values()]
-    for neighbour in stack.neighbours:
-        harness += [neighbour.pid, *worker_tree(neighbour.pid)]
+    for other in stack.neighbours:
+        harness += [other.worker.pid, *worker_tree(other.worker.pid)]
     if stack.pinned:
         pin_threads(worker, {stack.cpus[0]})
         pin_threads(harness, set(stack.cpus[1:]))
@@ -383,7 +385,7 @@ class Stack:
     backend: BackendStubProcess | None = None  # the recordings the calls uploaded
     pinned: bool = False  # --pin: the worker on cpus[0], the harness on the rest
     cpus: tuple[int, ...] = ()  # the CPUs the run started with
-    neighbours: list[ManagedProcess] = field(default_factory=list)  # the other arms' workers
+    neighbours: list[Stack] = field(default_factory=list)  # the other arms
 
     async def join(self, identity: str, room: str) -> Caller:
         token = participant_token(
@@ -482,7 +484,7 @@ async def measure(
     placed = {
         "job_processes": sorted({c for pid in job_set for c in affinity(pid)}),
         "harness": sorted(os.sched_getaffinity(0)),
-        "other_workers": sorted({c for w in stack.neighbours for c in affinity(w.pid)}),
+        "other_workers": sorted({c for o in stack.neighbours for c in affinity(o.worker.pid)}),
     }
     log_offset = len(log_records(stack.worker))
     load_before = os.getloadavg()
@@ -723,7 +725,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
             )
         for stack in stacks:
-            stack.neighbours = [other.worker for other in stacks if other is not stack]
+            stack.neighbours = [other for other in stacks if other is not stack]
             await standin.wait_for_worker(stack.agent_name, timeout=60)
         for n in args.levels:  # the arms side by side at each level, in turn: A B A B ...
             for window in range(args.repeat):
