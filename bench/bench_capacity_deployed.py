@@ -111,24 +111,45 @@ def cpu_seconds(pid: int) -> float | None:
     return float(times.user + times.system)
 
 
+def thread_name(pid: int, tid: int, named: dict[int, str] | None = None) -> str | None:
+    """A thread's name (/proc/PID/task/TID/comm: the Python thread shows the interpreter's name,
+    native threads name themselves); `named` (native thread id -> Python name, from
+    `python_thread_names`) names those Python threads apart. None if it is gone."""
+    if named and tid in named:
+        return named[tid]
+    try:
+        name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+    except OSError:
+        return None
+    # numbered pools (e.g. "tokio-runtime-w", "ort-worker-3") are grouped by prefix
+    return name.rstrip("0123456789-_ ") or name
+
+
 def thread_cpu(pid: int, named: dict[int, str] | None = None) -> dict[str, float]:
-    """CPU-seconds of one process per thread name (/proc/PID/task/TID/comm: the Python thread
-    shows the interpreter's name, native threads name themselves), summed over same names;
-    `named` (native thread id -> Python name, from `python_thread_names`) names those Python
-    threads apart."""
+    """CPU-seconds of one process per thread name, summed over same names."""
     by_name: dict[str, float] = {}
     with contextlib.suppress(psutil.Error):
         for thread in psutil.Process(pid).threads():
-            if named and thread.id in named:
-                name = named[thread.id]
-            else:
-                try:
-                    name = Path(f"/proc/{pid}/task/{thread.id}/comm").read_text().strip()
-                except OSError:
-                    continue
-                # numbered pools (e.g. "tokio-runtime-w", "ort-worker-3") are grouped by prefix
-                name = name.rstrip("0123456789-_ ") or name
-            by_name[name] = by_name.get(name, 0.0) + thread.user_time + thread.system_time
+            if (name := thread_name(pid, thread.id, named)) is not None:
+                by_name[name] = by_name.get(name, 0.0) + thread.user_time + thread.system_time
+    return by_name
+
+
+def thread_wakeups(pid: int, named: dict[int, str] | None = None) -> dict[str, int]:
+    """Voluntary context switches of one process per thread name, summed over same names: each
+    is the thread blocking and later waking, so per second they count wake-ups (a thread on a
+    10 ms tick makes 100). The media path's threads are wake-up bound (docs/performance.md)."""
+    by_name: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(f"/proc/{pid}/task"):
+            try:
+                status = Path(entry.path, "status").read_text()
+            except OSError:
+                continue
+            name = thread_name(pid, int(entry.name), named)
+            for line in status.splitlines():
+                if name is not None and line.startswith("voluntary_ctxt_switches:"):
+                    by_name[name] = by_name.get(name, 0) + int(line.split()[1])
     return by_name
 
 
@@ -492,6 +513,7 @@ async def measure(
     named = named or {}
     before = {pid: cpu_seconds(pid) for pids in groups.values() for pid in pids}
     threads_before = {pid: thread_cpu(pid, named.get(pid)) for pid in job_set}
+    wakeups_before = {pid: thread_wakeups(pid, named.get(pid)) for pid in job_set}
     started = time.monotonic()
     until = started + seconds
     loops = [CallerLoop(c) for c in callers]
@@ -508,6 +530,7 @@ async def measure(
     await asyncio.sleep(max(0.0, until - time.monotonic()))
     after = {pid: cpu_seconds(pid) for pids in groups.values() for pid in pids}
     threads_after = {pid: thread_cpu(pid, named.get(pid)) for pid in job_set}
+    wakeups_after = {pid: thread_wakeups(pid, named.get(pid)) for pid in job_set}
     window = time.monotonic() - started
     machine_after = psutil.cpu_times()
     load_after = os.getloadavg()
@@ -528,6 +551,11 @@ async def measure(
         for name, seconds_after in names.items():
             spent = seconds_after - threads_before.get(pid, {}).get(name, 0.0)
             threads[name] = threads.get(name, 0.0) + spent
+    wakeups: dict[str, float] = {}
+    for pid, counts in wakeups_after.items():
+        for name, count in counts.items():
+            woke = count - wakeups_before.get(pid, {}).get(name, 0)
+            wakeups[name] = wakeups.get(name, 0.0) + woke / window
     cpu: dict[str, float] = {}
     vanished: list[int] = []
     for name, pids in groups.items():
@@ -585,6 +613,10 @@ async def measure(
         "job_cpu_s_by_thread": {
             k: round(v, 3) for k, v in sorted(threads.items(), key=lambda kv: -kv[1]) if v >= 0.01
         },
+        # summed over the job processes, like the CPU above
+        "job_wakeups_per_s_by_thread": {
+            k: round(v, 1) for k, v in sorted(wakeups.items(), key=lambda kv: -kv[1]) if v >= 1
+        },
         # whether the job processes' Python threads of note could be named (py-spy)
         "python_threads_named": bool(named) and all(v is not None for v in named.values()),
         "job_warnings": warnings,
@@ -604,6 +636,33 @@ class Arm:
     ref: str | None = None  # None: this checkout
     record: bool = False  # its calls' metadata says `record: true` (issue 24)
     env: dict[str, str] = field(default_factory=dict)
+    python: str = sys.executable  # the interpreter that runs its worker (`--worker-python`)
+
+
+_INTERPRETER_FACTS = """
+import json, platform, sys, sysconfig
+args = sysconfig.get_config_var("CONFIG_ARGS") or ""
+with open("/proc/self/maps") as maps:
+    shared = any("libpython" in line for line in maps)
+print(json.dumps({
+    "executable": sys.executable,
+    "version": platform.python_version(),
+    "configure_enable_optimizations": "--enable-optimizations" in args,
+    "configure_with_lto": "--with-lto" in args,
+    "libpython_shared": shared,
+}))
+"""
+
+
+def interpreter(python: str) -> dict[str, Any]:
+    """What runs an arm's worker: an interpreter linked to a shared libpython and built without
+    PGO (pyenv's default) runs the same Python code slower than the image's build
+    (docs/performance.md)."""
+    out = subprocess.run(
+        [python, "-c", _INTERPRETER_FACTS], capture_output=True, text=True, check=True, timeout=30
+    )
+    facts: dict[str, Any] = json.loads(out.stdout)
+    return facts
 
 
 def export_commit(ref: str, into: Path) -> Path:
@@ -672,21 +731,44 @@ def paired(first: list[dict[str, Any]], second: list[dict[str, Any]]) -> dict[st
     return out
 
 
+def arms_of(args: argparse.Namespace, baseline_source: Path | None) -> list[Arm]:
+    """The workers to measure, in the order their windows run: the baseline first (its code
+    exported to `baseline_source`), then this checkout; each on `--worker-python`, the baseline
+    on `--baseline-python` when given."""
+    python = args.worker_python or sys.executable
+    if args.record_arms:  # the same code, calls not recorded and recorded
+        arms = [
+            Arm("off", REPO_ROOT, python=python),
+            Arm("on", REPO_ROOT, record=True, python=python),
+        ]
+    else:
+        arms = [Arm("shipped", REPO_ROOT, record=args.record, python=python)]
+    if args.baseline and baseline_source is not None:
+        baseline_python = args.baseline_python or python
+        arms.insert(
+            0,
+            Arm(
+                "baseline",
+                baseline_source,
+                args.baseline,
+                args.record,
+                args.baseline_env,
+                baseline_python,
+            ),
+        )
+    return arms
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="bench-capacity-deployed-"))
     cpus = tuple(sorted(os.sched_getaffinity(0)))
     processes = ProcessGroup(work / "logs")
     standin = StandIn(port=free_port())
     await standin.start()
-    if args.record_arms:  # the same code, calls not recorded and recorded
-        arms = [Arm("off", REPO_ROOT), Arm("on", REPO_ROOT, record=True)]
-    else:
-        arms = [Arm("shipped", REPO_ROOT, record=args.record)]
-    if args.baseline:
-        ref = args.baseline
-        source = export_commit(ref, work / "baseline")
-        arms.insert(0, Arm("baseline", source, ref, args.record, args.baseline_env))
+    source = export_commit(args.baseline, work / "baseline") if args.baseline else None
+    arms = arms_of(args, source)
     levels: dict[str, list[dict[str, Any]]] = {arm.name: [] for arm in arms}
+    worker_exe: dict[str, str] = {}  # what the kernel says each arm's worker runs
     overrides = {"NUM_IDLE_PROCESSES": "1", **args.env}  # --env wins
     worker_env_used = {"LOAD_THRESHOLD": "1000", **overrides}
     problem: str | None = None
@@ -709,7 +791,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 INTERNAL_SERVICE_KEY=SERVICE_KEY,
                 **{**overrides, **arm.env},
             )
-            worker = processes.start_worker(env, name=f"worker-{arm.name}", source=arm.source)
+            worker = processes.start_worker(
+                env, name=f"worker-{arm.name}", source=arm.source, python=arm.python
+            )
+            with contextlib.suppress(OSError):
+                worker_exe[arm.name] = os.readlink(f"/proc/{worker.pid}/exe")
             stacks.append(
                 Stack(
                     standin,
@@ -767,6 +853,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             arm.name: {
                 "code": arm.ref or "this checkout",
                 "env": arm.env,
+                "python": {**interpreter(arm.python), "worker_exe": worker_exe.get(arm.name)},
                 "record": arm.record,
                 "pinned": args.pin in ("all", arm.name),
                 "levels": levels[arm.name],
@@ -821,6 +908,9 @@ def report(result: dict[str, Any]) -> None:
         where = f"{name}, N = {lvl['n']}, window {lvl.get('window', 0) + 1}"
         threads = ", ".join(f"{k} {v:.2f}" for k, v in lvl["job_cpu_s_by_thread"].items())
         print(f"  {where}: job CPU-s by thread: {threads}")
+        if woke := lvl.get("job_wakeups_per_s_by_thread"):
+            per_s = ", ".join(f"{k} {v:.0f}" for k, v in woke.items())
+            print(f"  {where}: job wake-ups per second by thread: {per_s}")
         inference = [m for m in lvl.get("memory_inference_process", {}).values() if m]
         if inference:
             print(f"  {where}: inference process PSS {inference[0]['pss_mb']} MB")
@@ -953,6 +1043,18 @@ def main(argv: list[str] | None = None) -> None:
         help="a setting for the baseline arm only, over --env (with --baseline HEAD: the same "
         "code with today's value of a setting against the shipped one), repeatable",
     )
+    parser.add_argument(
+        "--worker-python",
+        metavar="PATH",
+        help="the interpreter that runs the workers (default: this one), e.g. an environment on "
+        "an optimized build like the image's: docs/performance.md says how to make one",
+    )
+    parser.add_argument(
+        "--baseline-python",
+        metavar="PATH",
+        help="the baseline arm's interpreter, over --worker-python (with --baseline HEAD: the "
+        "same code on two interpreters)",
+    )
     args = parser.parse_args(argv)
     if args.record_arms and (args.baseline or args.record):
         parser.error("--record-arms is its own pair of arms: not with --baseline or --record")
@@ -969,6 +1071,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("with --record-arms the arms are `off` and `on`: use --pin all")
     if args.baseline_env and not args.baseline:
         parser.error("--baseline-env sets the baseline arm's settings: it needs --baseline REF")
+    if args.baseline_python and not args.baseline:
+        parser.error("--baseline-python runs the baseline arm: it needs --baseline REF")
+    pythons = {"--worker-python": args.worker_python, "--baseline-python": args.baseline_python}
+    for option, path in pythons.items():
+        if path and not os.access(path, os.X_OK):
+            parser.error(f"{option} {path}: no executable there; give an environment's bin/python")
     args.env = env_overrides(args.env, parser)
     args.baseline_env = env_overrides(args.baseline_env, parser)
     args.levels = [int(x) for x in str(args.levels).split(",") if x.strip()]

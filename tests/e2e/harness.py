@@ -215,12 +215,18 @@ class ProcessGroup:
         return proc
 
     def start_worker(
-        self, env: dict[str, str], *, name: str = "worker", source: Path = REPO_ROOT
+        self,
+        env: dict[str, str],
+        *,
+        name: str = "worker",
+        source: Path = REPO_ROOT,
+        python: str = sys.executable,
     ) -> ManagedProcess:
         """The project's worker: ``python -m agent start`` with ``env`` (see ``worker_env``), its
-        code from ``source`` (a checkout of another commit, for a bench's baseline arm)."""
+        code from ``source`` (a checkout of another commit, for a bench's baseline arm), run by
+        ``python`` (another environment's interpreter, for a bench's worker)."""
         env = {**env, "PYTHONPATH": str(source)} if source != REPO_ROOT else env
-        return self.start(name, [sys.executable, "-m", "agent", "start"], env, cwd=source)
+        return self.start(name, [python, "-m", "agent", "start"], env, cwd=source)
 
     def start_module(
         self, module: str, env: dict[str, str], *args: str, name: str | None = None

@@ -7,12 +7,15 @@ window, found its job process, that the shipped arm's inference process (the end
 agent/end_of_turn.py) was found and counted, that the windows were summed up per arm and paired
 across the arms, and that `--pin shipped` put the shipped arm's job processes on a CPU of their
 own and the harness (with the idle baseline worker) on the others while the baseline's ran on
-every CPU.
+every CPU, that `--worker-python` ran both workers on the interpreter named, and that the job
+threads' wake-ups were counted.
 """
 
 from __future__ import annotations
 
 import os
+import platform
+import sys
 from pathlib import Path
 from typing import Final
 
@@ -35,17 +38,24 @@ def test_bench_capacity_deployed_smoke_measures_both_arms(tmp_path: Path) -> Non
     # the shipped arm's worker on a CPU of its own (--pin) where there are two to share
     cpus = sorted(os.sched_getaffinity(0))
     pin = ["--pin", "shipped"] if len(cpus) >= 2 else []
+    # the workers on a named interpreter (--worker-python): this one, so the smoke needs no other
+    python = ["--worker-python", sys.executable]
     result, _ = run_bench_smoke(
-        BENCH, out, "--baseline", "HEAD", "--repeat", "2", *pin, timeout=BENCH_TIMEOUT
+        BENCH, out, "--baseline", "HEAD", "--repeat", "2", *pin, *python, timeout=BENCH_TIMEOUT
     )
     assert result["problem"] is None, result["problem"]
     assert set(result["arms"]) == {"baseline", "shipped"}
     for name, arm in result["arms"].items():
+        # the kernel's word for what the worker ran, not the option echoed back
+        assert arm["python"]["worker_exe"] == os.path.realpath(sys.executable), name
+        assert arm["python"]["version"] == platform.python_version()
         assert [(lvl["n"], lvl["window"]) for lvl in arm["levels"]] == [(1, 0), (1, 1)]
         for level in arm["levels"]:
             assert level["jobs_found"] == 1, f"{name}: the call's job process was not found"
             assert level["pss_mb_max"] is not None
             assert level["cpu_s_per_call_s"] > 0
+            # the rtc SDK's audio device ticks in every job process: its wake-ups were counted
+            assert level["job_wakeups_per_s_by_thread"].get("SyntheticAudioD", 0) > 0, name
         costs = sorted(lvl["cpu_s_per_call_s"] for lvl in arm["levels"])
         one = arm["summary"]["by_level"]["1"]
         assert one["windows"] == 2
