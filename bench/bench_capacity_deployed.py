@@ -769,10 +769,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     arms = arms_of(args, source)
     levels: dict[str, list[dict[str, Any]]] = {arm.name: [] for arm in arms}
     worker_exe: dict[str, str] = {}  # what the kernel says each arm's worker runs
+    pythons: dict[str, dict[str, Any]] = {}
     overrides = {"NUM_IDLE_PROCESSES": "1", **args.env}  # --env wins
     worker_env_used = {"LOAD_THRESHOLD": "1000", **overrides}
     problem: str | None = None
     try:
+        # before anything is measured: an interpreter that cannot run stops the bench here
+        pythons = {arm.name: interpreter(arm.python) for arm in arms}
         openai, backend = await asyncio.gather(
             start_openai_stub(processes, transcript=HEARD, tts_max_seconds=TTS_MAX_SECONDS),
             start_backend_stub(processes, key=SERVICE_KEY),
@@ -853,7 +856,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             arm.name: {
                 "code": arm.ref or "this checkout",
                 "env": arm.env,
-                "python": {**interpreter(arm.python), "worker_exe": worker_exe.get(arm.name)},
+                "python": {
+                    **pythons.get(arm.name, {"executable": arm.python}),
+                    "worker_exe": worker_exe.get(arm.name),
+                },
                 "record": arm.record,
                 "pinned": args.pin in ("all", arm.name),
                 "levels": levels[arm.name],
