@@ -763,7 +763,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="bench-capacity-deployed-"))
     cpus = tuple(sorted(os.sched_getaffinity(0)))
     processes = ProcessGroup(work / "logs")
-    standin = StandIn(port=free_port())
+    # --sfu livekit: the stand-in forwards RTP and negotiates DTX as LiveKit's SFU does
+    as_livekit = args.sfu == "livekit"
+    standin = StandIn(port=free_port(), forward_rtp=as_livekit, negotiate_dtx=as_livekit)
     await standin.start()
     source = export_commit(args.baseline, work / "baseline") if args.baseline else None
     arms = arms_of(args, source)
@@ -840,6 +842,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "smoke": args.smoke,
         "seconds_per_level": args.seconds,
         "windows_per_level": args.repeat,
+        "sfu": args.sfu,
         # --pin: which arms ran with the worker on cpus[0] and the harness on the rest
         "pin": args.pin,
         "cpus": list(cpus),
@@ -1060,6 +1063,14 @@ def main(argv: list[str] | None = None) -> None:
         metavar="PATH",
         help="the baseline arm's interpreter, over --worker-python (with --baseline HEAD: the "
         "same code on two interpreters)",
+    )
+    parser.add_argument(
+        "--sfu",
+        choices=("livekit", "transcode"),
+        default="transcode",
+        help="livekit: the stand-in forwards each Opus packet unchanged and answers publishers "
+        "with DTX, as LiveKit's SFU does; transcode: it decodes and re-encodes every track and "
+        "negotiates no DTX (every figure before 2026-12-07 14:30 UTC)",
     )
     args = parser.parse_args(argv)
     if args.record_arms and (args.baseline or args.record):

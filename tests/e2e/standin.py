@@ -41,12 +41,18 @@ real `livekit` rtc SDK (the Rust FFI) to run a call on this machine, offline:
 * how a call ends: a participant that leaves is broadcast as ``DISCONNECTED`` with
   ``disconnect_reason=CLIENT_INITIATED``; when only agents remain for ``departure_timeout``
   seconds (or nobody remains), the room closes: each remaining participant gets
-  ``leave(reason=ROOM_CLOSED, action=DISCONNECT)`` and then its signal socket is closed.
+  ``leave(reason=ROOM_CLOSED, action=DISCONNECT)`` and then its signal socket is closed;
+* optionally, LiveKit's media handling (``forward_rtp`` and ``negotiate_dtx``, off by default,
+  on in bench/bench_capacity_deployed.py's ``--sfu livekit``): each subscriber gets the
+  publisher's Opus packets unchanged (payload and timestamp) instead of a decoded and
+  re-encoded copy, and a publisher's audio is answered with LiveKit's Opus line with DTX
+  (``minptime=10;useinbandfec=1;usedtx=1``) unless its ``AddTrackRequest`` set ``disable_dtx``.
 
 What it does NOT emulate (do not write tests that depend on these):
 
-* video, simulcast, codecs other than Opus, RTP forwarding (media is decoded and re-encoded by
-  aiortc's ``MediaRelay``), bandwidth estimation, packet loss, jitter or speaker detection;
+* video, simulcast, codecs other than Opus (RED is not negotiated), RTP forwarding by default
+  (media is decoded and re-encoded by aiortc's ``MediaRelay``), bandwidth estimation, packet
+  loss, jitter or speaker detection;
 * the v1 single-peer-connection signalling, ICE restarts, resume/reconnect, migration, TURN;
 * permissions beyond the token's grants at join time, mute forwarding, track unpublishing
   (a departed publisher's downstream track simply stops), subscription control, E2EE;
@@ -88,8 +94,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fractions
 import json
 import logging
+import re
 import signal
 import time
 import uuid
@@ -97,11 +105,12 @@ from collections.abc import Callable, Collection, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeVar
 
+import av
 from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.typedefs import Handler
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
-from aiortc.mediastreams import MediaStreamError
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import candidate_from_sdp
 from google.protobuf import json_format
 from google.protobuf.message import Message
@@ -189,6 +198,77 @@ async def _cors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 def _twirp_error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"code": code, "msg": message}, status=status)
+
+
+# LiveKit's SFU (pion's default Opus line, plus DTX unless the track's AddTrackRequest said
+# `disable_dtx`): what its answer to a publisher says of Opus with `negotiate_dtx`
+OPUS_FMTP_DTX: Final = "minptime=10;useinbandfec=1;usedtx=1"
+_OPUS_RTPMAP: Final = re.compile(r"a=rtpmap:(\d+) opus/48000/2")
+_OPUS_TIME_BASE: Final = fractions.Fraction(1, 48000)
+# a forwarded copy whose sender stopped reading keeps at most this many packets (10 s of Opus)
+_FORWARD_QUEUE_MAX: Final = 500
+
+
+def with_opus_dtx(sdp: str) -> str:
+    """An answer's SDP with every Opus payload type's fmtp set to LiveKit's line with DTX: the
+    publisher's encoder then sends a frame every 400 ms while silent instead of every 20 ms."""
+    payload_types = set(_OPUS_RTPMAP.findall(sdp))
+    lines = [
+        line
+        for line in sdp.split("\r\n")
+        if not any(line.startswith(f"a=fmtp:{pt} ") for pt in payload_types)
+    ]
+    out: list[str] = []
+    for line in lines:
+        out.append(line)
+        if match := _OPUS_RTPMAP.fullmatch(line):
+            out.append(f"a=fmtp:{match.group(1)} {OPUS_FMTP_DTX}")
+    return "\r\n".join(out)
+
+
+class _RtpTap:
+    """A publisher's Opus packets (those of `payload_types`) as they arrive, before aiortc's
+    jitter buffer and decoder, handed to every forwarded copy of the track (`forward_rtp`)."""
+
+    def __init__(self, payload_types: set[int]) -> None:
+        self.payload_types = payload_types
+        self.queues: list[asyncio.Queue[Any]] = []
+
+    def feed(self, packet: Any) -> None:
+        if packet.payload_type not in self.payload_types:
+            return
+        for queue in self.queues:
+            if queue.qsize() < _FORWARD_QUEUE_MAX:  # live only: a stalled copy drops, not grows
+                queue.put_nowait(packet)
+
+
+class _ForwardedAudio(MediaStreamTrack):
+    """One subscriber's copy of a published track, as an SFU forwards it: each packet's Opus
+    payload and timestamp unchanged (aiortc's sender packs an `av.Packet` without re-encoding),
+    so a silence the publisher sent as DTX reaches the subscriber as DTX, and live only: a late
+    subscriber gets what is said from then on."""
+
+    kind = "audio"
+
+    def __init__(self, tap: _RtpTap) -> None:
+        super().__init__()
+        self._tap = tap
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        tap.queues.append(self._queue)
+
+    async def recv(self) -> av.Packet:  # type: ignore[type-arg]
+        if self.readyState != "live":
+            raise MediaStreamError
+        rtp = await self._queue.get()
+        packet = av.Packet(rtp.payload)
+        packet.pts = rtp.timestamp
+        packet.time_base = _OPUS_TIME_BASE
+        return packet
+
+    def stop(self) -> None:
+        with contextlib.suppress(ValueError):
+            self._tap.queues.remove(self._queue)
+        super().stop()
 
 
 async def _drain(track: Any) -> None:
@@ -380,6 +460,8 @@ class _Track:
     cid: str
     remote: Any = None  # aiortc RemoteStreamTrack once the publisher's offer carried it
     subscribed_sent: bool = False
+    disable_dtx: bool = False  # as the publisher's AddTrackRequest asked
+    tap: _RtpTap | None = None  # with forward_rtp: its packets as they arrive
 
 
 @dataclass(eq=False)
@@ -487,6 +569,8 @@ class StandIn:
         departure_timeout: float = 2.0,
         redispatch_lost_jobs: bool = False,
         redispatch_wait: float = 30.0,
+        forward_rtp: bool = False,
+        negotiate_dtx: bool = False,
     ) -> None:
         self.host = host
         self.port = port
@@ -505,6 +589,12 @@ class StandIn:
         # A test may switch it on at any time before the kill.
         self.redispatch_lost_jobs = redispatch_lost_jobs
         self.redispatch_wait = redispatch_wait
+        # As LiveKit's SFU, for a bench that measures what a deployment's worker does (both off
+        # by default, the tests' stand-in): `forward_rtp` sends each subscriber the publisher's
+        # Opus packets unchanged instead of decoding and encoding them again, and
+        # `negotiate_dtx` answers a publisher's audio with DTX unless it asked for none.
+        self.forward_rtp = forward_rtp
+        self.negotiate_dtx = negotiate_dtx
         self.redispatches: list[RedispatchRecord] = []
         self.auth_failures = 0
         self._verifier = api.TokenVerifier(api_key, api_secret)
@@ -1344,11 +1434,13 @@ class StandIn:
     async def _answer_publisher(self, p: _Participant, offer: rtcpb.SessionDescription) -> None:
         await p.pub_pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
         await p.pub_pc.setLocalDescription(await p.pub_pc.createAnswer())
+        sdp = p.pub_pc.localDescription.sdp
+        audio = [t for t in p.tracks if t.info.type == models.TrackType.AUDIO]
+        if self.negotiate_dtx and audio and not any(t.disable_dtx for t in audio):
+            sdp = with_opus_dtx(sdp)
         await p.send(
             rtcpb.SignalResponse(
-                answer=rtcpb.SessionDescription(
-                    type="answer", sdp=p.pub_pc.localDescription.sdp, id=offer.id
-                )
+                answer=rtcpb.SessionDescription(type="answer", sdp=sdp, id=offer.id)
             )
         )
 
@@ -1362,7 +1454,7 @@ class StandIn:
             mime_type="audio/opus" if req.type == models.TrackType.AUDIO else "",
             stream=req.stream,
         )
-        p.tracks.append(_Track(info=info, cid=req.cid))
+        p.tracks.append(_Track(info=info, cid=req.cid, disable_dtx=req.disable_dtx))
         await p.send(
             rtcpb.SignalResponse(
                 track_published=rtcpb.TrackPublishedResponse(cid=req.cid, track=info)
@@ -1403,12 +1495,32 @@ class StandIn:
             log.warning("%s: media track %s matches no AddTrack", p.identity, remote.id)
             return
         track.remote = remote
+        if self.forward_rtp:
+            track.tap = self._tap(p, remote)
         # forward live only: drain the source from the start, so that a late subscriber gets
         # what is said from then on, not every frame queued since the track was published
         p.spawn(_drain(self._relay.subscribe(remote, buffered=False)))
         for other in list(p.room.participants.values()):
             if other is not p:
                 other.spawn(self._subscribe(other, p, track))
+
+    def _tap(self, p: _Participant, remote: Any) -> _RtpTap | None:
+        """Wrap the receiver of ``remote`` so that each RTP packet is also handed, as it
+        arrives, to the track's forwarded copies (aiortc has no public hook for it)."""
+        receiver = next((r for r in p.pub_pc.getReceivers() if r.track is remote), None)
+        if receiver is None:
+            log.warning("%s: no receiver for track %s, not forwarded", p.identity, remote.id)
+            return None
+        offer = p.pub_pc.remoteDescription.sdp if p.pub_pc.remoteDescription else ""
+        tap = _RtpTap({int(pt) for pt in _OPUS_RTPMAP.findall(offer)})
+        handle = receiver._handle_rtp_packet
+
+        async def tapped(packet: Any, arrival_time_ms: int) -> None:
+            tap.feed(packet)
+            await handle(packet, arrival_time_ms)
+
+        receiver._handle_rtp_packet = tapped
+        return tap
 
     async def _subscribe(
         self, sub: _Participant, pub: _Participant | None = None, track: _Track | None = None
@@ -1431,9 +1543,12 @@ class StandIn:
                 # A new transceiver each time: addTrack would reuse the transceiver of a
                 # publisher that left (a killed agent), whose m-line the client already tied
                 # to the old track, and the caller would hear silence from the new agent.
-                sender = sub.sub_pc.addTransceiver(
-                    self._relay.subscribe(track.remote), direction="sendonly"
-                ).sender
+                copy = (
+                    _ForwardedAudio(track.tap)
+                    if track.tap is not None
+                    else self._relay.subscribe(track.remote)
+                )
+                sender = sub.sub_pc.addTransceiver(copy, direction="sendonly").sender
                 sender._stream_id = f"{pub.sid}|{track.info.sid}"  # LiveKit: "PA_sid|TR_sid"
                 sender._track_id = track.info.sid
             await sub.sub_pc.setLocalDescription(await sub.sub_pc.createOffer())
