@@ -38,6 +38,11 @@ second arm's cost over the first's window by window (windows of one round ran ba
 `--pin all` (or one arm's name) gives that arm's worker the first CPU to itself and the harness
 (with the other arm's idle worker) the others during its windows: deployed, the worker shares
 no cores with the SFU; here the stand-in and the callers run beside it and share its caches.
+`--worker-python PATH` runs the workers on another environment's interpreter (an optimized
+build like the image's; `--baseline-python` the baseline arm only), and `--sfu livekit` has the
+stand-in forward each Opus packet unchanged and negotiate DTX as LiveKit's SFU does (the default,
+`transcode`, decodes and re-encodes every track). Each window also records the job threads'
+wake-ups per second beside their CPU.
 
 Recording (issue 24): `--record` dispatches every call with `record: true` in its metadata (the
 worker records it with the library's RecorderIO into AGENT_DATA_DIR/recording-spool and uploads
@@ -51,6 +56,8 @@ apart by `py-spy dump`, from the `profile` dependency group, when installed).
     uv run python bench/bench_capacity_deployed.py [--levels 1,2,4] [--seconds 20]
                                                    [--baseline REF | --record-arms] [--record]
                                                    [--repeat K] [--pin all|baseline|shipped]
+                                                   [--worker-python PATH] [--baseline-python PATH]
+                                                   [--sfu livekit|transcode]
                                                    [--json PATH] [--smoke]
 """
 
@@ -142,13 +149,13 @@ def thread_wakeups(pid: int, named: dict[int, str] | None = None) -> dict[str, i
     by_name: dict[str, int] = {}
     with contextlib.suppress(OSError):
         for entry in os.scandir(f"/proc/{pid}/task"):
+            name = thread_name(pid, int(entry.name), named)
             try:
-                status = Path(entry.path, "status").read_text()
+                status = Path(entry.path, "status").read_text() if name is not None else ""
             except OSError:
                 continue
-            name = thread_name(pid, int(entry.name), named)
             for line in status.splitlines():
-                if name is not None and line.startswith("voluntary_ctxt_switches:"):
+                if line.startswith("voluntary_ctxt_switches:"):
                     by_name[name] = by_name.get(name, 0) + int(line.split()[1])
     return by_name
 
