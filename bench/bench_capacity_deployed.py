@@ -149,9 +149,10 @@ def thread_wakeups(pid: int, named: dict[int, str] | None = None) -> dict[str, i
     by_name: dict[str, int] = {}
     with contextlib.suppress(OSError):
         for entry in os.scandir(f"/proc/{pid}/task"):
-            name = thread_name(pid, int(entry.name), named)
+            if (name := thread_name(pid, int(entry.name), named)) is None:
+                continue
             try:
-                status = Path(entry.path, "status").read_text() if name is not None else ""
+                status = Path(entry.path, "status").read_text()
             except OSError:
                 continue
             for line in status.splitlines():
